@@ -1,0 +1,322 @@
+"""Every option, declared once: command line ``--memorization-X``, ini key ``memorization_X``.
+
+The table drives ``pytest_addoption``, value parsing with clear errors, precedence
+(marker > command line > ini > manifest > default) and the README's options table
+(``python -m pytest_memorization options``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import MemorizationConfigError
+
+REPORT_WORKS_MODES = ("embed", "thumbnail", "omit")
+DEVICES_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+class OptionError(MemorizationConfigError):
+    def __init__(self, option: "Option", value: object, fix: str) -> None:
+        super().__init__(
+            f"--memorization-{option.dashed} (ini memorization_{option.name}) = {value!r}: {fix}"
+        )
+
+
+def _int(lo: int) -> Callable[["Option", Any], int]:
+    def parse(opt: Option, v: Any) -> int:
+        try:
+            n = int(str(v).strip())
+        except ValueError:
+            raise OptionError(opt, v, f"expected an integer >= {lo}") from None
+        if n < lo:
+            raise OptionError(opt, v, f"expected an integer >= {lo}")
+        return n
+
+    return parse
+
+
+def _float(lo: float | None = None, hi: float | None = None) -> Callable[["Option", Any], float]:
+    def parse(opt: Option, v: Any) -> float:
+        try:
+            x = float(str(v).strip())
+        except ValueError:
+            raise OptionError(opt, v, "expected a number") from None
+        if x != x or (lo is not None and x < lo) or (hi is not None and x > hi):
+            raise OptionError(opt, v, f"expected a number in [{lo}, {hi}]")
+        return x
+
+    return parse
+
+
+def _bool(opt: Option, v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise OptionError(opt, v, "expected true or false")
+
+
+def _str(opt: Option, v: Any) -> str:
+    s = str(v).strip()
+    if not s:
+        raise OptionError(opt, v, "expected a non-empty value")
+    return s
+
+
+def _choice(*choices: str) -> Callable[["Option", Any], str]:
+    def parse(opt: Option, v: Any) -> str:
+        s = str(v).strip()
+        if s not in choices:
+            raise OptionError(opt, v, f"expected one of {', '.join(choices)}")
+        return s
+
+    return parse
+
+
+def _device(opt: Option, v: Any) -> str:
+    s = str(v).strip()
+    if not DEVICES_RE.match(s):
+        raise OptionError(opt, v, "expected auto, cpu, mps, cuda or cuda:N")
+    return s
+
+
+def parse_seeds(value: Any, where: str = "seeds") -> list[int]:
+    """Seeds as a list of distinct non-negative integers; accepts '0,1,2' or '0-3' or a list."""
+    items: list[Any]
+    if isinstance(value, str):
+        items = []
+        for part in value.replace(" ", "").split(","):
+            if re.fullmatch(r"\d+-\d+", part):
+                a, b = map(int, part.split("-"))
+                items.extend(range(a, b + 1))
+            else:
+                items.append(part)
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    seeds: list[int] = []
+    for s in items:
+        if isinstance(s, bool) or not (isinstance(s, int) or (isinstance(s, str) and s.isdigit())):
+            raise MemorizationConfigError(
+                f"{where}: {s!r} is not a non-negative integer; write seeds like 0,1,2,3"
+            )
+        n = int(s)
+        if n < 0 or n >= 2**63:
+            raise MemorizationConfigError(f"{where}: {n} is out of range; seeds are 0 .. 2**63-1")
+        seeds.append(n)
+    if not seeds:
+        raise MemorizationConfigError(f"{where}: no seeds given; write seeds like 0,1,2,3")
+    if len(set(seeds)) != len(seeds):
+        raise MemorizationConfigError(f"{where}: seeds {seeds} repeat a seed; list each seed once")
+    return seeds
+
+
+def _seeds(opt: Option, v: Any) -> list[int]:
+    try:
+        return parse_seeds(v, f"--memorization-{opt.dashed}")
+    except MemorizationConfigError as e:
+        raise MemorizationConfigError(str(e)) from None
+
+
+def parse_metric_values(value: Any, where: str, sep: str = "=") -> dict[str, float]:
+    """'clip=0.9,tiled_l2=0.15' (or a list of such) -> {'clip': 0.9, 'tiled_l2': 0.15}."""
+    parts: list[str] = []
+    for chunk in value if isinstance(value, (list, tuple)) else [value]:
+        parts.extend(p for p in str(chunk).split(",") if p.strip())
+    out: dict[str, float] = {}
+    for p in parts:
+        name, s, num = p.partition(sep)
+        try:
+            x = float(num)
+        except ValueError:
+            x = float("nan")
+        if not s or not name.strip() or x != x:
+            raise MemorizationConfigError(
+                f"{where}: {p!r} is not METRIC{sep}VALUE; write e.g. tiled_l2{sep}0.15"
+            )
+        out[name.strip()] = x
+    return out
+
+
+def _thresholds(opt: Option, v: Any) -> dict[str, float]:
+    return parse_metric_values(v, f"--memorization-{opt.dashed}", "=")
+
+
+def _tolerances(opt: Option, v: Any) -> dict[str, float]:
+    tol = parse_metric_values(v, f"--memorization-{opt.dashed}", ":")
+    for k, x in tol.items():
+        if x < 0:
+            raise OptionError(opt, v, f"tolerance for {k} must be >= 0")
+    return tol
+
+
+def _names(opt: Option, v: Any) -> list[str]:
+    parts = v if isinstance(v, (list, tuple)) else str(v).split(",")
+    names = [str(p).strip() for p in parts if str(p).strip()]
+    if not names:
+        raise OptionError(opt, v, "expected a comma-separated list of names")
+    return names
+
+
+def _shard(opt: Option, v: Any) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(v))
+    if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
+        raise OptionError(opt, v, "expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _paths(opt: Option, v: Any) -> list[str]:
+    return [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # snake_case; ini key is memorization_<name>
+    help: str
+    default: Any = None
+    parse: Callable[["Option", Any], Any] = _str
+    flag: bool = False  # a command-line switch (store_true)
+    repeat: bool = False  # repeatable on the command line (append)
+    ini_type: str | None = None  # None: string
+    cli: bool = True
+
+    @property
+    def dashed(self) -> str:
+        return self.name.replace("_", "-")
+
+
+OPTIONS: Sequence[Option] = (
+    Option("required", "Fail the run (usage error) when --memorization is missing.", False, _bool, flag=True, ini_type="bool"),
+    Option("model", "Checkpoint: diffusers folder, single .safetensors file (with --memorization-config), or cached hub id.", None),
+    Option("config", "Local diffusers folder giving the configs for a single-file checkpoint.", None),
+    Option("lora", "LoRA to apply: folder or .safetensors file.", None),
+    Option("lora_scale", "LoRA weight.", 1.0, _float(0.0, 10.0)),
+    Option("lora_gate", "Generate with base and base+LoRA; fail when the LoRA moves images toward a work.", False, _bool, flag=True, ini_type="bool"),
+    Option("lora_gate_tolerance", "How much the LoRA may move each metric toward a work, e.g. clip:0.02,tiled_l2:0.03.", {}, _tolerances),
+    Option("device", "auto (cuda, then mps, then cpu), cpu, mps, cuda or cuda:N.", "auto", _device),
+    Option("dtype", "auto (float16 on CUDA, float32 elsewhere), float32, float16 or bfloat16.", "auto", _choice(*DTYPES)),
+    Option("batch_size", "Images per pipeline call; halved automatically on GPU out-of-memory.", 8, _int(1)),
+    Option("seeds", "Seeds for every prompt, e.g. 0,1,2,3 or 0-7 (overrides the manifest).", None, _seeds),
+    Option("steps", "Denoising steps (overrides the manifest).", None, _int(1)),
+    Option("metrics", "Metrics to score, comma-separated (default: those with a threshold).", None, _names),
+    Option("threshold", "Threshold override METRIC=VALUE; repeatable or comma-separated.", {}, _thresholds, repeat=True),
+    Option("warn_band", "Warn when a score is within this fraction of its threshold (0 disables).", 0.1, _float(0.0, 1.0)),
+    Option("manifest", "A manifest to collect (repeatable), in addition to memorization_manifests.", [], _paths, repeat=True),
+    Option("manifests", "Glob of manifest file names collected under the test paths.", "memorization.toml", _str, cli=False),
+    Option("report", "Write report.json, index.html and PNGs into this folder.", None),
+    Option("report_works", "How protected works appear in reports: embed, thumbnail or omit.", "thumbnail", _choice(*REPORT_WORKS_MODES)),
+    Option("save", "Write a baseline JSON with each item's worst score per metric.", None),
+    Option("compare", "Compare with this baseline JSON; see --memorization-compare-fail.", None),
+    Option("compare_fail", "Tolerated worsening per metric vs the baseline, e.g. clip:0.02,tiled_l2:0.03.", {}, _tolerances),
+    Option("update_baseline", "Rewrite the entries of the baseline given by --memorization-compare.", False, _bool, flag=True, ini_type="bool"),
+    Option("calibrate", "Score ordinary prompts and store the noise-magnitude threshold for this model.", False, _bool, flag=True, ini_type="bool"),
+    Option("calibration", "Calibration file (read, and written by --memorization-calibrate).", "memorization-calibration.json"),
+    Option("calibration_prompts", "Text file of ordinary prompts for calibration (default: the bundled list).", None),
+    Option("target_fpr", "False-positive rate on ordinary prompts at which calibration sets the threshold.", 0.01, _float(0.0001, 0.5)),
+    Option("weights_dir", "Folder searched first for metric weights (LPIPS backbones, CLIP, SSCD).", None),
+    Option("lpips_net", "LPIPS backbone: alex, vgg or squeeze.", "alex", _choice("alex", "vgg", "squeeze")),
+    Option("clip_model", "open_clip model name for the clip metric.", "ViT-B-32"),
+    Option("clip_pretrained", "open_clip weights: cached tag, local file, or local-dir:/path.", "laion2b_s34b_b79k"),
+    Option("sscd_model", "SSCD TorchScript file (sscd_disc_mixup.torchscript.pt) for the sscd metric.", None),
+    Option("cache_dir", "Cache for reference features and base-model images.", ".memorization_cache"),
+    Option("allow_pickle", "Allow pickle checkpoints (.ckpt/.bin/.pt), loaded with weights_only=True.", False, _bool, flag=True, ini_type="bool"),
+    Option("allow_download", "Allow Hugging Face downloads (default: local cache only, HF_HUB_OFFLINE=1).", False, _bool, flag=True, ini_type="bool"),
+    Option("allow_outside_root", "Allow manifest paths that leave the manifest's project root.", False, _bool, flag=True, ini_type="bool"),
+    Option("shard", "Run only shard I of N of the items, e.g. 0/4 (deterministic, even split).", None, _shard),
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def addoption(parser: Any) -> None:
+    group = parser.getgroup("memorization", "memorization gate (pytest-memorization)")
+    group.addoption("--memorization", action="store_true", default=False,
+                    help="Run the memorization checks (otherwise they are reported as skipped).")
+    for opt in OPTIONS:
+        if opt.cli:
+            kwargs: dict[str, Any] = {"dest": f"memorization_{opt.name}", "help": opt.help}
+            if opt.flag:
+                kwargs.update(action="store_true", default=None)
+            elif opt.repeat:
+                kwargs.update(action="append", default=None)
+            else:
+                kwargs.update(default=None)
+            group.addoption(f"--memorization-{opt.dashed}", **kwargs)
+        parser.addini(f"memorization_{opt.name}", opt.help, type=opt.ini_type, default=None)
+
+
+@dataclass
+class Settings:
+    """Resolved options. ``explicit`` holds what the command line or ini set (beats a manifest)."""
+
+    enabled: bool
+    values: dict[str, Any]
+    explicit: set[str] = field(default_factory=set)
+    rootdir: Path = Path(".")
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def pick(self, name: str, manifest_value: Any = None) -> Any:
+        """command line > ini > manifest > default."""
+        if name in self.explicit or manifest_value is None:
+            return self.values[name]
+        return manifest_value
+
+    def thresholds(self, manifest: dict[str, float] | None = None) -> dict[str, float]:
+        """ini/command-line thresholds win over the manifest's, metric by metric."""
+        return {**(manifest or {}), **self.values["threshold"]}
+
+    def path(self, name: str) -> Path | None:
+        v = self.values.get(name)
+        if v is None:
+            return None
+        p = Path(v).expanduser()
+        return p if p.is_absolute() else self.rootdir / p
+
+
+def resolve(config: Any) -> Settings:
+    """Read every option: command line > ini > default. Raises ``OptionError`` on bad values."""
+    values: dict[str, Any] = {}
+    explicit: set[str] = set()
+    for opt in OPTIONS:
+        raw = config.getoption(f"memorization_{opt.name}", None) if opt.cli else None
+        if raw is None or raw == []:
+            ini = config.getini(f"memorization_{opt.name}")
+            raw = ini if ini not in (None, "", []) else None
+        if raw is None:
+            values[opt.name] = opt.default
+            continue
+        if opt.repeat and opt.name == "threshold":
+            merged: dict[str, float] = {}
+            for chunk in raw if isinstance(raw, list) else [raw]:
+                merged.update(opt.parse(opt, chunk))
+            values[opt.name] = merged
+        elif opt.repeat:
+            values[opt.name] = [x for chunk in (raw if isinstance(raw, list) else [raw]) for x in str(chunk).split(",") if x]
+        else:
+            values[opt.name] = opt.parse(opt, raw)
+        explicit.add(opt.name)
+    return Settings(enabled=bool(config.getoption("memorization")), values=values,
+                    explicit=explicit, rootdir=Path(str(config.rootpath)))
+
+
+def markdown_table() -> str:
+    """The README's options table."""
+    rows = ["| command line | ini key | default | what it does |", "|---|---|---|---|",
+            "| `--memorization` | - | off | Run the memorization checks; without it they are reported as skipped. |"]
+    for o in OPTIONS:
+        cli = f"`--memorization-{o.dashed}`" if o.cli else "-"
+        default = "off" if o.flag else ("-" if o.default in (None, {}, []) else f"`{o.default}`")
+        rows.append(f"| {cli} | `memorization_{o.name}` | {default} | {o.help} |")
+    return "\n".join(rows)
