@@ -290,16 +290,16 @@ def resolve(config: Any) -> Settings:
     values: dict[str, Any] = {}
     explicit: set[str] = set()
     for opt in OPTIONS:
-        raw = config.getoption(f"memorization_{opt.name}", None) if opt.cli else None
-        if raw is None or raw == []:
-            ini = config.getini(f"memorization_{opt.name}")
-            raw = ini if ini not in (None, "", []) else None
+        cli = config.getoption(f"memorization_{opt.name}", None) if opt.cli else None
+        ini = config.getini(f"memorization_{opt.name}")
+        ini = ini if ini not in (None, "", []) else None
+        raw = cli if cli not in (None, []) else ini
         if raw is None:
             values[opt.name] = opt.default
             continue
-        if opt.repeat and opt.name == "threshold":
+        if opt.name == "threshold":  # merged metric by metric: the command line wins per metric
             merged: dict[str, float] = {}
-            for chunk in raw if isinstance(raw, list) else [raw]:
+            for chunk in [*([ini] if ini else []), *(cli or [])]:
                 merged.update(opt.parse(opt, chunk))
             values[opt.name] = merged
         elif opt.repeat:

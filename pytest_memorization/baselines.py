@@ -1,0 +1,159 @@
+"""Baselines: catch a model that got WORSE than before, not only one that crosses a line.
+
+A baseline holds, for each item and metric, the worst-case score over its images, and
+the environment fingerprint (model and LoRA hashes, versions, device, dtype, each
+metric's ``version``, steps, guidance, size, seeds). ``compare_item`` fails the item
+itself (not the session) when a score worsened beyond its tolerance. A metric
+``version`` mismatch is an error (scores are not comparable); other fingerprint
+differences are warnings that list them. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .errors import BaselineError
+from .metrics.base import worsening
+
+SCHEMA = 1
+FINGERPRINT_KEYS = ("model_hash", "lora_hash", "lora_scale", "device", "dtype", "steps", "guidance_scale",
+                    "height", "width", "seeds")
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def worst_scores(results: list[dict[str, Any]], directions: dict[str, str]) -> dict[str, dict[str, float]]:
+    """item -> metric -> worst score (min distance / max similarity) over the item's images."""
+    out: dict[str, dict[str, float]] = {}
+    for r in results:
+        entry = out.setdefault(r["item"], {})
+        for m, v in r["scores"].items():
+            d = directions.get(m, "distance")
+            if m not in entry or worsening(entry[m], v, d) > 0:
+                entry[m] = v
+        for name, det in r.get("detectors", {}).items():
+            if isinstance(det, dict) and isinstance(det.get("score"), (int, float)):
+                if name not in entry or det["score"] > entry[name]:
+                    entry[name] = float(det["score"])  # detector scores: higher = more memorized
+    return out
+
+
+def fingerprint(run: dict[str, Any]) -> dict[str, Any]:
+    fp = {k: run.get(k) for k in FINGERPRINT_KEYS}
+    fp["metrics"] = run.get("metrics", {})
+    fp["versions"] = run.get("versions", {})
+    return fp
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BaselineError(f"--memorization-compare {path}: no such baseline. Create it with "
+                            f"--memorization-save {path} on a run you trust") from None
+    except (OSError, ValueError) as e:
+        raise BaselineError(f"{path}: not a readable baseline JSON ({e}); recreate it with --memorization-save") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("entries"), dict):
+        raise BaselineError(f"{path}: not a pytest-memorization baseline (schema {SCHEMA}); recreate it with "
+                            "--memorization-save")
+    return data
+
+
+def directions_of(state: Any) -> dict[str, str]:
+    return {m.name: m.direction for m in state.metrics.values()}
+
+
+def save_baseline(path: Path, state: Any, run: dict[str, Any], *, update: bool = False) -> None:
+    entries = worst_scores(state.results, directions_of(state))
+    if update and path.exists():
+        old = load_baseline(path)
+        entries = {**old["entries"], **entries}
+    atomic_write_json(path, {"schema": SCHEMA, "fingerprint": fingerprint(run), "entries": entries})
+
+
+def _baseline(state: Any) -> dict[str, Any] | None:
+    if not state.settings.compare:
+        return None
+    if not hasattr(state, "_baseline"):
+        state._baseline = load_baseline(state.settings.path("compare"))
+        state._baseline_checked = False
+    return state._baseline
+
+
+def compare_item(state: Any, nodeid: str, outcome: Any) -> None:
+    """Compare one item with the baseline; append failure lines to ``outcome.failures``."""
+    base = _baseline(state)
+    if base is None:
+        return
+    _check_fingerprint(state, base)
+    if state.settings.update_baseline:
+        return
+    rows = [r.to_json() for r in outcome.results]
+    mine = worst_scores(rows, directions_of(state)).get(nodeid, {})
+    old = base["entries"].get(nodeid)
+    if old is None:
+        outcome.failures.append(
+            f"no baseline entry for {nodeid} in {state.settings.compare}. Add it on purpose with "
+            "--memorization-compare <file> --memorization-update-baseline (entries are never created silently)")
+        for r in outcome.results:
+            r.verdict, r.reasons = "fail", [*r.reasons, "no baseline entry"]
+        return
+    tolerances = state.settings.compare_fail
+    dirs = directions_of(state)
+    for metric, tol in tolerances.items():
+        if metric not in mine or metric not in old:
+            continue
+        delta = worsening(old[metric], mine[metric], dirs.get(metric, "similarity"))
+        if delta > tol:
+            msg = (f"baseline: {metric} worsened from {old[metric]:.4f} to {mine[metric]:.4f} "
+                   f"(change {delta:+.4f}, tolerance {tol:g}) vs {state.settings.compare}")
+            outcome.failures.append(msg)
+            for r in outcome.results:
+                if r.scores.get(metric) == mine[metric] or r.detectors.get(metric, {}).get("score") == mine[metric]:
+                    r.verdict = "fail"
+                    r.reasons.append(msg)
+
+
+def _check_fingerprint(state: Any, base: dict[str, Any]) -> None:
+    if state._baseline_checked or not state.runs:
+        return
+    state._baseline_checked = True
+    now = fingerprint(state.run_info())
+    old = base.get("fingerprint", {})
+    for metric, version in now["metrics"].items():
+        was = old.get("metrics", {}).get(metric)
+        if was is not None and was != version:
+            raise BaselineError(
+                f"baseline {state.settings.compare}: metric '{metric}' changed version ({was} -> {version}); "
+                "its scores are not comparable. Recreate the baseline with --memorization-save, or rewrite "
+                "it with --memorization-update-baseline")
+    diffs = [f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in FINGERPRINT_KEYS if old.get(k) != now.get(k)]
+    if diffs:
+        warnings.warn(f"baseline {state.settings.compare} was made under different conditions: "
+                      + "; ".join(diffs), stacklevel=2)
+
+
+def stale_entries(state: Any) -> list[str]:
+    """Baseline entries that match no item of this run (renamed or removed works)."""
+    base = getattr(state, "_baseline", None)
+    if base is None:
+        return []
+    ran = {r["item"] for r in state.results}
+    return sorted(set(base["entries"]) - ran) if ran else []

@@ -1,0 +1,238 @@
+"""Seeded generation. An image depends only on (prompt, seed, settings), never on the batch.
+
+One ``torch.Generator`` per image makes image k identical to a one-image run with its
+seed. Batches are halved on GPU out-of-memory down to 1 before giving up. Every batch is
+checked: NaN, black, blank or constant images are a ``BrokenOutputError``, never a pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from .errors import BrokenOutputError
+from .loading import ModelInfo, set_lora_scale
+from .records import Generation, GenerationSettings
+
+CONSTANT_STD = 1e-3  # per-image pixel std below this is a constant image
+BLACK_MAX = 2 / 255  # every pixel at or below this: a black image
+BLANK_MIN = 253 / 255  # every pixel at or above this: a blank (white) image
+
+
+def check_images(images: Any, prompts: Sequence[str], seeds: Sequence[int], dtype: str = "float32") -> None:
+    """Raise ``BrokenOutputError`` for NaN/Inf, black, blank or constant images, with the likely cause."""
+    import torch
+
+    if images.shape[0] == 0:
+        raise BrokenOutputError("zero images were generated; check the prompts and seeds")
+    flat = images.reshape(images.shape[0], -1)
+    finite = torch.isfinite(flat).all(dim=1)
+    hint16 = (" The model runs in float16: its VAE probably overflowed. Use --memorization-dtype float32, "
+              "or a VAE fixed for float16.") if dtype == "float16" else ""
+    for i in range(flat.shape[0]):
+        where = f"prompt {prompts[i]!r}, seed {seeds[i]}"
+        if not finite[i]:
+            raise BrokenOutputError(f"generated image has NaN or Inf pixels ({where}).{hint16 or ' Check the weights.'}")
+        row = flat[i]
+        if row.max() <= BLACK_MAX:
+            raise BrokenOutputError(
+                f"generated image is black ({where}). Likely a safety checker blacked it out, or float16 "
+                f"overflow.{hint16} A black image cannot be compared, so this run certifies nothing.")
+        if row.min() >= BLANK_MIN:
+            raise BrokenOutputError(f"generated image is blank white ({where}); check the VAE and the weights")
+        if row.std() < CONSTANT_STD:
+            raise BrokenOutputError(
+                f"generated image is constant (std {row.std().item():.2e}, {where}); the model or its VAE is "
+                f"broken.{hint16}")
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+class MemorizationModel:
+    """A loaded pipeline plus what it is (``info``). The ``memorization_model`` fixture returns one."""
+
+    def __init__(self, pipe: Any, info: ModelInfo, *, batch_size: int = 8, progress: bool = False,
+                 cache_dir: Path | None = None) -> None:
+        self.pipe = pipe
+        self.info = info
+        self.batch_size = batch_size
+        self.progress = progress
+        self.cache_dir = cache_dir
+        self._lora_scale = info.lora_scale
+        self.cache_hits = 0
+        self.oom_retries = 0
+
+    # -- generation -----------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str] | str, seeds: Sequence[int], *, steps: int = 25,
+                 guidance_scale: float = 7.5, height: int = 512, width: int = 512,
+                 negative_prompt: str | None = None, cache: bool = False) -> Generation:
+        """Every prompt with every seed: N = len(prompts) * len(seeds) images, (N, 3, H, W) in [0, 1] on CPU."""
+        settings = GenerationSettings(steps, guidance_scale, height, width, negative_prompt)
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        jobs = [(p, s) for p in prompts for s in seeds]
+        return self._run(jobs, settings, cache, lambda chunk: self._call(chunk, settings))
+
+    def img2img(self, image: Any, prompts: Sequence[str], seeds: Sequence[int], *, strength: float,
+                steps: int = 25, guidance_scale: float = 7.5, negative_prompt: str | None = None) -> Generation:
+        """Start from ``image`` (3, H, W) in [0, 1]; runs int(steps * strength) steps, sharing the weights."""
+        from diffusers import AutoPipelineForImage2Image
+
+        if not hasattr(self, "_i2i"):
+            self._i2i = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self._i2i.set_progress_bar_config(disable=True)
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        settings = GenerationSettings(steps, guidance_scale, height, width, negative_prompt)
+        jobs = [(p, s) for p in prompts for s in seeds]
+
+        def call(chunk: list[tuple[str, int]]) -> Any:
+            import torch
+
+            init = image.unsqueeze(0).expand(len(chunk), -1, -1, -1).to(self.info.device)
+            return self._i2i(
+                prompt=[p for p, _ in chunk], image=init, strength=strength,
+                num_inference_steps=steps, guidance_scale=guidance_scale,
+                negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
+                generator=[torch.Generator(device="cpu").manual_seed(s) for _, s in chunk],
+                output_type="pt",
+            ).images
+
+        return self._run(jobs, settings, False, call)
+
+    def _call(self, chunk: list[tuple[str, int]], settings: GenerationSettings) -> Any:
+        import torch
+
+        return self.pipe(
+            prompt=[p for p, _ in chunk],
+            negative_prompt=[settings.negative_prompt] * len(chunk) if settings.negative_prompt else None,
+            num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
+            height=settings.height, width=settings.width, output_type="pt",
+            generator=[torch.Generator(device="cpu").manual_seed(s) for _, s in chunk],
+        ).images
+
+    def _run(self, jobs: list[tuple[str, int]], settings: GenerationSettings, cache: bool,
+             call: Callable[[list[tuple[str, int]]], Any]) -> Generation:
+        import torch
+
+        if not jobs:
+            raise BrokenOutputError("zero images requested: no prompts or no seeds")
+        out: list[Any] = [None] * len(jobs)
+        todo = list(range(len(jobs)))
+        hits = 0
+        if cache:
+            for i in list(todo):
+                img = self._cache_get(jobs[i], settings)
+                if img is not None:
+                    out[i], hits = img, hits + 1
+                    todo.remove(i)
+        with self._progress(len(todo)) as bar:
+            start, size = 0, self.batch_size
+            while start < len(todo):
+                idx = todo[start:start + size]
+                try:
+                    with torch.no_grad():
+                        imgs = call([jobs[i] for i in idx]).float().cpu()
+                except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+                    if not _is_oom(e):
+                        raise
+                    if size == 1:
+                        raise BrokenOutputError(
+                            f"out of memory on {self.info.device} even with batch size 1 "
+                            f"({settings.height}x{settings.width}, {self.info.dtype}); use a smaller size, "
+                            "float16, or a larger GPU") from e
+                    size = max(1, size // 2)
+                    self.oom_retries += 1
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    continue
+                check_images(imgs, [jobs[i][0] for i in idx], [jobs[i][1] for i in idx], self.info.dtype)
+                for k, i in enumerate(idx):
+                    out[i] = imgs[k]
+                    if cache:
+                        self._cache_put(jobs[i], settings, imgs[k])
+                bar(len(idx))
+                start += len(idx)
+        self.cache_hits += hits
+        return Generation(torch.stack(out), [p for p, _ in jobs], [s for _, s in jobs], settings, from_cache=hits)
+
+    @contextlib.contextmanager
+    def _progress(self, total: int) -> Iterator[Callable[[int], None]]:
+        if not self.progress or total <= self.batch_size:
+            yield lambda n: None
+            return
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="memorization: generating", unit="img", file=sys.__stderr__,
+                   mininterval=1.0, leave=False)
+        try:
+            yield bar.update
+        finally:
+            bar.close()
+
+    # -- LoRA -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lora_scale(self, scale: float) -> Iterator[None]:
+        """Temporarily set the LoRA's weight (0 = the base model). Toggles; never reloads."""
+        if not self.info.lora:
+            raise BrokenOutputError("lora_scale() needs a model loaded with a LoRA (--memorization-lora)")
+        old = self._lora_scale
+        set_lora_scale(self.pipe, scale)
+        self._lora_scale = scale
+        try:
+            yield
+        finally:
+            set_lora_scale(self.pipe, old)
+            self._lora_scale = old
+
+    @property
+    def fingerprint(self) -> str:
+        """Model content, LoRA content and current LoRA weight: keys caches of generations."""
+        lora = f"{self.info.lora_hash}@{self._lora_scale}" if self.info.lora and self._lora_scale else "none"
+        return f"{self.info.content_hash}|lora={lora}|{self.info.device}|{self.info.dtype}"
+
+    # -- detectors ------------------------------------------------------------------------
+    def noise_magnitude(self, prompts: Sequence[str], seeds: Sequence[int], steps: int = 1, *,
+                        guidance_scale: float = 7.5, height: int = 512, width: int = 512,
+                        num_inference_steps: int = 50) -> Any:
+        """Wen et al.'s text-conditional noise magnitude, (P, S): one or a few UNet calls per seed."""
+        from .detectors.noise_magnitude import noise_magnitude
+
+        return noise_magnitude(self.pipe, list(prompts), list(seeds), steps=steps, guidance_scale=guidance_scale,
+                               height=height, width=width, num_inference_steps=num_inference_steps)
+
+    # -- on-disk cache of generations -----------------------------------------------------
+    def _cache_path(self, job: tuple[str, int], settings: GenerationSettings) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        key = json.dumps([self.fingerprint, job[0], job[1], settings.key()], sort_keys=True)
+        return self.cache_dir / "generations" / (hashlib.sha256(key.encode()).hexdigest() + ".safetensors")
+
+    def _cache_get(self, job: tuple[str, int], settings: GenerationSettings) -> Any:
+        path = self._cache_path(job, settings)
+        if path is None or not path.is_file():
+            return None
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))["image"]
+        except Exception:  # a damaged cache entry is regenerated, never trusted
+            return None
+
+    def _cache_put(self, job: tuple[str, int], settings: GenerationSettings, image: Any) -> None:
+        path = self._cache_path(job, settings)
+        if path is None:
+            return
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file({"image": image.contiguous()}, str(tmp))
+        os.replace(tmp, path)

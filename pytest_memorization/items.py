@@ -1,0 +1,146 @@
+"""Manifests as pytest items: one per work x prompt (seeds inside), per paraphrase, per
+img2img work and per prompt-only canary. Ids look like ``memorization.toml::astronaut::0``.
+
+Setup loads, generates and scores (a run that cannot evaluate is an ERROR); the call
+phase delivers the verdict (a copy is a FAILURE). Without ``--memorization`` the items
+are still collected and shown as skipped, and nothing heavy is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from .errors import (BaselineError, BrokenOutputError, MemorizationConfigError, MemorizationError,
+                     MetricFailedError)
+from .manifest import Manifest, load_manifest
+
+CLEAN_ERRORS = (MemorizationError, MemorizationConfigError, BrokenOutputError, MetricFailedError, BaselineError)
+
+
+class ManifestFile(pytest.File):
+    """A ``memorization.toml``; its items share one plan (model, seeds, metrics)."""
+
+    def collect(self) -> Any:
+        from .plugin import session_of
+
+        session = session_of(self.config)
+        enabled = session is not None
+        try:
+            manifest = load_manifest(self.path, allow_outside_root=self._allow_outside(), check_images=enabled,
+                                     require_model=not self._model_from_options())
+        except MemorizationConfigError as e:
+            raise self.CollectError(str(e)) from None
+        self.manifest = manifest
+        self._plan: Any = None
+        for work in manifest.works:
+            for p, prompt in enumerate(work.prompts):
+                yield PromptItem.from_parent(self, name=f"{work.id}::{p}", prompt=prompt, work=work.id)
+                for k, para in enumerate(work.paraphrases[p] if p < len(work.paraphrases) else []):
+                    yield PromptItem.from_parent(self, name=f"{work.id}::{p}.p{k + 1}", prompt=para, work=work.id)
+            if work.img2img is not None:
+                yield Img2ImgItem.from_parent(self, name=f"{work.id}::img2img", prompt=work.prompts[0], work=work.id)
+        for canary in manifest.canaries:
+            yield CanaryItem.from_parent(self, name=f"canary::{canary.id}", prompt=canary.prompt, work=None)
+            for k, para in enumerate(canary.paraphrases):
+                yield CanaryItem.from_parent(self, name=f"canary::{canary.id}.p{k + 1}", prompt=para, work=None)
+        if enabled and self.config.getoption("memorization_calibrate"):
+            yield CalibrateItem.from_parent(self, name="calibrate", prompt="", work=None)
+
+    def _allow_outside(self) -> bool:
+        from .plugin import settings_of
+
+        return bool(settings_of(self.config).allow_outside_root)
+
+    def _model_from_options(self) -> bool:
+        from .plugin import settings_of
+
+        return "model" in settings_of(self.config).explicit
+
+    def plan(self) -> Any:
+        if self._plan is None:
+            from .checks import plan_for
+            from .plugin import session_of
+
+            self._plan = plan_for(session_of(self.config), self.manifest)
+        return self._plan
+
+
+class MemorizationItem(pytest.Item):
+    def __init__(self, *, prompt: str, work: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.work = work
+        self.add_marker(pytest.mark.memorization)
+        self.outcome: Any = None
+
+    @property
+    def manifest_file(self) -> ManifestFile:
+        assert isinstance(self.parent, ManifestFile)
+        return self.parent
+
+    def evaluate(self) -> Any:  # overridden
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        from .baselines import compare_item
+        from .plugin import session_of
+        from .session import attach
+
+        session = session_of(self.config)
+        if session is None:
+            pytest.skip("memorization checks are off: run pytest --memorization")
+        self.outcome = self.evaluate()
+        compare_item(session, self.nodeid, self.outcome)
+        session.items_run += 1
+        attach(self, self.outcome.results)
+
+    def runtest(self) -> None:
+        if self.outcome is not None and self.outcome.failures:
+            raise MemorizationError("\n".join(self.outcome.failures))
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
+        if isinstance(excinfo.value, CLEAN_ERRORS):
+            kind = type(excinfo.value).__name__
+            return f"{kind}: {excinfo.value}" if not isinstance(excinfo.value, MemorizationError) else str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"{self.name}: {self.prompt!r}"
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        from .plugin import session_of
+
+        mf = self.manifest_file
+        return fn(session_of(self.config), mf.manifest, mf.plan(), self.nodeid, *args)
+
+
+class PromptItem(MemorizationItem):
+    def evaluate(self) -> Any:
+        from .checks import check_prompt
+
+        return self._run(check_prompt, self.prompt)
+
+
+class Img2ImgItem(MemorizationItem):
+    def evaluate(self) -> Any:
+        from .checks import check_img2img
+
+        manifest: Manifest = self.manifest_file.manifest
+        return self._run(check_img2img, next(w for w in manifest.works if w.id == self.work))
+
+
+class CanaryItem(MemorizationItem):
+    def evaluate(self) -> Any:
+        from .checks import check_canary
+
+        return self._run(check_canary, self.prompt)
+
+
+class CalibrateItem(MemorizationItem):
+    def evaluate(self) -> Any:
+        from .detection import calibrate_item
+
+        return self._run(calibrate_item)

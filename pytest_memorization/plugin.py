@@ -1,0 +1,149 @@
+"""pytest hooks, and nothing else: each hook hands off to a module that owns the concern.
+
+Costs nothing when unused: without ``--memorization`` this module imports no torch,
+diffusers or open_clip, and memorization tests are reported as skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import options
+from .fixtures import memorization_model, memorization_settings  # noqa: F401  (registers the fixtures)
+
+SKIP_REASON = "memorization checks are off: run pytest --memorization"
+_SETTINGS = pytest.StashKey[options.Settings]()
+_SESSION = pytest.StashKey[Any]()
+
+
+def settings_of(config: pytest.Config) -> options.Settings:
+    return config.stash[_SETTINGS]
+
+
+def session_of(config: pytest.Config) -> Any:
+    return config.stash.get(_SESSION, None)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.addoption(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "memorization(**settings): a memorization test; runs only with --memorization. Keyword "
+        "settings (seeds, thresholds, steps, ...) override the command line and ini.")
+    try:
+        settings = options.resolve(config)
+    except options.MemorizationConfigError as e:
+        raise pytest.UsageError(str(e)) from None
+    config.stash[_SETTINGS] = settings
+    if settings.required and not settings.enabled:
+        raise pytest.UsageError(
+            "memorization_required is set, so this run must check memorization: add --memorization")
+    if not settings.enabled:
+        return
+    from .session import MemorizationSession
+
+    if not settings.allow_download:
+        import os
+
+        os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
+    config.stash[_SESSION] = MemorizationSession(settings, verbosity=config.get_verbosity())
+    for manifest in settings.manifest:
+        path = Path(manifest).resolve()
+        if not path.is_file():
+            raise pytest.UsageError(f"--memorization-manifest {manifest}: no such file ({path})")
+        if not any(path == Path(a).resolve() or Path(a).resolve() in path.parents for a in config.args):
+            config.args.append(str(path))
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
+    if file_path.suffix != ".toml":
+        return None
+    settings = settings_of(parent.config)
+    explicit = {Path(m).resolve() for m in settings.manifest}
+    if fnmatch.fnmatch(file_path.name, settings.manifests) or file_path.resolve() in explicit:
+        from .items import ManifestFile
+
+        return ManifestFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if session_of(config) is None:
+        skip = pytest.mark.skip(reason=SKIP_REASON)
+        for item in items:
+            if item.get_closest_marker("memorization"):
+                item.add_marker(skip)
+        return
+    shard = settings_of(config).shard
+    if shard:
+        from .sharding import split
+
+        keep, drop = split(items, *shard)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    from .session import _current_item
+
+    token = _current_item.set(item)
+    try:
+        return (yield)
+    finally:
+        _current_item.reset(token)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    session = session_of(item.config)
+    if session is not None and (report.when == "call" or (report.when == "setup" and report.failed)):
+        from .reporting import finish_item
+
+        finish_item(session, item, report)
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    results = getattr(report, "memorization_results", None)
+    if results:
+        from .session import active
+
+        session = active()
+        if session is not None:
+            session.add_results(results)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session_of(session.config)
+    if state is None or hasattr(session.config, "workerinput"):
+        return
+    from .reporting import finish_session
+
+    finish_session(state, session, exitstatus)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = session_of(config)
+    if state is not None and not hasattr(config, "workerinput"):
+        from .reporting import summary_lines
+
+        lines = summary_lines(state)
+        if lines:
+            terminalreporter.write_sep("=", "memorization")
+            for line in lines:
+                terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = session_of(config)
+    if state is not None:
+        state.close()

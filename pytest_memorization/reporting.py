@@ -1,0 +1,105 @@
+"""From finished test items to the session's outputs: PNGs, junit properties, report.json,
+index.html, baselines, the GitHub step summary and the terminal summary.
+
+Per item (on the worker that ran it): save the images, then attach the result rows to the
+test report, so they reach the controller under pytest-xdist. Per session (controller
+only): write everything once, from every worker's rows.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from .session import RESULTS_KEY, MemorizationSession
+
+
+def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.TestReport) -> None:
+    results = item.stash.get(RESULTS_KEY, [])
+    if not results:
+        return
+    report_dir = session.settings.path("report")
+    if report_dir is not None:
+        _save_images(session, report_dir, item, results)
+    if report.when == "call" and report.failed:
+        for r in results:  # a failed item never shows a passing row
+            if r.verdict == "pass" and any("LoRA" in x or "baseline" in x for x in r.reasons):
+                r.verdict = "fail"
+    for r in results:
+        for metric, value in r.scores.items():
+            item.user_properties.append((f"memorization.seed{r.seed}.{metric}", round(value, 6)))
+        for name, det in r.detectors.items():
+            if isinstance(det, dict) and "score" in det:
+                item.user_properties.append((f"memorization.seed{r.seed}.{name}", round(float(det["score"]), 6)))
+    report.memorization_results = [r.to_json() for r in results]  # type: ignore[attr-defined]
+
+
+def _save_images(session: MemorizationSession, report_dir: Any, item: pytest.Item, results: list[Any]) -> None:
+    from .reports.pngs import generated_png_path, save_image, write_work_images
+
+    works = getattr(getattr(item, "parent", None), "_plan", None)
+    work_tensors = {w.id: w.image for w in (works.works if works is not None else [])}
+    work_files = write_work_images(report_dir, work_tensors, session.settings.report_works) if work_tensors else {}
+    for r in results:
+        tag = f"s{r.extra['img2img']['strength']:g}" if "img2img" in r.extra else ""
+        if r.pixels is not None:
+            r.image = generated_png_path(report_dir, r.item, r.seed, tag)
+            save_image(r.pixels, report_dir / r.image)
+        base = r.extra.pop("base_pixels", None)
+        if base is not None and "lora_gate" in r.extra:
+            rel = generated_png_path(report_dir, r.item, r.seed, tag + "base")
+            save_image(base, report_dir / rel)
+            r.extra["lora_gate"]["base_image"] = rel
+        r.extra["lora_gate"].pop("base_pixels", None) if "lora_gate" in r.extra else None
+        if r.work is not None:
+            r.work_image = work_files.get(r.work)
+
+
+def finish_session(state: MemorizationSession, session: pytest.Session, exitstatus: int) -> None:
+    """Write the run's outputs once (controller only). Fail closed when nothing was checked."""
+    from .baselines import save_baseline, stale_entries
+
+    s = state.settings
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    run = state.run_info()
+    for r in state.results:
+        r.get("extra", {}).pop("base_pixels", None)
+    if s.save and not interrupted:
+        save_baseline(s.path("save"), state, run)
+    if s.compare and s.update_baseline and not interrupted:
+        save_baseline(s.path("compare"), state, run, update=True)
+    state.stale = stale_entries(state)
+    report_dir = s.path("report")
+    if report_dir is not None:
+        from .reports.writer import write_report
+
+        write_report(report_dir, run, state.results, complete=not interrupted,
+                     extra={"stale_baseline_entries": state.stale} if state.stale else None)
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file and state.results:
+        from .reports.github import append_step_summary
+
+        append_step_summary(summary_file, run, state.results, report_dir)
+    if not state.results and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) \
+            and (s.required or s.manifest):
+        state.notes.append("--memorization was given but no memorization check ran: every item was skipped, "
+                           "deselected or missing. The run certifies nothing.")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def summary_lines(state: MemorizationSession) -> list[str]:
+    from .reports.terminal import summary_lines as lines
+
+    out = lines(state.run_info(), state.results, state.settings.path("report")) if state.results else []
+    hits = sum(m.cache_hits for m in state.models.values())
+    if hits:
+        out.append(f"{hits} base-model images came from the generation cache ({state.cache_dir / 'generations'})")
+    retries = sum(m.oom_retries for m in state.models.values())
+    if retries:
+        out.append(f"out of memory {retries} time(s): the batch size was halved and the batch retried")
+    if getattr(state, "stale", None):
+        out.append(f"stale baseline entries (no item ran for them): {', '.join(state.stale)}")
+    out.extend(f"ERROR: {n}" for n in state.notes)
+    return out

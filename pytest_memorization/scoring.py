@@ -1,0 +1,74 @@
+"""Generated images x protected works -> one (N, M) score matrix per metric, batched.
+
+Reference (work) features are computed once per session and cached on disk, keyed by
+(file sha256 + comparison size, metric version); changing either invalidates them.
+A metric that could not run, or that returns NaN, is a ``MetricFailedError`` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping, Sequence
+
+from .errors import MemorizationConfigError, MetricFailedError
+from .records import Work
+
+
+def fit_works(works: Sequence[Work], height: int, width: int) -> Any:
+    """Stack the works at the generation size (resize policy: ``images.fit_to``)."""
+    import torch
+
+    from .images import fit_to
+
+    return torch.stack([fit_to(w.image, height, width) for w in works])
+
+
+def _ref_key(work: Work, height: int, width: int) -> str | None:
+    if not work.sha256:
+        return None
+    return hashlib.sha256(f"{work.sha256}:{height}x{width}".encode()).hexdigest()
+
+
+def score_matrices(metrics: Mapping[str, Any], images: Any, works: Sequence[Work],
+                   cache: Any | None = None) -> dict[str, Any]:
+    """``{metric: (N, M) tensor}`` for N images against M works, at the images' size."""
+    import torch
+
+    if not works:
+        raise MemorizationConfigError("no protected works to compare with: add [[work]] entries to the manifest")
+    height, width = int(images.shape[-2]), int(images.shape[-1])
+    refs = fit_works(works, height, width)
+    out = {}
+    for name, metric in metrics.items():
+        try:
+            with torch.no_grad():
+                feats = metric.features(images)
+                ref_feats = _reference_features(metric, works, refs, height, width, cache)
+                s = metric.compare(feats, ref_feats).float().cpu()
+        except MemorizationConfigError:
+            raise
+        except MetricFailedError:
+            raise
+        except Exception as e:  # out of memory, shape trouble, a broken weights file...
+            raise MetricFailedError(f"metric '{name}' could not run: {type(e).__name__}: {e}") from e
+        if s.shape != (images.shape[0], len(works)):
+            raise MetricFailedError(f"metric '{name}' returned shape {tuple(s.shape)}, "
+                                    f"expected {(images.shape[0], len(works))}")
+        if not torch.isfinite(s).all():
+            raise MetricFailedError(f"metric '{name}' returned NaN or Inf scores; the run certifies nothing. "
+                                    "Check its weights and the images' value range")
+        out[name] = s
+    return out
+
+
+def _reference_features(metric: Any, works: Sequence[Work], refs: Any, height: int, width: int,
+                        cache: Any | None) -> Any:
+    import torch
+
+    keys = [_ref_key(w, height, width) for w in works]
+    if cache is None or any(k is None for k in keys):
+        return metric.features(refs)
+    return torch.cat([
+        cache.get_or_compute(metric, k, lambda i=i: metric.features(refs[i:i + 1]))
+        for i, k in enumerate(keys)
+    ])

@@ -1,0 +1,171 @@
+"""The state of one memorization run: settings, loaded models and metrics, collected results.
+
+Models load once per session (per xdist worker) and per distinct source; metrics are
+built once per (name, options). Results reach the session from test reports, so under
+pytest-xdist the controller sees every worker's results exactly once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from .errors import MemorizationConfigError
+from .loading import ModelSource
+from .options import Settings
+from .records import ImageResult
+
+_current_item: contextvars.ContextVar[Any] = contextvars.ContextVar("memorization_item", default=None)
+_active: MemorizationSession | None = None
+
+DEFAULT_METRICS = ("tiled_l2", "ssim")
+
+
+def active() -> MemorizationSession | None:
+    """The running session, when pytest runs with ``--memorization`` (else None)."""
+    return _active
+
+
+def current_item() -> Any:
+    return _current_item.get()
+
+
+class MemorizationSession:
+    def __init__(self, settings: Settings, *, verbosity: int = 0) -> None:
+        global _active
+        self.settings = settings
+        self.verbosity = verbosity
+        self.models: dict[ModelSource, Any] = {}
+        self.metrics: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+        self.results: list[dict[str, Any]] = []
+        self.runs: dict[str, dict[str, Any]] = {}  # model content hash -> run info
+        self.notes: list[str] = []
+        self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.items_run = 0
+        self._cache: Any = None
+        _active = self
+
+    def close(self) -> None:
+        global _active
+        if _active is self:
+            _active = None
+
+    # -- models ---------------------------------------------------------------------------
+    def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
+               lora_scale: float | None = None) -> ModelSource:
+        s = self.settings
+        if not pretrained:
+            raise MemorizationConfigError(
+                "no model given: pass --memorization-model PATH (or ini memorization_model, or "
+                "pretrained = \"...\" in the manifest's [model])")
+        return ModelSource(
+            pretrained=str(pretrained), config=config, lora=lora,
+            lora_scale=float(lora_scale if lora_scale is not None else s.lora_scale),
+            device=s.device, dtype=s.dtype, allow_pickle=s.allow_pickle, allow_download=s.allow_download)
+
+    def model(self, source: ModelSource) -> Any:
+        if source not in self.models:
+            from .generation import MemorizationModel
+            from .loading import load
+
+            pipe, info = load(source)
+            self.models[source] = MemorizationModel(
+                pipe, info, batch_size=self.settings.batch_size, progress=self.verbosity >= 0,
+                cache_dir=self.cache_dir)
+        return self.models[source]
+
+    @property
+    def cache_dir(self) -> Path:
+        path = self.settings.path("cache_dir")
+        assert path is not None
+        return path
+
+    # -- metrics --------------------------------------------------------------------------
+    def metric(self, name: str, **options: Any) -> Any:
+        key = (name, tuple(sorted(options.items())))
+        if key not in self.metrics:
+            from .metrics import get_metric
+
+            self.metrics[key] = get_metric(name, **self.metric_options(name), **options)
+        return self.metrics[key]
+
+    def metric_options(self, name: str) -> dict[str, Any]:
+        s = self.settings
+        opts: dict[str, Any] = {}
+        if s.weights_dir:
+            opts["weights_dir"] = str(s.path("weights_dir"))
+        if name == "lpips":
+            opts["net"] = s.lpips_net
+        elif name == "clip":
+            opts.update(model=s.clip_model, pretrained=s.clip_pretrained)
+        elif name == "sscd" and s.sscd_model:
+            opts["path"] = str(s.path("sscd_model"))
+        return opts
+
+    def metrics_for(self, names: list[str] | None, thresholds: dict[str, float]) -> dict[str, Any]:
+        """The metrics to score: the option or manifest list, else those with a threshold, else the defaults."""
+        chosen = self.settings.pick("metrics", names)
+        if not chosen:
+            chosen = list(dict.fromkeys([*DEFAULT_METRICS, *thresholds]))
+        return {n: self.metric(n) for n in chosen}
+
+    @property
+    def reference_cache(self) -> Any:
+        if self._cache is None:
+            from .metrics.cache import ReferenceCache
+
+            self._cache = ReferenceCache(self.cache_dir / "references")
+        return self._cache
+
+    # -- results --------------------------------------------------------------------------
+    def record_run(self, model: Any, extra: dict[str, Any]) -> None:
+        info = model.info
+        run = self.runs.setdefault(info.content_hash + str(info.lora_hash), {
+            "model": info.source, "model_hash": info.content_hash, "model_kind": info.kind,
+            "lora": info.lora, "lora_hash": info.lora_hash, "lora_scale": info.lora_scale,
+            "device": info.device, "dtype": info.dtype, "pipeline": info.pipeline_class,
+        })
+        for k, v in extra.items():
+            if k == "metrics":
+                run.setdefault("metrics", {}).update(v)
+            elif k == "seeds":
+                run["seeds"] = sorted(set(run.get("seeds", [])) | set(v))
+            else:
+                run.setdefault(k, v)
+
+    def add_results(self, results: list[dict[str, Any]]) -> None:
+        self.results.extend(results)
+
+    def run_info(self) -> dict[str, Any]:
+        import importlib.metadata as md
+
+        versions = {}
+        for pkg in ("torch", "diffusers", "transformers", "open_clip_torch", "lpips", "pytest-memorization"):
+            try:
+                versions[pkg] = md.version(pkg)
+            except md.PackageNotFoundError:
+                versions[pkg] = None
+        runs = list(self.runs.values())
+        merged: dict[str, Any] = dict(runs[0]) if len(runs) == 1 else {"models": runs}
+        merged.update(versions=versions, started=self.started,
+                      finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        if self.notes:
+            merged["notes"] = self.notes
+        return merged
+
+
+def attach(item: Any, results: list[ImageResult]) -> None:
+    """Attach results to the running test item (they travel with its report)."""
+    if item is not None:
+        item.stash.setdefault(RESULTS_KEY, []).extend(results)
+
+
+def _results_key() -> Any:
+    import pytest
+
+    return pytest.StashKey[list]()
+
+
+RESULTS_KEY = _results_key()
