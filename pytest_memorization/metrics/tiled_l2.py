@@ -1,0 +1,35 @@
+"""Tiled L2 (Carlini et al. 2023, "Extracting Training Data from Diffusion Models", USENIX Security).
+
+Both images are split into a 4x4 grid of tiles; each tile's distance is the RMS pixel difference
+over [0, 1] (all three channels); the image distance is the *worst* (largest) tile. A generation is
+an extracted copy when the distance is <= 0.15.
+
+Resize policy: compared at the generated images' size; references of another size are resized to
+it (bicubic, antialias). Alignment (``align=True``, default): the best distance over small shifts and
+rescalings of the generated image, see ``metrics.align``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .align import tile_counts, tile_sums
+from .pixel import PixelMetric
+
+
+class TiledL2(PixelMetric):
+    name = "tiled_l2"
+    direction = "distance"
+    default_threshold = 0.15
+    threshold_source = "Carlini et al. 2023, USENIX Security"
+    lower_bound = 0.0
+    upper_bound = 1.0
+    _core_version = "tiled_l2-v1(4x4,max-tile-rms,[0,1])"
+    _rank = "tiles"
+
+    def pairs(self, x: Any, y: Any) -> Any:
+        import torch
+
+        sq = tile_sums((x - y) ** 2)  # (P, 16)
+        counts = torch.tensor(tile_counts(x.shape[-2], x.shape[-1], x.shape[1]), dtype=sq.dtype, device=sq.device)
+        return (sq / counts).sqrt().amax(dim=1)
