@@ -1,0 +1,66 @@
+"""A markdown summary for the GitHub Actions job page (the file named by ``GITHUB_STEP_SUMMARY``).
+
+Pure standard library.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+from .schema import VERDICTS, model_label, overall, summarize, to_result_dict, worst_results
+from .terminal import clean, describe
+
+ICONS = {"error": ":boom:", "fail": ":x:", "warn": ":warning:", "pass": ":white_check_mark:"}
+
+
+def md(text: Any, limit: int = 80) -> str:
+    """Text safe inside a markdown table cell: no HTML, pipes, backticks or line breaks."""
+    s = html.escape(clean(text, limit), quote=False)
+    for ch in ("\\", "|", "`", "*", "_", "[", "]"):
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+def step_summary(
+    run: dict[str, Any], results: list[Any], report_dir: str | os.PathLike[str] | None,
+    *, worst: int = 10, complete: bool = True,
+) -> str:
+    rows = [to_result_dict(r, i) for i, r in enumerate(results)]
+    s = summarize(rows)
+    word = overall(s, complete)
+    out = [f"### Memorization gate: {word}", "", f"Model: {md(model_label(run), 120)}", ""]
+    if not complete:
+        out += ["> [!WARNING]", "> The run was interrupted: unscored items were not checked and are not passes.", ""]
+    out += ["| verdict | images |", "|---|---:|"]
+    out += [f"| {ICONS[v]} {v} | {s[v]} |" for v in VERDICTS]
+    out += [f"| total | {s['total']} |", ""]
+    bad = worst_results([r for r in rows if r["verdict"] != "pass"], run, worst)
+    if bad:
+        out += ["**Worst items**", "", "| verdict | item | seed | work | prompt | metric | score | copy when |",
+                "|---|---|---:|---|---|---|---:|---|"]
+        for r in bad:
+            d = describe(r, run)
+            out.append(
+                f"| {ICONS[r['verdict']]} {r['verdict']} | {md(d['item'], 100)} | {d['seed']} | {md(d['work'], 40)} "
+                f"| {md(d['prompt'], 60)} | {md(d['metric'], 30)} | {md(d['score'])} | {md(d['threshold'])} |"
+            )
+        out.append("")
+    if report_dir is not None:
+        out += [f"Full report with images: `{clean(Path(report_dir) / 'index.html', 200).replace('`', '')}` "
+                "(upload the report folder as an artifact to see it).", ""]
+    return "\n".join(out) + "\n"
+
+
+def append_step_summary(
+    path: str | os.PathLike[str], run: dict[str, Any], results: list[Any],
+    report_dir: str | os.PathLike[str] | None, *, worst: int = 10, complete: bool = True,
+) -> Path:
+    """Append the summary to ``path`` (the plugin passes ``$GITHUB_STEP_SUMMARY``); returns the path."""
+    p = Path(path)
+    text = step_summary(run, results, report_dir, worst=worst, complete=complete)
+    with p.open("a", encoding="utf-8") as f:
+        f.write(text)
+    return p

@@ -1,0 +1,286 @@
+"""``index.html``: one standalone page that opens from disk and makes no network request.
+
+Images are referenced by relative path (never embedded), all text is escaped, and a
+Content-Security-Policy allows only this page's own inline style and script (by hash) and
+images from the report folder. Pure standard library.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from .schema import (
+    VERDICTS,
+    crossed,
+    direction_of,
+    fmt_num,
+    is_number,
+    lora_label,
+    model_label,
+    overall,
+    safe_relpath,
+)
+
+CSS = """
+*{box-sizing:border-box}body{font:14px/1.4 system-ui,sans-serif;margin:0;padding:16px;color:#1b1b1b;background:#fafafa}
+h1{margin:0 0 8px;font-size:22px}[hidden]{display:none!important}code{font-size:12px}
+.banner{padding:10px 14px;margin:8px 0;border-radius:6px;font-weight:600}
+.incomplete{background:#fff3cd;border:1px solid #d39e00}.broken{background:#fde2e1;border:1px solid #c0392b}
+table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
+.run{display:flex;flex-wrap:wrap;gap:4px 18px;margin:6px 0}.run b{color:#555;font-weight:600}.filters{margin:12px 0;display:flex;gap:14px;flex-wrap:wrap}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:700;font-size:12px}
+.b-error{background:#6c3483}.b-fail{background:#c0392b}.b-warn{background:#b9770e}.b-pass{background:#1e8449}
+.b-incomplete{background:#7f8c8d}
+.row{background:#fff;border:1px solid #ddd;border-left:6px solid #aaa;border-radius:6px;margin:10px 0;padding:10px}
+.v-error{border-left-color:#6c3483}.v-fail{border-left-color:#c0392b}.v-warn{border-left-color:#b9770e}
+.v-pass{border-left-color:#1e8449}.rowhead{display:flex;gap:10px;align-items:center;flex-wrap:wrap;margin-bottom:8px}
+.body{display:flex;gap:16px;flex-wrap:wrap}.imgs{display:flex;gap:8px}figure{margin:0;text-align:center}
+figure img,.ph{width:192px;height:192px;object-fit:contain;background:#eee;border:1px solid #ccc;display:block}
+img.thumb{image-rendering:pixelated}.ph{display:flex;align-items:center;justify-content:center;padding:8px;
+color:#555;font-size:12px;word-break:break-all;text-align:center}figcaption{font-size:12px;color:#555}
+.info{flex:1;min-width:320px}.prompt{white-space:pre-wrap;background:#f4f4f4;padding:4px 6px;border-radius:4px}
+.crossed{background:#fde2e1;font-weight:700}.tok{background:#e8eaf6;border-radius:3px;padding:0 4px;margin-right:4px}
+svg{background:#fff;border:1px solid #ddd}
+"""
+
+SCRIPT = """
+(function(){
+function apply(){var on={},n=0;
+document.querySelectorAll('input.vf').forEach(function(c){on[c.value]=c.checked;});
+document.querySelectorAll('section.row').forEach(function(r){var s=!!on[r.getAttribute('data-verdict')];
+r.hidden=!s;if(s){n++;}});document.getElementById('shown').textContent=String(n);}
+document.addEventListener('change',function(e){if(e.target.classList.contains('vf')){apply();}});
+window.addEventListener('load',function(){var bad=0,imgs=document.images;
+for(var i=0;i<imgs.length;i++){if(!(imgs[i].complete&&imgs[i].naturalWidth>0)){bad++;}}
+document.body.setAttribute('data-images',String(imgs.length));
+document.body.setAttribute('data-broken-count',String(bad));
+if(bad){var b=document.getElementById('broken');b.textContent=bad+' image(s) failed to load: '+
+'keep index.html inside its report folder, next to images/ and works/.';b.hidden=false;}});
+apply();})();
+"""
+
+PALETTE = ("#c0392b", "#2471a3", "#1e8449", "#b9770e", "#6c3483", "#117a65")
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+def e(x: Any) -> str:
+    return escape("" if x is None else str(x), quote=True)
+
+
+def _img(rel: Any, alt: str, cls: str = "") -> str:
+    path = safe_relpath(rel) if isinstance(rel, str) else None
+    if path is None:
+        return f'<div class="ph">{e(alt)}: {"no image" if not rel else "invalid image path"}</div>'
+    c = f' class="{cls}"' if cls else ""
+    return f'<img src="{e(quote(path, safe="/"))}" alt="{e(alt)}"{c}>'
+
+
+def _figure(inner: str, caption: str) -> str:
+    return f"<figure>{inner}<figcaption>{e(caption)}</figcaption></figure>"
+
+
+def _work_figure(r: dict[str, Any]) -> str:
+    work = r.get("work")
+    if work is None:
+        why = "no work compared" if r.get("verdict") == "error" else "no protected work: prompt-only canary"
+        return _figure(f'<div class="ph">{why}</div>', "work")
+    rel = r.get("work_image")
+    if not rel:
+        ph = f'<div class="ph">work {e(work)}<br>image not included (report-works=omit)</div>'
+        return _figure(ph, f"work {work}")
+    cls = "thumb" if "-thumb." in str(rel) else ""
+    return _figure(_img(rel, f"protected work {work}", cls), f"work {work}")
+
+
+def _scores_table(r: dict[str, Any], run: dict[str, Any]) -> str:
+    scores, thr = r.get("scores") or {}, r.get("thresholds") or {}
+    if not scores:
+        return ""
+    lora = (r.get("extra") or {}).get("lora_gate")
+    base = lora.get("base_scores") if isinstance(lora, dict) else None
+    base = base if isinstance(base, dict) else {}
+    rows = []
+    for m in sorted(set(scores) | set(thr)):
+        s, t, d = scores.get(m), thr.get(m), direction_of(m, run, r)
+        c = crossed(s, t, d)
+        mark = "crossed" if c else ("" if c is not None else "?")
+        op = {"distance": "&le;", "similarity": "&ge;"}.get(d or "", "")
+        base_td = f"<td>{e(fmt_num(base.get(m)))}</td>" if base else ""
+        rows.append(
+            f'<tr{" class=crossed" if c else ""}><td>{e(m)}</td>{base_td}<td>{e(fmt_num(s))}</td>'
+            f"<td>{op} {e(fmt_num(t))}</td><td>{e(d or 'unknown')}</td><td>{mark}</td></tr>"
+        )
+    base_th = "<th>base</th>" if base else ""
+    score_th = "LoRA" if base else "score"
+    return (f'<table class="scores"><tr><th>metric</th>{base_th}<th>{score_th}</th><th>copy when</th>'
+            f"<th>direction</th><th></th></tr>{''.join(rows)}</table>")
+
+
+def _detectors_table(r: dict[str, Any]) -> str:
+    dets = r.get("detectors") or {}
+    if not dets:
+        return ""
+    rows = []
+    for name in sorted(dets):
+        d = dets[name] if isinstance(dets[name], dict) else {"score": dets[name]}
+        c = crossed(d.get("score"), d.get("threshold"), d.get("direction", "similarity"))
+        cal = {True: "calibrated", False: "uncalibrated"}.get(d.get("calibrated"), "")
+        toks = "".join(f'<span class="tok">{e(t)}</span>' for t in d.get("trigger_tokens") or [])
+        rows.append(f'<tr{" class=crossed" if c else ""}><td>{e(name)}</td><td>{e(fmt_num(d.get("score")))}</td>'
+                    f"<td>{e(fmt_num(d.get('threshold')))}</td><td>{cal}</td><td>{toks}</td></tr>")
+    return ('<table class="detectors"><tr><th>detector</th><th>score</th><th>threshold</th><th></th>'
+            f"<th>trigger tokens</th></tr>{''.join(rows)}</table>")
+
+
+def _curve_points(curve: list[Any]) -> dict[str, list[tuple[float, float]]]:
+    series: dict[str, list[tuple[float, float]]] = {}
+    for pt in curve:
+        if not isinstance(pt, dict) or not is_number(pt.get("strength")):
+            continue
+        vals = pt.get("scores") if isinstance(pt.get("scores"), dict) else pt
+        for m, v in vals.items():
+            if m not in ("strength", "scores", "seed") and is_number(v):
+                series.setdefault(str(m), []).append((float(pt["strength"]), float(v)))
+    return {m: sorted(p) for m, p in sorted(series.items())}
+
+
+def curve_svg(curve: list[Any], thresholds: dict[str, Any] | None = None) -> str:
+    """A small line chart: score of each metric vs img2img strength (thresholds dashed)."""
+    series = _curve_points(curve if isinstance(curve, list) else [])
+    if not series:
+        return ""
+    W, H, L, R, T, B = 300, 170, 38, 90, 10, 30
+    xs = [x for p in series.values() for x, _ in p]
+    ys = [y for p in series.values() for _, y in p]
+    x0, x1 = min(0.0, min(xs)), max(1.0, max(xs))
+    thr = {m: t for m, t in (thresholds or {}).items() if m in series and is_number(t)}
+    y0, y1 = min(0.0, min(ys)), max([1.0, *ys, *thr.values()])
+
+    def px(x: float) -> float:
+        return L + (x - x0) / (x1 - x0 or 1) * (W - L - R)
+
+    def py(y: float) -> float:
+        return H - B - (y - y0) / (y1 - y0 or 1) * (H - T - B)
+
+    out = [f'<svg class="curve" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
+           'aria-label="similarity vs img2img strength" xmlns="http://www.w3.org/2000/svg">',
+           f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="#555"/>',
+           f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="#555"/>']
+    for v in (x0, (x0 + x1) / 2, x1):
+        out.append(f'<text x="{px(v):.1f}" y="{H - B + 13}" font-size="10" text-anchor="middle">{v:.2g}</text>')
+    for v in (y0, y1):
+        out.append(f'<text x="{L - 4}" y="{py(v) + 3:.1f}" font-size="10" text-anchor="end">{v:.2g}</text>')
+    out.append(f'<text x="{(L + W - R) / 2:.0f}" y="{H - 3}" font-size="10" text-anchor="middle">strength</text>')
+    for i, (m, pts) in enumerate(series.items()):
+        col = PALETTE[i % len(PALETTE)]
+        poly = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+        out.append(f'<polyline points="{poly}" fill="none" stroke="{col}" stroke-width="2"/>')
+        out.extend(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{col}"/>' for x, y in pts)
+        if m in thr:
+            out.append(f'<line x1="{L}" x2="{W - R}" y1="{py(thr[m]):.1f}" y2="{py(thr[m]):.1f}" '
+                       f'stroke="{col}" stroke-dasharray="4 3"/>')
+        out.append(f'<text x="{W - R + 6}" y="{T + 12 + 14 * i}" font-size="11" fill="{col}">{e(m)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _row(r: dict[str, Any], run: dict[str, Any], idx: int) -> str:
+    v = r["verdict"]
+    extra = dict(r.get("extra") or {})
+    lora = extra.get("lora_gate") if isinstance(extra.get("lora_gate"), dict) else None
+    figs = []
+    if lora is not None:
+        figs.append(_figure(_img(lora.get("base_image"), "base model image"), "base"))
+        figs.append(_figure(_img(r.get("image"), "LoRA image"), "LoRA"))
+    else:
+        figs.append(_figure(_img(r.get("image"), "generated image"), "generated"))
+    figs.append(_work_figure(r))
+    reasons = "".join(f"<li>{e(x)}</li>" for x in r.get("reasons") or [])
+    curve = curve_svg(extra.get("img2img_curve"), r.get("thresholds")) if "img2img_curve" in extra else ""
+    rest = {k: x for k, x in extra.items() if k not in ("img2img_curve",)}
+    details = (f"<details><summary>extra</summary><pre>{e(json.dumps(rest, indent=1, sort_keys=True))}</pre>"
+               "</details>") if rest else ""
+    work = f"<span>work <b>{e(r.get('work'))}</b></span>" if r.get("work") is not None else ""
+    return (
+        f'<section class="row v-{e(v)}" data-verdict="{e(v)}" id="r{idx}">'
+        f'<div class="rowhead"><span class="badge b-{e(v)}">{e(v.upper())}</span>'
+        f"<code>{e(r.get('item'))}</code><span>seed {e(r.get('seed'))}</span>{work}</div>"
+        f'<div class="body"><div class="imgs">{"".join(figs)}</div><div class="info">'
+        f'<div class="prompt">{e(r.get("prompt"))}</div>'
+        f"{f'<ul class=reasons>{reasons}</ul>' if reasons else ''}"
+        f"{_scores_table(r, run)}{_detectors_table(r)}{curve}{details}</div></div></section>"
+    )
+
+
+def _run_table(run: dict[str, Any]) -> str:
+    rows: list[tuple[str, str]] = [("model", model_label(run))]
+    lora = lora_label(run)
+    if lora:
+        rows.append(("LoRA", lora))
+    shown = {"model", "model_hash", "model_sha256", "lora", "lora_scale", "height", "width"}
+    for k in ("device", "dtype", "steps", "guidance_scale", "seeds", "report_works", "started", "finished"):
+        if run.get(k) is not None:
+            val = run[k]
+            rows.append((k, ", ".join(map(str, val)) if isinstance(val, list) else fmt_num(val)))
+            shown.add(k)
+    if run.get("height") or run.get("width"):
+        rows.append(("size", f"{run.get('width')} x {run.get('height')} px"))
+    for k in ("metrics", "versions"):
+        if isinstance(run.get(k), dict):
+            rows.append((k, ", ".join(f"{a} {b}" for a, b in sorted(run[k].items()))))
+            shown.add(k)
+    body = "".join(f"<span><b>{e(k)}</b> {e(v)}</span>" for k, v in rows)
+    rest = {k: v for k, v in run.items() if k not in shown}
+    more = (f"<details><summary>more run details</summary><pre>{e(json.dumps(rest, indent=1, sort_keys=True))}"
+            "</pre></details>") if rest else ""
+    return f'<div class="run">{body}</div>{more}'
+
+
+def _extras(doc: dict[str, Any]) -> str:
+    known = {"schema_version", "complete", "generated_by", "run", "summary", "results"}
+    parts = []
+    for k in sorted(set(doc) - known):
+        v = doc[k]
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            body = "<ul>" + "".join(f"<li><code>{e(x)}</code></li>" for x in v) + "</ul>" if v else "<p>none</p>"
+        else:
+            body = f"<pre>{e(json.dumps(v, indent=1, sort_keys=True))}</pre>"
+        parts.append(f"<h3>{e(k.replace('_', ' '))}</h3>{body}")
+    return f'<section class="extras"><h2>Other findings</h2>{"".join(parts)}</section>' if parts else ""
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    """The index.html text for a report document (as built by writer.build_report)."""
+    run, results = doc.get("run") or {}, doc.get("results") or []
+    summary, complete = doc.get("summary") or {}, bool(doc.get("complete", True))
+    word = overall(summary, complete)
+    counts = ", ".join(f"{summary.get(v, 0)} {v}" for v in VERDICTS)
+    csp = (f"default-src 'none'; img-src 'self' file:; style-src {_csp_hash(CSS)}; "
+           f"script-src {_csp_hash(SCRIPT)}; base-uri 'none'; form-action 'none'")
+    banner = "" if complete else (
+        '<div class="banner incomplete">Incomplete: this run was interrupted. The report holds only the '
+        "images scored before it stopped; missing items were not checked and are not passes.</div>")
+    filters = "".join(
+        f'<label><input type="checkbox" class="vf" value="{v}" checked> '
+        f'<span class="badge b-{v}">{v}</span> {summary.get(v, 0)}</label>' for v in VERDICTS)
+    rows = "".join(_row(r, run, i) for i, r in enumerate(results)) or "<p>No images were scored.</p>"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>Memorization report: {e(word)} ({e(counts)})</title><style>{CSS}</style></head>\n<body>"
+        f'<h1>Memorization report <span class="badge b-{e(word.lower())}">{e(word)}</span></h1>{banner}'
+        '<div class="banner broken" id="broken" hidden></div>'
+        f"{_run_table(run)}<p>{e(summary.get('total', len(results)))} images: {e(counts)}. "
+        f"<small>{e(doc.get('generated_by', ''))}, report schema {e(doc.get('schema_version'))}</small></p>"
+        f'<div class="filters">Show: {filters} <span>(<span id="shown">{len(results)}</span> shown)</span></div>'
+        f'<main id="results">{rows}</main>{_extras(doc)}<script>{SCRIPT}</script></body></html>\n'
+    )

@@ -1,0 +1,81 @@
+"""The end-of-session summary lines (the plugin prints them through terminalreporter).
+
+Pure standard library.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .schema import VERDICTS, fmt_num, model_label, overall, summarize, to_result_dict, worst_results
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: Any, limit: int = 60) -> str:
+    """One printable line: control characters (ANSI escapes, newlines) shown as '?', then shortened."""
+    s = _CONTROL.sub("?", str(text))
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def describe(r: dict[str, Any], run: dict[str, Any] | None = None) -> dict[str, str]:
+    """The fields of one worst-item line, as display strings."""
+    from .schema import worst_metric
+
+    w = worst_metric(r, run)
+    if w is None:
+        metric = score = threshold = "-"
+    else:
+        metric, score, threshold = w["metric"], fmt_num(w["score"]), fmt_num(w["threshold"])
+        op = {"distance": "<=", "similarity": ">="}.get(w["direction"] or "", "vs")
+        threshold = f"{op} {threshold}" if w["threshold"] is not None else "no threshold"
+    reason = (r.get("reasons") or [""])[0]
+    return {
+        "verdict": r["verdict"].upper(),
+        "item": clean(r["item"], 100),
+        "seed": str(r["seed"]),
+        "work": clean(r.get("work") if r.get("work") is not None else "(no work)", 40),
+        "prompt": clean(r.get("prompt", ""), 60),
+        "metric": clean(metric, 30),
+        "score": score,
+        "threshold": threshold,
+        "reason": clean(reason, 120),
+    }
+
+
+def summary_lines(
+    run: dict[str, Any],
+    results: list[Any],
+    report_dir: str | os.PathLike[str] | None,
+    *,
+    worst: int = 5,
+    complete: bool = True,
+) -> list[str]:
+    """Counts per verdict, the ``worst`` most severe items and where the report is."""
+    rows = [to_result_dict(r, i) for i, r in enumerate(results)]
+    s = summarize(rows)
+    word = overall(s, complete)
+    counts = ", ".join(f"{s[v]} {v}" for v in VERDICTS)
+    lines = [f"memorization: {word}: {s['total']} images ({counts}); model {clean(model_label(run), 80)}"]
+    if not complete:
+        lines.append("memorization: INCOMPLETE: the run was interrupted; unscored items are not passes")
+    bad = [r for r in rows if r["verdict"] != "pass"]
+    shown = worst_results(bad or rows, run, worst if bad else min(worst, 1))
+    if shown:
+        lines.append("worst items:" if bad else "closest to a threshold (all passed):")
+    for r in shown:
+        d = describe(r, run)
+        lines.append(
+            f"  {d['verdict']:5} {d['item']} seed {d['seed']}: work {d['work']}: "
+            f"{d['metric']} {d['score']} ({d['threshold']}) prompt '{d['prompt']}'"
+        )
+        if r["verdict"] == "error" and d["reason"]:
+            lines.append(f"        {d['reason']}")
+    if len(bad) > len(shown):
+        lines.append(f"  ... and {len(bad) - len(shown)} more")
+    if report_dir is not None:
+        lines.append(f"report: {Path(report_dir).resolve() / 'index.html'}")
+    return lines

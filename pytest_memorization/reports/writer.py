@@ -1,0 +1,150 @@
+"""Write and read ``report.json`` (+ ``index.html``) in a report dir, atomically.
+
+Pure standard library at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .schema import (
+    RESERVED_TOP_KEYS,
+    SCHEMA_VERSION,
+    ReportError,
+    jsonable,
+    sort_results,
+    summarize,
+    to_result_dict,
+)
+
+REPORT_JSON = "report.json"
+INDEX_HTML = "index.html"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then os.replace: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read by others
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pytest-memorization")
+    except Exception:  # pragma: no cover - not installed
+        return "unknown"
+
+
+def build_report(
+    run: dict[str, Any], results: list[Any], *, complete: bool = True, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The report.json document (a dict), validated and sorted."""
+    rows = sort_results(to_result_dict(r, i) for i, r in enumerate(results))
+    clash = sorted(set(extra or {}) & set(RESERVED_TOP_KEYS))
+    if clash:
+        raise ReportError(f"write_report(extra=...): key(s) {', '.join(clash)} are reserved by report.json")
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "complete": bool(complete),
+        "generated_by": f"pytest-memorization {_version()}",
+        "run": jsonable(dict(run or {}), "run"),
+        "summary": summarize(rows),
+        "results": jsonable(rows, "results"),
+    }
+    for k, v in sorted((extra or {}).items()):
+        doc[k] = jsonable(v, k)
+    return doc
+
+
+def write_report(
+    report_dir: str | os.PathLike[str],
+    run: dict[str, Any],
+    results: list[Any],
+    *,
+    complete: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``report.json`` and ``index.html`` into ``report_dir``; returns the report.json path.
+
+    ``results``: ImageResult objects or their ``to_json()`` dicts; the PNGs they name must
+    already be in ``report_dir``. ``complete=False`` marks an interrupted run. ``extra`` adds
+    top-level keys (e.g. ``stale_baseline_entries``). Work PNGs under ``works/`` that no result
+    references (left by an earlier run, maybe in another ``--memorization-report-works`` mode)
+    are deleted. index.html is written first and report.json last, each atomically.
+    """
+    from .html import render_html
+    from .pngs import prune_work_images
+
+    d = Path(report_dir)
+    doc = build_report(run, results, complete=complete, extra=extra)
+    text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    keep = {r.get("work_image") for r in doc["results"]}
+    keep |= {v for r in doc["results"] for k, v in _walk_images(r.get("extra"))}
+    prune_work_images(d, {k for k in keep if isinstance(k, str)})
+    atomic_write_text(d / INDEX_HTML, render_html(doc))
+    atomic_write_text(d / REPORT_JSON, text)
+    return d / REPORT_JSON
+
+
+def _walk_images(obj: Any) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and (k == "image" or k.endswith("_image")) and isinstance(v, str):
+                out.append((k, v))
+            else:
+                out.extend(_walk_images(v))
+    elif isinstance(obj, list):
+        for v in obj:
+            out.extend(_walk_images(v))
+    return out
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a report.json (or the report.json inside a report dir) and check its schema version."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / REPORT_JSON
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{p}: no such report; pass a report dir written by --memorization-report") from None
+    except OSError as e:
+        raise ReportError(f"{p}: cannot read the report: {e}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{p}: not valid JSON ({e}); the file is damaged, rerun to rewrite it") from None
+    if not isinstance(doc, dict) or "schema_version" not in doc:
+        raise ReportError(f"{p}: not a pytest-memorization report (no 'schema_version' key)")
+    v = doc["schema_version"]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ReportError(f"{p}: key 'schema_version' = {v!r} is not a positive integer")
+    if v > SCHEMA_VERSION:
+        raise ReportError(
+            f"{p}: key 'schema_version' = {v}, but this pytest-memorization reads schema "
+            f"{SCHEMA_VERSION}; upgrade pytest-memorization to read it"
+        )
+    for key, typ in (("complete", bool), ("run", dict), ("results", list)):
+        if not isinstance(doc.get(key), typ):
+            raise ReportError(f"{p}: key '{key}' is missing or not a {typ.__name__}; the file is damaged")
+    try:
+        doc["results"] = [to_result_dict(r, i) for i, r in enumerate(doc["results"])]
+    except ReportError as e:
+        raise ReportError(f"{p}: {e}") from None
+    return doc
