@@ -122,7 +122,7 @@ def lora_gate(results: list[ImageResult], base_scores: dict[str, Any], base_imag
     for i, r in enumerate(results):
         j = index[r.work] if r.work is not None else 0
         base = {n: float(base_scores[n][i, j]) for n in plan.rules}
-        r.extra["lora_gate"] = {"base_scores": base, "base_pixels": None, "from_cache": from_cache}
+        r.extra["lora_gate"] = {"base_scores": base, "from_cache": from_cache}
         r.extra["base_pixels"] = base_images[i]
         for n, rule in plan.rules.items():
             t = works[j].thresholds.get(n, rule.threshold)

@@ -87,6 +87,7 @@ class MemorizationItem(pytest.Item):
     def setup(self) -> None:
         from .baselines import compare_item
         from .plugin import session_of
+        from .reporting import save_images
         from .session import attach
 
         session = session_of(self.config)
@@ -96,10 +97,16 @@ class MemorizationItem(pytest.Item):
         compare_item(session, self.nodeid, self.outcome)
         session.items_run += 1
         attach(self, self.outcome.results)
+        save_images(session, self, self.outcome.results)
 
     def runtest(self) -> None:
         if self.outcome is not None and self.outcome.failures:
-            raise MemorizationError("\n".join(self.outcome.failures))
+            from .plugin import settings_of
+
+            report_dir = settings_of(self.config).path("report")
+            saved = [f"  image saved: {report_dir / r.image} (seed {r.seed})" for r in self.outcome.results
+                     if r.verdict == "fail" and r.image and report_dir is not None]
+            raise MemorizationError("\n".join([*self.outcome.failures, *saved]))
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
         if isinstance(excinfo.value, CLEAN_ERRORS):

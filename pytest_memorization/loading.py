@@ -210,6 +210,11 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
     device = resolve_device(source.device)
     dtype = resolve_dtype(source.dtype, device)
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()  # our own progress bar covers generation
+    transformers_logging.disable_progress_bar()
 
     common: dict[str, Any] = dict(dtype=_torch_dtype(dtype), safety_checker=None, requires_safety_checker=False)
     if kind == "folder":

@@ -20,9 +20,7 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
     results = item.stash.get(RESULTS_KEY, [])
     if not results:
         return
-    report_dir = session.settings.path("report")
-    if report_dir is not None:
-        _save_images(session, report_dir, item, results)
+    save_images(session, item, results)
     if report.when == "call" and report.failed:
         for r in results:  # a failed item never shows a passing row
             if r.verdict == "pass" and any("LoRA" in x or "baseline" in x for x in r.reasons):
@@ -36,15 +34,23 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
     report.memorization_results = [r.to_json() for r in results]  # type: ignore[attr-defined]
 
 
-def _save_images(session: MemorizationSession, report_dir: Any, item: pytest.Item, results: list[Any]) -> None:
+def save_images(session: MemorizationSession, item: pytest.Item, results: list[Any]) -> None:
+    """Write each generated image (and LoRA-gate base image) as a PNG, once; the works per the
+    --memorization-report-works mode. No-op without --memorization-report."""
+    report_dir = session.settings.path("report")
+    if report_dir is None:
+        return
     from .reports.pngs import generated_png_path, save_image, write_work_images
 
-    works = getattr(getattr(item, "parent", None), "_plan", None)
-    work_tensors = {w.id: w.image for w in (works.works if works is not None else [])}
-    work_files = write_work_images(report_dir, work_tensors, session.settings.report_works) if work_tensors else {}
+    plan = getattr(getattr(item, "parent", None), "_plan", None)
+    work_tensors = {w.id: w.image for w in (plan.works if plan is not None else [])}
+    written = session.__dict__.setdefault("_works_written", {})
+    todo = {k: v for k, v in work_tensors.items() if k not in written}
+    if todo:
+        written.update(write_work_images(report_dir, todo, session.settings.report_works))
     for r in results:
         tag = f"s{r.extra['img2img']['strength']:g}" if "img2img" in r.extra else ""
-        if r.pixels is not None:
+        if r.pixels is not None and r.image is None:
             r.image = generated_png_path(report_dir, r.item, r.seed, tag)
             save_image(r.pixels, report_dir / r.image)
         base = r.extra.pop("base_pixels", None)
@@ -52,9 +58,8 @@ def _save_images(session: MemorizationSession, report_dir: Any, item: pytest.Ite
             rel = generated_png_path(report_dir, r.item, r.seed, tag + "base")
             save_image(base, report_dir / rel)
             r.extra["lora_gate"]["base_image"] = rel
-        r.extra["lora_gate"].pop("base_pixels", None) if "lora_gate" in r.extra else None
         if r.work is not None:
-            r.work_image = work_files.get(r.work)
+            r.work_image = written.get(r.work)
 
 
 def finish_session(state: MemorizationSession, session: pytest.Session, exitstatus: int) -> None:
@@ -81,10 +86,10 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     if summary_file and state.results:
         from .reports.github import append_step_summary
 
-        append_step_summary(summary_file, run, state.results, report_dir)
+        append_step_summary(summary_file, run, state.results, report_dir, complete=not interrupted)
     if not state.results and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) \
             and (s.required or s.manifest):
-        state.notes.append("--memorization was given but no memorization check ran: every item was skipped, "
+        state.notes.append("ERROR: --memorization was given but no memorization check ran: every item was skipped, "
                            "deselected or missing. The run certifies nothing.")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -101,5 +106,5 @@ def summary_lines(state: MemorizationSession) -> list[str]:
         out.append(f"out of memory {retries} time(s): the batch size was halved and the batch retried")
     if getattr(state, "stale", None):
         out.append(f"stale baseline entries (no item ran for them): {', '.join(state.stale)}")
-    out.extend(f"ERROR: {n}" for n in state.notes)
+    out.extend(state.notes)
     return out
