@@ -20,6 +20,14 @@ from .manifest import Manifest, load_manifest
 CLEAN_ERRORS = (MemorizationError, MemorizationConfigError, BrokenOutputError, MetricFailedError, BaselineError)
 
 
+def error_row(nodeid: str, prompt: str, error: BaseException) -> Any:
+    """A report row for an item that could not be evaluated (seed -1: nothing was generated)."""
+    from .records import ImageResult
+
+    return ImageResult(item=nodeid, prompt=prompt, seed=-1, work=None, scores={}, thresholds={},
+                       verdict="error", reasons=[f"{type(error).__name__}: {error}"])
+
+
 class ManifestFile(pytest.File):
     """A ``memorization.toml``; its items share one plan (model, seeds, metrics)."""
 
@@ -93,7 +101,11 @@ class MemorizationItem(pytest.Item):
         session = session_of(self.config)
         if session is None:
             pytest.skip("memorization checks are off: run pytest --memorization")
-        self.outcome = self.evaluate()
+        try:
+            self.outcome = self.evaluate()
+        except CLEAN_ERRORS as e:  # the report shows the item as an error row, not as nothing
+            attach(self, [error_row(self.nodeid, self.prompt, e)])
+            raise
         compare_item(session, self.nodeid, self.outcome)
         session.items_run += 1
         attach(self, self.outcome.results)

@@ -71,13 +71,17 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     run = state.run_info()
     for r in state.results:
         r.get("extra", {}).pop("base_pixels", None)
-    if s.save and not interrupted:
+    errored = sorted({r["item"] for r in state.results if r["verdict"] == "error"})
+    if (s.save or s.update_baseline) and (interrupted or errored or exitstatus == pytest.ExitCode.INTERRUPTED):
+        state.notes.append(f"ERROR: baseline not written: {len(errored)} item(s) errored or the run was "
+                           "interrupted, so it would be incomplete. Fix the errors and run again.")
+    elif s.save:
         save_baseline(s.path("save"), state, run)
-    if s.compare and s.update_baseline and not interrupted:
+    elif s.compare and s.update_baseline:
         save_baseline(s.path("compare"), state, run, update=True)
     state.stale = stale_entries(state)
     report_dir = s.path("report")
-    if report_dir is not None:
+    if report_dir is not None and (state.results or not interrupted):  # a run that never started writes nothing
         from .reports.writer import write_report
 
         write_report(report_dir, run, state.results, complete=not interrupted,
