@@ -103,10 +103,10 @@ class MemorizationItem(pytest.Item):
             pytest.skip("memorization checks are off: run pytest --memorization")
         try:
             self.outcome = self.evaluate()
-        except CLEAN_ERRORS as e:  # the report shows the item as an error row, not as nothing
+            compare_item(session, self.nodeid, self.outcome)
+        except Exception as e:  # the report shows the item as an error row, not as nothing
             attach(self, [error_row(self.nodeid, self.prompt, e)])
             raise
-        compare_item(session, self.nodeid, self.outcome)
         session.items_run += 1
         attach(self, self.outcome.results)
         save_images(session, self, self.outcome.results)
@@ -125,6 +125,12 @@ class MemorizationItem(pytest.Item):
             kind = type(excinfo.value).__name__
             return f"{kind}: {excinfo.value}" if not isinstance(excinfo.value, MemorizationError) else str(excinfo.value)
         return super().repr_failure(excinfo)
+
+    def _repr_failure_py(self, excinfo: Any, style: Any = None) -> Any:
+        # setup errors are rendered here (not by repr_failure): our own errors need no traceback
+        if isinstance(excinfo.value, CLEAN_ERRORS):
+            return self.repr_failure(excinfo)
+        return super()._repr_failure_py(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"{self.name}: {self.prompt!r}"

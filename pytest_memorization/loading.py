@@ -170,8 +170,9 @@ def classify(source: ModelSource) -> tuple[str, Path | None]:
                 )
             return "single-file", p
         raise CheckpointError(f"{p}: not a checkpoint (expected a diffusers folder or a .safetensors file)")
-    if HUB_ID.match(source.pretrained) and not source.pretrained.startswith((".", "/", "~")):
-        return "hub", None
+    first = Path(source.pretrained.split("/", 1)[0])
+    if HUB_ID.match(source.pretrained) and not source.pretrained.startswith((".", "/", "~")) and not first.is_dir():
+        return "hub", None  # 'org/name' whose 'org' is a local folder is a mistyped path, not a hub id
     raise CheckpointError(
         f"model '{source.pretrained}' not found: no such file or folder (resolved to {p.resolve()}). "
         "Give a diffusers folder, a .safetensors file, or a hub id (org/name) already in the local cache"

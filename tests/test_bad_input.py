@@ -1,0 +1,151 @@
+"""Fail closed on bad input: one table, each case run through a real `pytest --memorization`.
+
+For every case: the exit status, a message naming the file, key or option and the fix, and
+that nothing was half-written (no baseline, no stray temporary files, and no report claiming
+results when the run never started).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+GOOD = """
+[model]
+pretrained = "models/tiny"
+seeds = [0]
+steps = 2
+height = 64
+width = 64
+
+[[work]]
+id = "astronaut"
+image = "works/astronaut.png"
+prompts = ["portrait of an astronaut"]
+"""
+
+USAGE, COLLECT, FAILED = pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED, pytest.ExitCode.TESTS_FAILED
+
+
+def edit(old: str, new: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        p = root / "memorization.toml"
+        text = p.read_text()
+        assert old in text, old
+        p.write_text(text.replace(old, new, 1))
+    return apply
+
+
+def write(name: str, data: bytes | str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return apply
+
+
+def remove(name: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        p = root / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return apply
+
+
+def nothing(root: Path) -> None:
+    pass
+
+
+# (case id, change to the project, extra args, exit status, message pattern)
+CASES = [
+    # manifest
+    ("toml-syntax", edit("steps = 2", "steps = "), [], COLLECT, "*memorization.toml: invalid TOML*line 5, column 9*"),
+    ("unknown-key", edit("prompts =", "promts ="), [], COLLECT, "*key 'work[[]0].promts': unknown key 'promts'; did you mean 'prompts'?*"),
+    ("missing-image", edit("works/astronaut.png", "works/nope.png"), [], COLLECT, "*key 'work[[]0].image': file */works/nope.png does not exist; fix the path*"),
+    ("corrupt-image", write("works/astronaut.png", b"\x89PNG\r\n\x1a\n garbage"), [], COLLECT, "*key 'work[[]0].image': */astronaut.png: cannot read image*re-export it*"),
+    ("sha256-mismatch", edit('prompts =', 'sha256 = "' + "0" * 64 + '"\nprompts ='), [], COLLECT, "*key 'work[[]0].sha256': */astronaut.png has changed: expected sha256 000*"),
+    ("duplicate-id", edit("[[work]]", '[[work]]\nid = "astronaut"\nimage = "works/astronaut.png"\nprompts = ["x"]\n\n[[work]]'), [], COLLECT, "*duplicate id 'astronaut'*ids must be unique*"),
+    ("empty-prompts", edit('prompts = ["portrait of an astronaut"]', "prompts = []"), [], COLLECT, "*key 'work[[]0].prompts': is empty; list at least one*"),
+    ("threshold-type", edit("[[work]]", '[thresholds]\ntiled_l2 = "0.15"\n\n[[work]]'), [], COLLECT, "*key 'thresholds.tiled_l2': '0.15' is a string, not a number*"),
+    ("threshold-range", edit("[[work]]", "[thresholds]\ntiled_l2 = 1.5\n\n[[work]]"), [], COLLECT, "*key 'thresholds.tiled_l2': 1.5 is out of range*[[]0, 1]*"),
+    ("threshold-unknown-metric", edit("[[work]]", "[thresholds]\nclipp = 0.9\n\n[[work]]"), [], COLLECT, "*unknown metric 'clipp'; did you mean 'clip'?*"),
+    ("negative-seed", edit("seeds = [0]", "seeds = [0, -1]"), [], COLLECT, "*key 'model.seeds': -1 *"),
+    ("float-seed", edit("seeds = [0]", "seeds = [0.5]"), [], COLLECT, "*key 'model.seeds'*not an array of non-negative integers*"),
+    ("missing-model", edit('pretrained = "models/tiny"\n', ""), [], COLLECT, "*key 'model.pretrained': missing model*--memorization-model*"),
+    ("size-not-multiple-of-8", edit("height = 64", "height = 60"), [], COLLECT, "*key 'model.height': 60 is not a positive multiple of 8*"),
+    ("path-outside-root", edit("works/astronaut.png", "../outside.png"), [], COLLECT, "*outside the project root*--memorization-allow-outside-root*"),
+    ("img2img-strength", edit('prompts =', 'img2img = { strengths = [1.5] }\nprompts ='), [], COLLECT, "*key 'work[[]0].img2img.strengths[[]0]': 1.5 is out of range*"),
+    ("lora-gate-without-lora", edit("seeds = [0]", 'gate = "lora"\nseeds = [0]'), [], COLLECT, "*key 'model.gate'*no lora is given*"),
+    # options
+    ("opt-seeds", nothing, ["--memorization-seeds", "0,x"], USAGE, "*--memorization-seeds*'x' is not a non-negative integer*"),
+    ("opt-threshold", nothing, ["--memorization-threshold", "tiled_l2"], USAGE, "*--memorization-threshold*not METRIC=VALUE*"),
+    ("opt-device", nothing, ["--memorization-device", "gpu"], USAGE, "*--memorization-device (ini memorization_device) = 'gpu'*"),
+    ("opt-report-works", nothing, ["--memorization-report-works", "all"], USAGE, "*--memorization-report-works*embed, thumbnail, omit*"),
+    ("opt-compare-fail", nothing, ["--memorization-compare-fail", "clip=0.1"], USAGE, "*--memorization-compare-fail*not METRIC:VALUE*"),
+    ("opt-shard", nothing, ["--memorization-shard", "2/2"], USAGE, "*--memorization-shard*0 <= I < N*"),
+    ("opt-manifest-missing", nothing, ["--memorization-manifest", "nope.toml"], USAGE, "*--memorization-manifest nope.toml: no such file*"),
+    ("ini-batch-size", write("pytest.ini", "[pytest]\nmemorization_batch_size = 0\n"), [], USAGE, "*--memorization-batch-size (ini memorization_batch_size) = '0': expected an integer >= 1*"),
+    # checkpoints, LoRA, weights, baselines: the run starts, the item is an ERROR
+    ("model-missing", nothing, ["--memorization-model", "models/none"], FAILED, "*CheckpointError: model 'models/none' not found*"),
+    ("model-no-unet-weights", remove("models/tiny/unet/diffusion_pytorch_model.safetensors"), [], FAILED, "*CheckpointError: */unet: no weights file for component 'unet'*"),
+    ("model-pickle", write("models/m.ckpt", b"x"), ["--memorization-model", "models/m.ckpt"], FAILED, "*CheckpointError: models/m.ckpt: pickle checkpoints (.ckpt) can run code*--memorization-allow-pickle*"),
+    ("lora-missing", nothing, ["--memorization-lora", "loras/none"], FAILED, "*CheckpointError: LoRA loras/none not found*pytorch_lora_weights.safetensors*"),
+    ("lpips-weights-missing", nothing, ["--memorization-threshold", "lpips=0.3", "--memorization-weights-dir", "weights"], FAILED, "*alexnet-owt-7be5be79.pth*"),
+    ("noise-magnitude-uncalibrated", edit("[[work]]", "[detectors]\nnoise_magnitude = { steps = 1 }\n\n[[work]]"), [], FAILED, "*noise_magnitude has no threshold*--memorization-calibrate*"),
+    ("baseline-missing", nothing, ["--memorization-compare", "old.json"], FAILED, "*--memorization-compare */old.json: no such baseline*--memorization-save*"),
+    ("baseline-corrupt", write("old.json", "{oops"), ["--memorization-compare", "old.json"], FAILED, "*old.json: not a readable baseline JSON*"),
+]
+
+
+@pytest.fixture
+def bad_project(pytester: pytest.Pytester, tiny_pipeline: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    from PIL import Image
+    from skimage import data
+
+    monkeypatch.setenv("TORCH_HOME", str(pytester.path / "torch_home"))  # no LPIPS backbone anywhere
+    shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
+    (pytester.path / "works").mkdir()
+    Image.fromarray(data.astronaut()).resize((64, 64)).save(pytester.path / "works" / "astronaut.png")
+    Image.fromarray(data.coffee()).resize((64, 64)).save(pytester.path / "outside.png")
+    (pytester.path / "memorization.toml").write_text(GOOD)
+    (pytester.path / "tox.ini").write_text(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
+    return pytester
+
+
+def test_the_table_has_at_least_25_cases() -> None:
+    assert len(CASES) >= 25 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case, change, args, status, pattern", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case: str, change: Callable[[Path], None], args: list[str], status: int, pattern: str,
+                   bad_project: pytest.Pytester) -> None:
+    root = bad_project.path
+    baseline_before = (root / "old.json").read_bytes() if (root / "old.json").exists() else None
+    change(root)
+    if case == "path-outside-root":
+        (root / "memorization.toml").rename(root / "sub.toml")
+        (root / "sub").mkdir()
+        (root / "sub" / "pyproject.toml").write_text("")
+        (root / "sub" / "memorization.toml").write_text((root / "sub.toml").read_text())
+        (root / "sub.toml").unlink()
+    result = bad_project.runpytest("--memorization", "--memorization-report", "rep",
+                                   "--memorization-save", "new.json", *args)
+    assert result.ret == status, result.stdout.str()[-2000:]
+    out = result.stdout.lines + result.stderr.lines
+    from _pytest.pytester import LineMatcher
+
+    LineMatcher(out).fnmatch_lines([pattern])
+    # nothing half-written
+    assert not (root / "new.json").exists(), "a run with errors must not write a baseline"
+    assert not [p for p in root.rglob("*") if ".tmp" in p.name], "temporary files left behind"
+    if status != FAILED:
+        assert not (root / "rep" / "report.json").exists(), "a run that never started must not write a report"
+    else:
+        report = json.loads((root / "rep" / "report.json").read_text())
+        assert report["summary"]["error"] >= 1 and report["summary"].get("pass", 0) == 0
+        assert all(r["verdict"] == "error" for r in report["results"])
+    if baseline_before is not None:
+        assert (root / "old.json").read_bytes() == baseline_before
