@@ -113,13 +113,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    from .session import active
+
+    session = active()
+    if session is None:
+        return
+    if report.when == "call" and "memorization" in report.keywords:
+        session.checks_seen += 1  # counted where every worker's reports arrive
     results = getattr(report, "memorization_results", None)
     if results:
-        from .session import active
-
-        session = active()
-        if session is not None:
-            session.add_results(results)
+        session.add_results(results)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

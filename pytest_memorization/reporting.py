@@ -91,7 +91,7 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         from .reports.github import append_step_summary
 
         append_step_summary(summary_file, run, state.results, report_dir, complete=not interrupted)
-    if not state.results and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) \
+    if not state.checks_seen and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) \
             and (s.required or s.manifest):
         state.notes.append("ERROR: --memorization was given but no memorization check ran: every item was skipped, "
                            "deselected or missing. The run certifies nothing.")

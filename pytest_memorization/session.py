@@ -44,6 +44,7 @@ class MemorizationSession:
         self.notes: list[str] = []
         self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.items_run = 0
+        self.checks_seen = 0  # memorization items that reached their call phase (controller side)
         self._cache: Any = None
         _active = self
 
