@@ -1,0 +1,246 @@
+"""Calibrate the noise-magnitude threshold on ordinary prompts, per model.
+
+The scale of Wen et al.'s ``d`` depends on the model, the resolution and the schedule, so a
+threshold only means something for the model and settings it was measured on. ``calibrate``
+scores prompts that should not be memorized (by default the bundled ``data/ordinary_prompts.txt``)
+and puts the threshold at their empirical (1 - target_fpr) quantile, so that about ``target_fpr``
+of ordinary prompts score above it.
+
+Quantile method: "inverted CDF" (numpy's ``method="inverted_cdf"``): with the n per-prompt scores
+sorted ascending, the threshold is the k-th smallest with k = ceil((1 - target_fpr) * n). A prompt
+is flagged when its score is strictly greater than the threshold, so at most floor(target_fpr * n)
+calibration prompts are above it. The FPR can only be resolved in steps of 1/n: with fewer than
+1/target_fpr prompts the threshold is simply the largest ordinary score and the achievable FPR is
+no finer than 1/n; the ``Calibration`` says so (``fpr_resolution``, ``note``) and a warning is issued.
+
+Per-prompt score: ``d`` averaged over the seeds (as in the paper).
+
+This module imports torch only inside ``calibrate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import MemorizationConfigError
+
+__all__ = [
+    "Calibration",
+    "SCHEMA_VERSION",
+    "calibrate",
+    "inverted_cdf_quantile",
+    "load_calibration",
+    "ordinary_prompts",
+    "save_calibration",
+]
+
+SCHEMA_VERSION = 1
+RECALIBRATE = "pytest --memorization --memorization-calibrate"
+
+
+def ordinary_prompts(path: str | os.PathLike[str] | None = None) -> list[str]:
+    """Prompts from a text file (one per line; '#' comments and blank lines skipped).
+
+    Without ``path``: the bundled ``pytest_memorization/data/ordinary_prompts.txt`` (~100 prompts).
+    """
+    if path is None:
+        from importlib.resources import files
+
+        text = files("pytest_memorization").joinpath("data/ordinary_prompts.txt").read_text(encoding="utf-8")
+        where = "the bundled ordinary_prompts.txt"
+    else:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise MemorizationConfigError(
+                f"{p}: cannot read the calibration prompts ({exc.strerror or exc}); "
+                "check --memorization-calibration-prompts"
+            ) from None
+        where = str(p)
+    prompts = [line.strip() for line in text.splitlines()]
+    prompts = [s for s in prompts if s and not s.startswith("#")]
+    if not prompts:
+        raise MemorizationConfigError(f"{where}: no prompts (one per line; '#' starts a comment)")
+    return prompts
+
+
+def inverted_cdf_quantile(values: Sequence[float], q: float) -> float:
+    """The k-th smallest value, k = ceil(q * n) (at least 1): numpy's ``inverted_cdf`` quantile."""
+    if not values:
+        raise MemorizationConfigError("calibration: no scores to take a quantile of")
+    ordered = sorted(values)
+    k = min(len(ordered), max(1, math.ceil(q * len(ordered) - 1e-9)))
+    return float(ordered[k - 1])
+
+
+@dataclass
+class Calibration:
+    """A noise-magnitude threshold for one model and one set of settings."""
+
+    threshold: float  # flag a prompt when its mean d over seeds is > threshold
+    target_fpr: float
+    n_prompts: int
+    seeds: list[int]
+    steps: int
+    settings: dict[str, Any]  # guidance_scale, height, width, num_inference_steps, negative_prompt
+    fingerprint: str  # identifies the model (given by the caller, e.g. a weights hash)
+    scores: dict[str, float]  # summary of the ordinary prompts' scores: mean, std, min, max
+    empirical_fpr: float  # fraction of the calibration prompts above the threshold
+    fpr_resolution: float  # 1 / n_prompts: the finest FPR this calibration can resolve
+    note: str = ""
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    quantile_method: str = "inverted_cdf"
+
+    def flags(self, score: float) -> bool:
+        return score > self.threshold
+
+    def check_compatible(self, *, steps: int, settings: dict[str, Any]) -> None:
+        """Raise ``MemorizationConfigError`` when scores made with ``steps``/``settings`` are not comparable."""
+        diffs = [f"steps {self.steps} -> {steps}"] if steps != self.steps else []
+        for key, value in self.settings.items():
+            if key in settings and settings[key] != value:
+                diffs.append(f"{key} {value!r} -> {settings[key]!r}")
+        if diffs:
+            raise MemorizationConfigError(
+                "the noise-magnitude calibration was made with other settings ("
+                + ", ".join(diffs)
+                + f"); its threshold does not apply. Recalibrate: {RECALIBRATE}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+
+
+def calibrate(
+    pipe: Any,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    target_fpr: float = 0.01,
+    fingerprint: str = "",
+    steps: int = 1,
+    guidance_scale: float = 7.5,
+    height: int,
+    width: int,
+    num_inference_steps: int = 50,
+    negative_prompt: str | None = None,
+    batch_size: int = 8,
+) -> Calibration:
+    """Score ``prompts`` (ordinary, not memorized) and set the threshold at their (1 - target_fpr) quantile."""
+    from .noise_magnitude import noise_magnitude
+
+    if not 0 < target_fpr < 1:
+        raise MemorizationConfigError(f"calibration: target_fpr must be between 0 and 1, got {target_fpr}")
+    prompts = list(prompts)
+    if not prompts:
+        raise MemorizationConfigError("calibration: no prompts given")
+    d = noise_magnitude(
+        pipe,
+        prompts,
+        seeds,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        negative_prompt=negative_prompt,
+        batch_size=batch_size,
+    )
+    scores = d.mean(dim=1).tolist()
+    n = len(scores)
+    threshold = inverted_cdf_quantile(scores, 1 - target_fpr)
+    above = sum(s > threshold for s in scores)
+    mean = sum(scores) / n
+    std = (sum((s - mean) ** 2 for s in scores) / max(1, n - 1)) ** 0.5
+    note = ""
+    if n < math.ceil(1 / target_fpr):
+        note = (
+            f"only {n} prompts: the false-positive rate is resolved in steps of 1/{n} = {1 / n:.3f}, "
+            f"coarser than the target {target_fpr}; the threshold is the largest ordinary score. "
+            f"Use at least {math.ceil(1 / target_fpr)} prompts for this target."
+        )
+        warnings.warn(f"noise-magnitude calibration: {note}", UserWarning, stacklevel=2)
+    return Calibration(
+        threshold=threshold,
+        target_fpr=target_fpr,
+        n_prompts=n,
+        seeds=[int(s) for s in seeds],
+        steps=steps,
+        settings=dict(
+            guidance_scale=float(guidance_scale),
+            height=int(height),
+            width=int(width),
+            num_inference_steps=int(num_inference_steps),
+            negative_prompt=negative_prompt,
+        ),
+        fingerprint=fingerprint,
+        scores=dict(mean=mean, std=std, min=min(scores), max=max(scores)),
+        empirical_fpr=above / n,
+        fpr_resolution=1 / n,
+        note=note,
+    )
+
+
+def save_calibration(path: str | os.PathLike[str], cal: Calibration) -> Path:
+    """Write ``cal`` as JSON atomically (a temporary file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(cal.to_json(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_calibration(path: str | os.PathLike[str], *, fingerprint: str) -> Calibration:
+    """Read a calibration file made for the model ``fingerprint``; anything else is a config error."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MemorizationConfigError(
+            f"{path}: no noise-magnitude calibration file; create one for this model with {RECALIBRATE} "
+            "(or point --memorization-calibration at an existing file)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise MemorizationConfigError(
+            f"{path}: cannot read the calibration file ({exc}); recreate it with {RECALIBRATE}"
+        ) from None
+    if not isinstance(data, dict):
+        raise MemorizationConfigError(f"{path}: not a calibration file (expected a JSON object)")
+    version = data.pop("schema_version", None)
+    if version != SCHEMA_VERSION:
+        raise MemorizationConfigError(
+            f"{path}: key 'schema_version' is {version!r}, this version reads {SCHEMA_VERSION}; "
+            f"recreate it with {RECALIBRATE}"
+        )
+    names = {f.name for f in dataclasses.fields(Calibration)}
+    required = {f.name for f in dataclasses.fields(Calibration) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING}
+    missing = sorted(required - set(data))
+    if missing:
+        raise MemorizationConfigError(f"{path}: missing key(s) {', '.join(missing)}; recreate it with {RECALIBRATE}")
+    cal = Calibration(**{k: v for k, v in data.items() if k in names})
+    if cal.fingerprint != fingerprint:
+        raise MemorizationConfigError(
+            f"{path}: this calibration was made for model {cal.fingerprint!r}, not the model under test "
+            f"({fingerprint!r}); noise-magnitude thresholds are model-specific. Recalibrate for this model: "
+            f"{RECALIBRATE} (or point --memorization-calibration at the file made for it)"
+        )
+    return cal

@@ -1,0 +1,176 @@
+"""Which words of a prompt trigger memorization (Wen et al., ICLR 2024, token-wise significance).
+
+The noise magnitude ``d`` (see ``noise_magnitude``) is differentiated with respect to the text
+encoder's *input* token embeddings (the rows of ``text_encoder.get_input_embeddings()`` looked up
+for the prompt). A token's significance is the L2 norm of its gradient row. Sub-word BPE pieces
+are merged back into words (a word's score is the L2 norm of its pieces' gradients together) and
+the start, end and padding tokens and punctuation-only words are left out.
+
+Differences from the authors' code, on purpose: they differentiate the text encoder's *output*
+hidden states, whose row ``i`` already mixes every earlier token through causal attention; the
+input embeddings attribute to the typed words themselves. As in their code, the latents are
+treated as constants (no gradient through the scheduler steps) and ``d`` is averaged over seeds
+and the first ``steps`` steps.
+
+Cost: one text-encoder pass with gradients and, per step, one UNet pass without gradients
+(unconditional) and one with gradients (conditional) on ``len(seeds)`` latents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import MemorizationConfigError
+from .noise_magnitude import _check_settings, _timestep_cond, fresh_scheduler, initial_latents
+
+__all__ = ["trigger_tokens", "token_significance"]
+
+
+def token_significance(
+    pipe: Any,
+    prompt: str,
+    seeds: Sequence[int],
+    *,
+    steps: int = 1,
+    guidance_scale: float = 7.5,
+    height: int,
+    width: int,
+    num_inference_steps: int = 50,
+    negative_prompt: str | None = None,
+    wrt: str = "output",
+) -> list[tuple[str, float]]:
+    """(BPE token, gradient L2 norm) for every real token of ``prompt``, in prompt order.
+
+    ``wrt="output"`` differentiates the text encoder's output hidden states (the rows the UNet's
+    cross-attention reads; the authors' choice); ``wrt="input"`` its input token embeddings.
+    """
+    import torch
+
+    if not seeds:
+        raise MemorizationConfigError("trigger tokens: need at least one seed")
+    if wrt not in ("input", "output"):
+        raise MemorizationConfigError(f"trigger tokens: wrt must be 'input' or 'output', got {wrt!r}")
+    _check_settings(pipe, steps, num_inference_steps, height, width)
+    device = pipe._execution_device
+    tokenizer = pipe.tokenizer
+    max_len = tokenizer.model_max_length
+    ids = tokenizer(prompt, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
+    real = tokenizer(prompt, truncation=True, max_length=max_len).input_ids[1:-1]  # without start/end
+    if not real:
+        return []
+
+    captured: dict[str, Any] = {}
+
+    def _leaf(module: Any, inputs: Any, output: Any) -> Any:
+        leaf = output.detach().requires_grad_(True)
+        captured["embeds"] = leaf
+        return leaf
+
+    with torch.no_grad():
+        _, uncond = pipe.encode_prompt([prompt], device, 1, True, [negative_prompt or ""])
+    if wrt == "input":
+        handle = pipe.text_encoder.get_input_embeddings().register_forward_hook(_leaf)
+        try:
+            with torch.enable_grad():
+                cond = pipe.text_encoder(ids.to(device))[0].to(pipe.unet.dtype)
+        finally:
+            handle.remove()
+    else:
+        with torch.no_grad():
+            hidden = pipe.text_encoder(ids.to(device))[0].to(pipe.unet.dtype)
+        cond = _leaf(None, None, hidden)
+
+    n = len(seeds)
+    scheduler = fresh_scheduler(pipe)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    latents = initial_latents(pipe, gens, height=height, width=width, dtype=cond.dtype)
+    extra = pipe.prepare_extra_step_kwargs(gens, 0.0)
+    t_cond = _timestep_cond(pipe, guidance_scale, n, latents.dtype)
+    cond_n, uncond_n = cond.expand(n, -1, -1), uncond.expand(n, -1, -1)
+    total = None
+    with torch.enable_grad():
+        for i, t in enumerate(scheduler.timesteps[:steps]):
+            model_in = scheduler.scale_model_input(latents, t)
+            with torch.no_grad():
+                eps_u = pipe.unet(model_in, t, encoder_hidden_states=uncond_n, timestep_cond=t_cond, return_dict=False)[0]
+            eps_c = pipe.unet(model_in, t, encoder_hidden_states=cond_n, timestep_cond=t_cond, return_dict=False)[0]
+            d_t = (eps_c.float() - eps_u.float()).flatten(1).norm(dim=1).mean()
+            total = d_t if total is None else total + d_t
+            if i + 1 < steps:
+                with torch.no_grad():
+                    e_c = eps_c.detach()
+                    guided = eps_u + guidance_scale * (e_c - eps_u) if guidance_scale > 1 else e_c
+                    latents = scheduler.step(guided, t, latents, **extra, return_dict=False)[0]
+        assert total is not None
+        (grad,) = torch.autograd.grad(total / steps, [captured["embeds"]])
+    mags = grad[0].float().norm(dim=-1)[1 : 1 + len(real)].cpu().tolist()
+    return list(zip(tokenizer.convert_ids_to_tokens(real), mags))
+
+
+def _decode(pieces: str) -> str:
+    """CLIP BPE pieces -> text: ``</w>`` marks a word end; other characters map back to bytes."""
+    from ..testing import _bytes_to_unicode
+
+    inverse = {c: b for b, c in _bytes_to_unicode().items()}
+    text = pieces.replace("</w>", " ")
+    raw = bytes(inverse.get(ch, ord(" ")) if ch != " " else 32 for ch in text)
+    return raw.decode("utf-8", errors="replace").strip()
+
+
+def _words(tokenizer: Any, pieces: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Merge BPE pieces into words: a piece ending in ``</w>`` ends a word (CLIP's BPE)."""
+    words: list[tuple[str, float]] = []
+    group: list[tuple[str, float]] = []
+    for i, (piece, mag) in enumerate(pieces):
+        group.append((piece, mag))
+        if piece.endswith("</w>") or i == len(pieces) - 1:
+            text = _decode("".join(p for p, _ in group))
+            score = sum(m * m for _, m in group) ** 0.5
+            if any(ch.isalnum() for ch in text):
+                words.append((text, score))
+            group = []
+    return words
+
+
+def trigger_tokens(
+    pipe: Any,
+    prompt: str,
+    seeds: Sequence[int],
+    *,
+    steps: int = 1,
+    top: int = 3,
+    guidance_scale: float = 7.5,
+    height: int,
+    width: int,
+    num_inference_steps: int = 50,
+    negative_prompt: str | None = None,
+    wrt: str = "output",
+) -> list[tuple[str, float]]:
+    """The ``top`` words of ``prompt`` that drive its noise magnitude, most significant first.
+
+    Each score is the word's share of the prompt's total significance (the scores of all the
+    prompt's words sum to 1), so they compare across prompts and models. A word that occurs
+    twice is listed once, with its larger share.
+    """
+    pieces = token_significance(
+        pipe,
+        prompt,
+        seeds,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        negative_prompt=negative_prompt,
+        wrt=wrt,
+    )
+    words = _words(pipe.tokenizer, pieces)
+    total = sum(s for _, s in words)
+    best: dict[str, float] = {}
+    for word, score in words:
+        share = score / total if total > 0 else 0.0
+        best[word] = max(best.get(word, 0.0), share)
+    ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)
+    return ranked[: max(0, top)]
