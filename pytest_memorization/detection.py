@@ -18,8 +18,8 @@ from .records import ImageResult
 SEED_DIVERSITY_DEFAULT = 0.15  # Carlini et al.'s tiled-L2 copy threshold, applied between seeds
 
 
-def noise_threshold(session: Any, model: Any, cfg: dict[str, Any]) -> tuple[float, bool]:
-    """(threshold, calibrated)."""
+def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any) -> tuple[float, bool]:
+    """(threshold, calibrated). A calibration applies only to the model and settings it was made with."""
     if cfg.get("threshold") is not None:
         return float(cfg["threshold"]), False
     from .detectors.calibration import load_calibration
@@ -30,7 +30,11 @@ def noise_threshold(session: Any, model: Any, cfg: dict[str, Any]) -> tuple[floa
             f"noise_magnitude has no threshold: no calibration file at {path}. Calibrate this model with "
             "`pytest --memorization --memorization-calibrate`, or write an explicit threshold in the manifest "
             "([detectors] noise_magnitude = {{ threshold = 3.2 }}), which the report marks as uncalibrated")
-    return float(load_calibration(path, fingerprint=model.fingerprint).threshold), True
+    cal = load_calibration(path, fingerprint=model.fingerprint)
+    g = plan.gen
+    cal.check_compatible(steps=int(cfg.get("steps", 1)), settings={
+        "guidance_scale": float(max(g.guidance_scale, 1.01)), "height": g.height, "width": g.width})
+    return float(cal.threshold), True
 
 
 def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: list[str],
@@ -41,7 +45,7 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
     if "noise_magnitude" in cfg:
         c = cfg["noise_magnitude"]
         steps = int(c.get("steps", 1))
-        threshold, calibrated = noise_threshold(session, model, c)
+        threshold, calibrated = noise_threshold(session, model, c, plan)
         d = model.noise_magnitude(prompts, plan.seeds, steps, guidance_scale=max(g.guidance_scale, 1.01),
                                   height=g.height, width=g.width)
         mean = float(d[0].mean())
