@@ -77,7 +77,11 @@ def load_baseline(path: Path) -> dict[str, Any]:
 
 
 def directions_of(state: Any) -> dict[str, str]:
-    return {m.name: m.direction for m in state.metrics.values()}
+    """Metric -> 'distance' | 'similarity': the metrics built in this process, else those carried from
+    xdist workers (``state.metric_directions``), else the known built-in metrics."""
+    from .reports.schema import KNOWN_DIRECTIONS
+
+    return {**KNOWN_DIRECTIONS, **state.metric_directions, **{m.name: m.direction for m in state.metrics.values()}}
 
 
 def save_baseline(path: Path, state: Any, run: dict[str, Any], *, update: bool = False) -> None:
@@ -115,7 +119,7 @@ def compare_item(state: Any, nodeid: str, outcome: Any) -> None:
         for r in outcome.results:
             r.verdict, r.reasons = "fail", [*r.reasons, "no baseline entry"]
         return
-    tolerances = state.settings.compare_fail
+    tolerances = state.settings.compare_fail or default_tolerances(outcome.results)
     dirs = directions_of(state)
     for metric, tol in tolerances.items():
         if metric not in mine or metric not in old:
@@ -131,7 +135,19 @@ def compare_item(state: Any, nodeid: str, outcome: Any) -> None:
                     r.reasons.append(msg)
 
 
+def default_tolerances(results: list[Any]) -> dict[str, float]:
+    """Without --memorization-compare-fail: 10% of each metric's threshold (metrics without one: not compared)."""
+    out: dict[str, float] = {}
+    for r in results:
+        for metric, t in r.thresholds.items():
+            out[metric] = abs(t) * 0.1
+    return out
+
+
 def _check_fingerprint(state: Any, base: dict[str, Any]) -> None:
+    """Raise on a metric version change (for EVERY item, not only the first); warn once on other changes."""
+    if getattr(state, "_baseline_error", None):
+        raise BaselineError(state._baseline_error)
     if state._baseline_checked or not state.runs:
         return
     state._baseline_checked = True
@@ -139,11 +155,12 @@ def _check_fingerprint(state: Any, base: dict[str, Any]) -> None:
     old = base.get("fingerprint", {})
     for metric, version in now["metrics"].items():
         was = old.get("metrics", {}).get(metric)
-        if was is not None and was != version:
-            raise BaselineError(
+        if was is not None and was != version and not state.settings.update_baseline:
+            state._baseline_error = (
                 f"baseline {state.settings.compare}: metric '{metric}' changed version ({was} -> {version}); "
                 "its scores are not comparable. Recreate the baseline with --memorization-save, or rewrite "
                 "it with --memorization-update-baseline")
+            raise BaselineError(state._baseline_error)
     diffs = [f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in FINGERPRINT_KEYS if old.get(k) != now.get(k)]
     if diffs:
         warnings.warn(f"baseline {state.settings.compare} was made under different conditions: "
@@ -152,7 +169,10 @@ def _check_fingerprint(state: Any, base: dict[str, Any]) -> None:
 
 def stale_entries(state: Any) -> list[str]:
     """Baseline entries that match no item of this run (renamed or removed works)."""
-    base = getattr(state, "_baseline", None)
+    try:  # under pytest-xdist only the workers compared, so the controller loads the baseline here
+        base = _baseline(state)
+    except BaselineError:  # already reported by every item
+        return []
     if base is None:
         return []
     ran = {r["item"] for r in state.results}

@@ -120,6 +120,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     if report.when == "call" and "memorization" in report.keywords:
         session.checks_seen += 1  # counted where every worker's reports arrive
+    run = getattr(report, "memorization_run", None)
+    if run:
+        session.merge_run(run)
     results = getattr(report, "memorization_results", None)
     if results:
         session.add_results(results)

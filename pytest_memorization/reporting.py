@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from .baselines import directions_of
 from .session import RESULTS_KEY, MemorizationSession
 
 
@@ -32,6 +33,10 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
             if isinstance(det, dict) and "score" in det:
                 item.user_properties.append((f"memorization.seed{r.seed}.{name}", round(float(det["score"]), 6)))
     report.memorization_results = [r.to_json() for r in results]  # type: ignore[attr-defined]
+    # The run info (model hash, device, dtype, metric versions) and metric directions live in this
+    # process's session; under pytest-xdist the controller has neither, so they travel with the report.
+    report.memorization_run = {"runs": list(session.runs.values()),  # type: ignore[attr-defined]
+                               "directions": directions_of(session)}
 
 
 def save_images(session: MemorizationSession, item: pytest.Item, results: list[Any]) -> None:
@@ -80,6 +85,7 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     elif s.compare and s.update_baseline:
         save_baseline(s.path("compare"), state, run, update=True)
     state.stale = stale_entries(state)
+    state.complete = not interrupted  # the terminal summary (printed after this) says INCOMPLETE
     report_dir = s.path("report")
     if report_dir is not None and (state.results or not interrupted):  # a run that never started writes nothing
         from .reports.writer import write_report
@@ -101,8 +107,11 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
 def summary_lines(state: MemorizationSession) -> list[str]:
     from .reports.terminal import summary_lines as lines
 
-    out = lines(state.run_info(), state.results, state.settings.path("report")) if state.results else []
-    hits = sum(m.cache_hits for m in state.models.values())
+    complete = getattr(state, "complete", True)
+    out = lines(state.run_info(), state.results, state.settings.path("report"), complete=complete) \
+        if state.results else []
+    hits = sum({r["item"]: r.get("extra", {}).get("lora_gate", {}).get("from_cache", 0)
+                for r in state.results}.values())  # per item, from the rows: works under xdist too
     if hits:
         out.append(f"{hits} base-model images came from the generation cache ({state.cache_dir / 'generations'})")
     retries = sum(m.oom_retries for m in state.models.values())

@@ -45,6 +45,7 @@ class MemorizationSession:
         self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.items_run = 0
         self.checks_seen = 0  # memorization items that reached their call phase (controller side)
+        self.metric_directions: dict[str, str] = {}
         self._cache: Any = None
         _active = self
 
@@ -123,11 +124,19 @@ class MemorizationSession:
     # -- results --------------------------------------------------------------------------
     def record_run(self, model: Any, extra: dict[str, Any]) -> None:
         info = model.info
-        run = self.runs.setdefault(info.content_hash + str(info.lora_hash), {
+        self._merge({
             "model": info.source, "model_hash": info.content_hash, "model_kind": info.kind,
             "lora": info.lora, "lora_hash": info.lora_hash, "lora_scale": info.lora_scale,
-            "device": info.device, "dtype": info.dtype, "pipeline": info.pipeline_class,
-        })
+            "device": info.device, "dtype": info.dtype, "pipeline": info.pipeline_class, **extra})
+
+    def merge_run(self, carried: dict[str, Any]) -> None:
+        """Run info and metric directions carried by a test report (from this process or an xdist worker)."""
+        self.metric_directions.update(carried.get("directions", {}))
+        for run in carried.get("runs", []):
+            self._merge(run)
+
+    def _merge(self, extra: dict[str, Any]) -> None:
+        run = self.runs.setdefault(f"{extra.get('model_hash')}{extra.get('lora_hash')}", {})
         for k, v in extra.items():
             if k == "metrics":
                 run.setdefault("metrics", {}).update(v)

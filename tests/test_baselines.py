@@ -1,0 +1,182 @@
+"""Baselines through real ``pytest --memorization`` runs (pytester, tiny pipeline, CPU, 64 px, 2 steps).
+
+``--memorization-save`` then ``--memorization-compare``: an unchanged model passes; a model whose
+output moved toward a work fails THAT item with the numbers; a missing entry fails with how to add
+it; ``--memorization-update-baseline`` adds it; stale entries are listed; a metric version change
+is an error; other fingerprint changes are a warning; the write is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+COPY_PROMPT = "a photo of a red fox"
+TOL = "tiled_l2:0.03,ssim:0.03"
+MAIN = "memorization.toml"
+MOVED = "moved/memorization.toml::target::0"
+
+
+@pytest.fixture(scope="module")
+def model_output(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The tiny model's own output for COPY_PROMPT at seed 0, as PNG bytes."""
+    from pytest_memorization.generation import MemorizationModel
+    from pytest_memorization.loading import ModelSource, load
+    from pytest_memorization.reports.pngs import save_image
+
+    pipe, info = load(ModelSource(str(tiny_pipeline)))
+    img = MemorizationModel(pipe, info).generate([COPY_PROMPT], [0], steps=2, height=64, width=64).images[0]
+    path = save_image(img, tmp_path_factory.mktemp("copy") / "copy.png")
+    return path.read_bytes()
+
+
+@pytest.fixture
+def proj(pytester: pytest.Pytester, tiny_pipeline: Path) -> pytest.Pytester:
+    """Two manifests: astronaut + coffee at the root, and 'target' (not a copy yet) under moved/."""
+    from PIL import Image
+    from skimage import data
+
+    works = pytester.mkdir("works")
+    for name in ("astronaut", "coffee", "chelsea"):
+        Image.fromarray(getattr(data, name)()).resize((64, 64)).save(works / f"{name}.png")
+    shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
+    pytester.makeini(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
+    model = '[model]\npretrained = "{}models/tiny"\nseeds = {}\nsteps = 2\nheight = 64\nwidth = 64\n'
+    (pytester.path / MAIN).write_text(model.format("", "[0, 1]") + """
+[[work]]
+id = "astronaut"
+image = "works/astronaut.png"
+prompts = ["portrait of an astronaut in a white suit"]
+
+[[work]]
+id = "coffee"
+image = "works/coffee.png"
+prompts = ["a cup of coffee on a saucer"]
+""")
+    pytester.mkdir("moved")
+    (pytester.path / "moved" / "memorization.toml").write_text(model.format("../", "[0]") + f"""
+[[work]]
+id = "target"
+image = "../works/chelsea.png"
+prompts = ["{COPY_PROMPT}"]
+""")
+    return pytester
+
+
+def _run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return p.runpytest("--memorization", "-p", "no:cacheprovider", *args)
+
+
+def _compare(p: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return _run(p, "--memorization-compare", "base.json", "--memorization-compare-fail", TOL, *args)
+
+
+def _no_temp_files(folder: Path) -> None:
+    assert not [f.name for f in folder.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_save_then_compare_an_unchanged_model_passes(proj: pytest.Pytester) -> None:
+    _run(proj, "--memorization-save", "base.json").assert_outcomes(passed=3)
+    base = json.loads((proj.path / "base.json").read_text())
+    assert sorted(base["entries"]) == ["memorization.toml::astronaut::0", "memorization.toml::coffee::0", MOVED]
+    assert set(base["entries"][MOVED]) == {"tiled_l2", "ssim"}
+    fp = base["fingerprint"]
+    assert fp["steps"] == 2 and fp["height"] == 64 and fp["seeds"] == [0, 1]
+    assert fp["metrics"]["tiled_l2"].startswith("tiled_l2-v1")
+    _no_temp_files(proj.path)
+    result = _compare(proj)
+    result.assert_outcomes(passed=3)
+    assert "stale baseline" not in result.stdout.str()
+
+
+def test_a_model_that_moved_toward_a_work_fails_that_item_with_the_numbers(
+        proj: pytest.Pytester, model_output: bytes) -> None:
+    # Thresholds nothing can cross (tiled_l2 of a PNG-quantised copy is > 0; ssim <= 1): only the baseline fails.
+    gates = ("--memorization-threshold", "tiled_l2=0.0,ssim=1.5")
+    _run(proj, "--memorization-save", "base.json", *gates).assert_outcomes(passed=3)
+    before = json.loads((proj.path / "base.json").read_text())["entries"][MOVED]["tiled_l2"]
+    assert before > 0.2
+    # The work file now holds what the model draws for its prompt: same path, new bytes (new sha256).
+    (proj.path / "works" / "chelsea.png").write_bytes(model_output)
+    result = _compare(proj, *gates, "--memorization-report", "r")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        "*_ target::0: 'a photo of a red fox' _*",
+        f"baseline: tiled_l2 worsened from {before:.4f} to 0.00* (change +0.*, tolerance 0.03) vs base.json",
+        "baseline: ssim worsened from 0.* to * (change +0.*, tolerance 0.03) vs base.json",
+        f"FAILED {MOVED} - baseline: tiled_l2 worsened from *"])
+    out = result.stdout.str()
+    assert "Traceback" not in out and "INTERNALERROR" not in out and "copy a protected work" not in out
+    rows = json.loads((proj.path / "r" / "report.json").read_text())["results"]
+    moved = [r for r in rows if r["item"] == MOVED]
+    assert [r["verdict"] for r in moved] == ["fail"]
+    assert moved[0]["scores"]["tiled_l2"] < 0.01
+    assert any(x.startswith("baseline: tiled_l2 worsened") for x in moved[0]["reasons"])
+    assert all(r["verdict"] in ("pass", "warn") for r in rows if r["item"] != MOVED)
+
+
+def test_a_missing_entry_fails_until_update_baseline_adds_it(proj: pytest.Pytester) -> None:
+    _run(proj, "--memorization-save", "base.json", MAIN).assert_outcomes(passed=2)
+    result = _compare(proj)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        f"*no baseline entry for {MOVED} in base.json. Add it on purpose with --memorization-compare <file> "
+        "--memorization-update-baseline (entries are never created silently)*"])
+    assert MOVED not in json.loads((proj.path / "base.json").read_text())["entries"]  # compare never writes
+    _compare(proj, "--memorization-update-baseline").assert_outcomes(passed=3)
+    assert MOVED in json.loads((proj.path / "base.json").read_text())["entries"]
+    _no_temp_files(proj.path)
+    _compare(proj).assert_outcomes(passed=3)
+
+
+def test_stale_entries_are_listed_in_the_summary(proj: pytest.Pytester) -> None:
+    _run(proj, "--memorization-save", "base.json").assert_outcomes(passed=3)
+    (proj.path / "moved" / "memorization.toml").unlink()
+    result = _compare(proj)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*= memorization =*", f"stale baseline entries (no item ran for them): {MOVED}"])
+
+
+def test_a_metric_version_change_is_an_error_for_every_item(proj: pytest.Pytester) -> None:
+    _run(proj, "--memorization-save", "base.json").assert_outcomes(passed=3)
+    doc = json.loads((proj.path / "base.json").read_text())
+    doc["fingerprint"]["metrics"]["tiled_l2"] = "tiled_l2-v0(old)"
+    (proj.path / "base.json").write_text(json.dumps(doc))
+    result = _compare(proj)
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines([
+        "*BaselineError: baseline base.json: metric 'tiled_l2' changed version (tiled_l2-v0(old) -> tiled_l2-v1*); "
+        "its scores are not comparable*"])
+    # the fix the message names works: rewrite the entries under the new version, then compare passes
+    _compare(proj, "--memorization-update-baseline").assert_outcomes(passed=3)
+    assert json.loads((proj.path / "base.json").read_text())["fingerprint"]["metrics"]["tiled_l2"].startswith(
+        "tiled_l2-v1")
+    _compare(proj).assert_outcomes(passed=3)
+
+
+def test_a_fingerprint_difference_is_a_warning_that_lists_it(proj: pytest.Pytester) -> None:
+    _run(proj, "--memorization-save", "base.json").assert_outcomes(passed=3)
+    doc = json.loads((proj.path / "base.json").read_text())
+    doc["fingerprint"]["steps"] = 50
+    (proj.path / "base.json").write_text(json.dumps(doc))
+    result = _compare(proj)
+    result.assert_outcomes(passed=3, warnings=1)
+    result.stdout.fnmatch_lines(["*baseline base.json was made under different conditions: steps: 50 -> 2*"])
+
+
+def test_an_interrupted_run_leaves_the_existing_baseline_untouched(proj: pytest.Pytester) -> None:
+    _run(proj, "--memorization-save", "base.json", MAIN).assert_outcomes(passed=2)
+    before = (proj.path / "base.json").read_bytes()
+    proj.makeconftest("""
+        def pytest_runtest_teardown(item, nextitem):
+            raise KeyboardInterrupt
+    """)
+    for args in (("--memorization-save", "base.json"),
+                 ("--memorization-compare", "base.json", "--memorization-update-baseline")):
+        result = proj.runpytest("--memorization", "-p", "no:cacheprovider", *args, no_reraise_ctrlc=True)
+        assert result.ret == pytest.ExitCode.INTERRUPTED
+        assert (proj.path / "base.json").read_bytes() == before
+        _no_temp_files(proj.path)

@@ -1,0 +1,215 @@
+"""report.json, index.html, PNGs, junit properties, the GitHub step summary and the terminal
+summary, from real ``pytest --memorization`` runs (pytester, tiny pipeline, CPU, 64 px, 2 steps);
+pytest-xdist workers merging into one report; deterministic scores; Ctrl-C flushing a partial report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+COPY_PROMPT = "a photo of a red fox"
+FOX = "copies/memorization.toml::fox::0"
+RUN_KEYS = ("model", "model_hash", "device", "dtype", "versions", "metrics", "steps", "guidance_scale",
+            "height", "width", "seeds", "started", "finished")
+
+
+@pytest.fixture(scope="module")
+def model_output(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The tiny model's own output for COPY_PROMPT at seed 0 (PNG bytes): a protected work it copies."""
+    from pytest_memorization.generation import MemorizationModel
+    from pytest_memorization.loading import ModelSource, load
+    from pytest_memorization.reports.pngs import save_image
+
+    pipe, info = load(ModelSource(str(tiny_pipeline)))
+    img = MemorizationModel(pipe, info).generate([COPY_PROMPT], [0], steps=2, height=64, width=64).images[0]
+    return save_image(img, tmp_path_factory.mktemp("copy") / "fox.png").read_bytes()
+
+
+@pytest.fixture
+def proj(pytester: pytest.Pytester, tiny_pipeline: Path, model_output: bytes,
+         monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """astronaut + coffee (2 seeds) at the root; under copies/ a work the model copies (1 seed)."""
+    from PIL import Image
+    from skimage import data
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    works = pytester.mkdir("works")
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(getattr(data, name)()).resize((64, 64)).save(works / f"{name}.png")
+    (works / "fox.png").write_bytes(model_output)
+    shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
+    pytester.makeini(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
+    model = '[model]\npretrained = "{}models/tiny"\nseeds = {}\nsteps = 2\nheight = 64\nwidth = 64\n'
+    (pytester.path / "memorization.toml").write_text(model.format("", "[0, 1]") + """
+[[work]]
+id = "astronaut"
+image = "works/astronaut.png"
+prompts = ["portrait of an astronaut in a white suit"]
+
+[[work]]
+id = "coffee"
+image = "works/coffee.png"
+prompts = ["a cup of coffee on a saucer"]
+""")
+    pytester.mkdir("copies")
+    (pytester.path / "copies" / "memorization.toml").write_text(model.format("../", "[0]") + f"""
+[[work]]
+id = "fox"
+image = "../works/fox.png"
+prompts = ["{COPY_PROMPT}"]
+""")
+    return pytester
+
+
+def _run(p: pytest.Pytester, *args: str, **kwargs: Any) -> pytest.RunResult:
+    return p.runpytest("--memorization", "-p", "no:cacheprovider", *args, **kwargs)
+
+
+def _report(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "report.json").read_text())
+
+
+def _by_key(doc: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    keys = [(r["item"], r["seed"]) for r in doc["results"]]
+    assert len(keys) == len(set(keys)), f"an (item, seed) appears twice: {keys}"
+    return {(r["item"], r["seed"]): r for r in doc["results"]}
+
+
+def test_report_json_junit_step_summary_and_terminal_summary(
+        proj: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = proj.path / "step_summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = _run(proj, "--memorization-report", "r", "--junitxml", "junit.xml")
+    result.assert_outcomes(passed=2, failed=1)
+    doc = _report(proj.path / "r")
+
+    assert doc["schema_version"] == 1 and doc["complete"] is True
+    assert [k for k in RUN_KEYS if k not in doc["run"]] == []
+    run = doc["run"]
+    assert run["steps"] == 2 and run["height"] == run["width"] == 64 and run["seeds"] == [0, 1]
+    assert run["guidance_scale"] == 7.5 and run["device"] == "cpu" and run["dtype"] == "float32"
+    assert set(run["metrics"]) == {"tiled_l2", "ssim"} and run["versions"]["torch"]
+    assert run["started"] <= run["finished"]
+    rows = _by_key(doc)
+    assert sorted(rows) == sorted([(FOX, 0), *((f"memorization.toml::{w}::0", s)
+                                                 for w in ("astronaut", "coffee") for s in (0, 1))])
+    assert doc["summary"] == {"error": 0, "fail": 1, "warn": 0, "pass": 4, "total": 5, "worst": "fail"}
+    for r in doc["results"]:
+        assert (proj.path / "r" / r["image"]).is_file()
+        assert (proj.path / "r" / r["work_image"]).is_file()  # default mode: thumbnail
+        assert set(r["scores"]) == {"tiled_l2", "ssim"}
+    assert (proj.path / "r" / "index.html").is_file()
+
+    # verdicts match the test outcomes (junit): a failed test case <-> a failing row
+    tree = ET.parse(proj.path / "junit.xml")
+    cases = {f"{c.get('classname')}.{c.get('name')}": c for c in tree.iter("testcase")}
+    assert len(cases) == 3
+    failed = {k for k, c in cases.items() if c.find("failure") is not None}
+    assert len(failed) == 1 and "fox" in next(iter(failed))
+    assert rows[(FOX, 0)]["verdict"] == "fail"
+    assert all(r["verdict"] in ("pass", "warn") for k, r in rows.items() if k[0] != FOX)
+    fox_case = next(c for k, c in cases.items() if "fox" in k)
+    props = {p.get("name"): float(p.get("value")) for p in fox_case.iter("property")}
+    assert props["memorization.seed0.tiled_l2"] == pytest.approx(rows[(FOX, 0)]["scores"]["tiled_l2"], abs=1e-6)
+    assert "memorization.seed0.ssim" in props
+    astro = next(c for k, c in cases.items() if "astronaut" in k)
+    assert {p.get("name") for p in astro.iter("property")} >= {
+        "memorization.seed0.tiled_l2", "memorization.seed1.tiled_l2", "memorization.seed1.ssim"}
+
+    md = summary.read_text()
+    assert md.startswith("earlier step\n")  # appended, not overwritten
+    assert "### Memorization gate: FAIL" in md and "| :x: fail | 1 |" in md and "| total | 5 |" in md
+    assert "fox" in md and "index.html" in md
+
+    result.stdout.fnmatch_lines([
+        "*= memorization =*",
+        "memorization: FAIL: 5 images (0 error, 1 fail, 0 warn, 4 pass); model *",
+        "worst items:",
+        f"  FAIL  {FOX} seed 0: work fox: *",
+        f"report: {proj.path / 'r' / 'index.html'}",
+    ])
+
+
+@pytest.mark.parametrize("mode", ["omit", "embed", "thumbnail"])
+def test_report_works_modes(proj: pytest.Pytester, mode: str) -> None:
+    from PIL import Image
+
+    _run(proj, "--memorization-report", "r", "--memorization-report-works", mode, "copies").assert_outcomes(failed=1)
+    doc = _report(proj.path / "r")
+    written = sorted((proj.path / "r" / "works").glob("*.png")) if (proj.path / "r" / "works").is_dir() else []
+    (row,) = doc["results"]
+    if mode == "omit":
+        assert written == [] and row["work_image"] is None
+        return
+    assert [f"works/{p.name}" for p in written] == [row["work_image"]]
+    size = Image.open(written[0]).size
+    assert size == ((64, 64) if mode == "embed" else (48, 48))
+
+
+def test_two_runs_give_identical_scores(proj: pytest.Pytester) -> None:
+    _run(proj, "--memorization-report", "a").assert_outcomes(passed=2, failed=1)
+    _run(proj, "--memorization-report", "b", "-o", f"memorization_cache_dir={proj.path / 'cache2'}"
+         ).assert_outcomes(passed=2, failed=1)
+    a, b = _by_key(_report(proj.path / "a")), _by_key(_report(proj.path / "b"))
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k]["scores"] == b[k]["scores"], k  # bit-identical on the CPU
+        assert a[k]["verdict"] == b[k]["verdict"]
+        assert (proj.path / "a" / a[k]["image"]).read_bytes() == (proj.path / "b" / b[k]["image"]).read_bytes()
+
+
+def test_xdist_workers_merge_into_one_report(proj: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    _run(proj, "--memorization-report", "serial", "--memorization-save", "serial.json"
+         ).assert_outcomes(passed=2, failed=1)
+    result = proj.runpytest_subprocess("-n", "2", "--memorization", "-p", "no:cacheprovider",
+                                       "--memorization-report", "par", "--memorization-save", "par.json")
+    result.assert_outcomes(passed=2, failed=1)
+    assert "2 workers" in result.stdout.str()
+    result.stdout.fnmatch_lines(["memorization: FAIL: 5 images (0 error, 1 fail, 0 warn, 4 pass)*"])
+    assert sorted(p.name for p in (proj.path / "par").iterdir() if p.is_file()) == ["index.html", "report.json"]
+    serial, par = _report(proj.path / "serial"), _report(proj.path / "par")
+    s_rows, p_rows = _by_key(serial), _by_key(par)
+    assert sorted(s_rows) == sorted(p_rows) and len(p_rows) == 5
+    for k, r in p_rows.items():
+        assert r["verdict"] == s_rows[k]["verdict"]
+        assert r["scores"] == pytest.approx(s_rows[k]["scores"], abs=1e-6)
+        assert (proj.path / "par" / r["image"]).is_file()
+    assert par["summary"] == serial["summary"] and par["complete"] is True
+    for key in RUN_KEYS:
+        if key not in ("started", "finished"):
+            assert par["run"].get(key) == serial["run"][key], key
+    html = (proj.path / "par" / "index.html").read_text()
+    assert all(r["image"] in html for r in par["results"])
+    s_base = json.loads((proj.path / "serial.json").read_text())
+    p_base = json.loads((proj.path / "par.json").read_text())
+    assert p_base["entries"].keys() == s_base["entries"].keys()
+    for item, entry in s_base["entries"].items():
+        assert p_base["entries"][item] == pytest.approx(entry, abs=1e-6), item
+    assert p_base["fingerprint"]["model_hash"] == s_base["fingerprint"]["model_hash"]
+
+
+def test_ctrl_c_flushes_a_partial_report_marked_incomplete(proj: pytest.Pytester) -> None:
+    proj.makeconftest("""
+        def pytest_runtest_teardown(item, nextitem):
+            if item.get_closest_marker("memorization"):
+                raise KeyboardInterrupt
+    """)
+    result = _run(proj, "--memorization-report", "r", "memorization.toml", no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    doc = _report(proj.path / "r")
+    assert doc["complete"] is False
+    assert sorted(_by_key(doc)) == [("memorization.toml::astronaut::0", 0), ("memorization.toml::astronaut::0", 1)]
+    assert doc["summary"]["total"] == 2 and doc["run"]["model_hash"]
+    assert all((proj.path / "r" / r["image"]).is_file() for r in doc["results"])
+    assert (proj.path / "r" / "index.html").is_file()
+    # the first item passed, but an interrupted run is never reported as a pass
+    result.stdout.fnmatch_lines(["memorization: INCOMPLETE: 2 images (0 error, 0 fail, 0 warn, 2 pass)*",
+                                 "memorization: INCOMPLETE: the run was interrupted*"])
