@@ -33,10 +33,17 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
-    from .assertions import (assert_not_memorized, assert_not_memorized_prompt, evaluate,  # noqa: F401
-                             nearest_works)
-    from .errors import (BaselineError, BrokenOutputError, CheckpointError, ManifestError,  # noqa: F401
-                         MemorizationConfigError, MemorizationError, MetricFailedError, WeightsNotFoundError)
+    from .assertions import assert_not_memorized, assert_not_memorized_prompt, evaluate, nearest_works  # noqa: F401
+    from .errors import (  # noqa: F401
+        BaselineError,
+        BrokenOutputError,
+        CheckpointError,
+        ManifestError,
+        MemorizationConfigError,
+        MemorizationError,
+        MetricFailedError,
+        WeightsNotFoundError,
+    )
     from .generation import MemorizationModel  # noqa: F401
     from .manifest import load_manifest  # noqa: F401
     from .metrics import get_metric  # noqa: F401

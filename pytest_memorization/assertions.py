@@ -9,8 +9,9 @@ metric, score, threshold and saved image. Defaults come from the running test:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .errors import MemorizationConfigError, MemorizationError
 from .records import Generation, ImageResult, Work

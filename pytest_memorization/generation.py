@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from .errors import BrokenOutputError
 from .loading import ModelInfo, set_lora_scale

@@ -8,13 +8,19 @@ are still collected and shown as skipped, and nothing heavy is imported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from .errors import (BaselineError, BrokenOutputError, MemorizationConfigError, MemorizationError,
-                     MetricFailedError)
+from .errors import (
+    BaselineError,
+    BrokenOutputError,
+    MemorizationConfigError,
+    MemorizationError,
+    MetricFailedError,
+)
 from .manifest import Manifest, load_manifest
 
 CLEAN_ERRORS = (MemorizationError, MemorizationConfigError, BrokenOutputError, MetricFailedError, BaselineError)

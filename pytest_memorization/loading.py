@@ -268,7 +268,7 @@ def _wrap(fn: Any, where: object) -> Any:
         return fn()
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError, EnvironmentError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         raise CheckpointError(
             f"{where}: diffusers could not load this checkpoint: {type(e).__name__}: {str(e)[:500]}. "
             "Check that it is a complete Stable Diffusion pipeline of a supported architecture"

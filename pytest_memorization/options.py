@@ -8,9 +8,10 @@ The table drives ``pytest_addoption``, value parsing with clear errors, preceden
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import MemorizationConfigError
 
@@ -20,13 +21,13 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 class OptionError(MemorizationConfigError):
-    def __init__(self, option: "Option", value: object, fix: str) -> None:
+    def __init__(self, option: Option, value: object, fix: str) -> None:
         super().__init__(
             f"--memorization-{option.dashed} (ini memorization_{option.name}) = {value!r}: {fix}"
         )
 
 
-def _int(lo: int) -> Callable[["Option", Any], int]:
+def _int(lo: int) -> Callable[[Option, Any], int]:
     def parse(opt: Option, v: Any) -> int:
         try:
             n = int(str(v).strip())
@@ -39,7 +40,7 @@ def _int(lo: int) -> Callable[["Option", Any], int]:
     return parse
 
 
-def _float(lo: float | None = None, hi: float | None = None) -> Callable[["Option", Any], float]:
+def _float(lo: float | None = None, hi: float | None = None) -> Callable[[Option, Any], float]:
     def parse(opt: Option, v: Any) -> float:
         try:
             x = float(str(v).strip())
@@ -70,7 +71,7 @@ def _str(opt: Option, v: Any) -> str:
     return s
 
 
-def _choice(*choices: str) -> Callable[["Option", Any], str]:
+def _choice(*choices: str) -> Callable[[Option, Any], str]:
     def parse(opt: Option, v: Any) -> str:
         s = str(v).strip()
         if s not in choices:
@@ -182,7 +183,7 @@ class Option:
     name: str  # snake_case; ini key is memorization_<name>
     help: str
     default: Any = None
-    parse: Callable[["Option", Any], Any] = _str
+    parse: Callable[[Option, Any], Any] = _str
     flag: bool = False  # a command-line switch (store_true)
     repeat: bool = False  # repeatable on the command line (append)
     ini_type: str | None = None  # None: string

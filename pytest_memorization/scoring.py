@@ -8,7 +8,8 @@ A metric that could not run, or that returns NaN, is a ``MetricFailedError`` nam
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .errors import MemorizationConfigError, MetricFailedError
 from .records import Work

@@ -6,7 +6,8 @@ under randomisers) and dealt round-robin, so shard sizes differ by at most one.
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 

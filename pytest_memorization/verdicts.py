@@ -9,8 +9,9 @@ the warn band (default: within 10% of the threshold) or past an explicit ``[warn
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .metrics.base import crosses
 from .records import ImageResult, Verdict, Work

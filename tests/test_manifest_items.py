@@ -27,8 +27,8 @@ def model_copy(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def gate(pytester: pytest.Pytester, tiny_pipeline: Path, model_copy: Path) -> pytest.Pytester:
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     works = pytester.mkdir("works")
     Image.fromarray(data.astronaut()).resize((64, 64)).save(works / "astronaut.png")
@@ -38,7 +38,7 @@ def gate(pytester: pytest.Pytester, tiny_pipeline: Path, model_copy: Path) -> py
 
     shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
     pytester.makeini(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
-    pytester.makefile(".toml", memorization=f"""
+    pytester.makefile(".toml", memorization="""
         [model]
         pretrained = "models/tiny"
         seeds = [0, 1]
@@ -95,7 +95,7 @@ def test_a_copy_fails_with_a_clear_message_and_the_rest_pass(gate: pytest.Pytest
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines([
         "*fox::0: 'a photo of a red fox'*",
-        f"*memorization: 1 of 1 generated images copy a protected work*",
+        "*memorization: 1 of 1 generated images copy a protected work*",
         f"*work 'fox' <- prompt '{COPY_PROMPT}', seed 0: tiled_l2 0.0* <= 0.15 against 'fox'*",
         "*image saved: */report/images/fox_0-*-s0.png (seed 0)*",
     ])
