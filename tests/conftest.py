@@ -37,3 +37,12 @@ def project(pytester: pytest.Pytester, tiny_pipeline: Path) -> pytest.Pytester:
         memorization_cache_dir = {pytester.path / '.cache'}
     """)
     return pytester
+
+
+@pytest.fixture(scope="session")
+def demo_models() -> dict[str, Path]:
+    """The really trained demo models (memorizer, clean twin, LoRA, VAE), built once and cached in
+    fixtures/models by a hash of the build code, parameters, works and library versions."""
+    from pytest_memorization.demo_models import build_all
+
+    return build_all(ROOT / "fixtures" / "models", works_dir=ROOT / "fixtures" / "works")
