@@ -69,7 +69,7 @@ def _reference_features(metric: Any, works: Sequence[Work], refs: Any, height: i
     keys = [_ref_key(w, height, width) for w in works]
     if cache is None or any(k is None for k in keys):
         return metric.features(refs)
-    return torch.cat([
-        cache.get_or_compute(metric, k, lambda i=i: metric.features(refs[i:i + 1]))
-        for i, k in enumerate(keys)
-    ])
+    parts = cache.get_or_compute_many(metric, keys, lambda todo: metric.features(refs[todo]))
+    if isinstance(parts[0], (list, tuple)):  # per-layer feature maps (LPIPS)
+        return [torch.cat([p[layer] for p in parts]) for layer in range(len(parts[0]))]
+    return torch.cat(parts)

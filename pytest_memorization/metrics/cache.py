@@ -27,6 +27,7 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 class ReferenceCache:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.dir = Path(directory)
+        self.memo: dict[tuple[str, str], Any] = {}  # (version, key) -> features, for this process
 
     def path(self, metric: Metric, key_sha256: str) -> Path:
         if not _SHA_RE.match(key_sha256):
@@ -76,12 +77,37 @@ class ReferenceCache:
                 os.unlink(tmp)
 
     def get_or_compute(self, metric: Metric, key_sha256: str, compute: Callable[[], Any]) -> Any:
+        mk = (metric.version, key_sha256)
+        if mk in self.memo:  # every item scores against the same works: read each file once
+            return self.memo[mk]
         hit = self.load(metric, key_sha256)
-        if hit is not None:
-            return hit
-        feats = compute()
-        self.store(metric, key_sha256, feats)
-        return feats
+        if hit is None:
+            hit = compute()
+            self.store(metric, key_sha256, hit)
+        self.memo[mk] = hit
+        return hit
+
+    def get_or_compute_many(self, metric: Metric, keys: Sequence[str], compute: Callable[[list[int]], Any]) -> list[Any]:
+        """Features for every key: from memory, else from disk, else ``compute(missing_indices)`` in one
+        batch (a tensor, or a list of per-layer tensors, with one row per missing index), stored per key."""
+        out: list[Any] = []
+        todo: list[int] = []
+        for i, k in enumerate(keys):
+            hit = self.memo.get((metric.version, k))
+            if hit is None:
+                hit = self.load(metric, k)
+            out.append(hit)
+            if hit is None:
+                todo.append(i)
+        if todo:
+            fresh = compute(todo)
+            for n, i in enumerate(todo):
+                one = [f[n:n + 1].clone() for f in fresh] if isinstance(fresh, (list, tuple)) else fresh[n:n + 1].clone()
+                self.store(metric, keys[i], one)
+                out[i] = one
+        for k, f in zip(keys, out):
+            self.memo[(metric.version, k)] = f
+        return out
 
 
 def reference_features(

@@ -1,0 +1,73 @@
+"""`make demo`: the thesis, shown on really trained models, on a CPU, in minutes.
+
+1. Build (or reuse) the tiny trained models: a memorizer trained on five works, its clean
+   twin trained on other images, and a LoRA trained on one face (fixtures/build_models.py).
+2. Run `pytest --memorization --memorization-report report` on this example project.
+3. Check the outcomes are exactly these, and exit 0 only then:
+   - the memorizer FAILS on each of its 5 works;
+   - the clean twin PASSES;
+   - the LoRA pre-merge gate FAILS on the face.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "fixtures"))
+
+EXPECTED = {"memorizer": ("fail", 5), "clean_twin": ("pass", 5), "lora": ("fail", 1)}
+
+
+def main() -> int:
+    from build_models import copy_to_examples  # fixtures/build_models.py
+
+    from pytest_memorization.demo_models import build_all
+
+    t0 = time.perf_counter()
+    print("== building the demo models (cached after the first run; the first build takes a few CPU minutes)")
+    paths = build_all(REPO / "fixtures" / "models", works_dir=REPO / "fixtures" / "works", progress=True)
+    copy_to_examples(paths, HERE / "models")
+    print(f"   models ready in {time.perf_counter() - t0:.0f} s")
+
+    print("== pytest --memorization on examples/ (memorizer/, clean_twin/, lora/)")
+    cmd = [sys.executable, "-m", "pytest", "--memorization", "--memorization-report", "report",
+           "-p", "no:cacheprovider", "-q", "-rfE"]
+    proc = subprocess.run(cmd, cwd=HERE)
+    report = json.loads((HERE / "report" / "report.json").read_text())
+
+    verdicts: dict[str, dict[str, str]] = {}  # project -> item -> worst verdict
+    order = {"error": 0, "fail": 1, "warn": 2, "pass": 3}
+    for row in report["results"]:
+        project = row["item"].split("/", 1)[0]
+        items = verdicts.setdefault(project, {})
+        now = items.get(row["item"], "pass")
+        items[row["item"]] = min(now, row["verdict"], key=order.__getitem__)
+
+    print("\n== outcome")
+    ok = report["complete"]
+    for project, (want, count) in EXPECTED.items():
+        items = verdicts.get(project, {})
+        got = [v if v != "warn" else "pass" for v in items.values()]
+        right = len(got) == count and all(v == want for v in got)
+        ok &= right
+        mark = "as expected" if right else "UNEXPECTED"
+        print(f"   {project:<11} {want.upper():<5} on {sum(v == want for v in got)} of {len(got)} items ({mark})")
+    print(f"   report: {HERE / 'report' / 'index.html'}")
+    if not ok or proc.returncode not in (0, 1):
+        print("the demo's outcomes are not the expected ones", file=sys.stderr)
+        return 1
+    print("the gate caught the memorizer and the face LoRA, and passed the clean twin.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
