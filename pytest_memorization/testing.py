@@ -28,6 +28,9 @@ __all__ = [
     "TINY_UNET",
     "TINY_VAE",
     "TINY_TEXT",
+    "TINY_CLIP",
+    "write_random_lpips_backbone",
+    "write_random_clip",
 ]
 
 # Sizes follow diffusers' own tiny test pipelines; the VAE halves the image once
@@ -184,3 +187,52 @@ def build_tiny_lora(
         path, unet_lora_layers=get_peft_model_state_dict(pipe.unet), safe_serialization=True
     )
     return path
+
+
+# torchvision AlexNet's convolution shapes (features.N); LPIPS reads only these from the file.
+_ALEX_CONVS = {0: (64, 3, 11, 11), 3: (192, 64, 5, 5), 6: (384, 192, 3, 3), 8: (256, 384, 3, 3),
+               10: (256, 256, 3, 3)}
+TINY_CLIP: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def write_random_lpips_backbone(weights_dir: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """Place a seeded random AlexNet trunk where LPIPS' real one goes (``alexnet-owt-7be5be79.pth``
+    under ``weights_dir``, or ``$TORCH_HOME/hub/checkpoints``), so tests exercise the real loading path."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for i, shape in _ALEX_CONVS.items():
+        fan_in = shape[1] * shape[2] * shape[3]
+        state[f"features.{i}.weight"] = torch.randn(shape, generator=gen) * (2 / fan_in) ** 0.5
+        state[f"features.{i}.bias"] = torch.zeros(shape[0])
+    path = Path(weights_dir) / "alexnet-owt-7be5be79.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def write_random_clip(folder: str | os.PathLike[str], *, seed: int = 0) -> str:
+    """A tiny open_clip model with seeded random weights, laid out like a copied hub repo
+    (``open_clip_config.json`` + ``open_clip_model.safetensors``). Returns the ``local-dir:`` spec."""
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "tiny-clip-random.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(seed)
+    net = open_clip.create_model("tiny-clip-random")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": {}}))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    config.unlink()
+    return f"local-dir:{folder}"
