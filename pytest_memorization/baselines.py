@@ -11,32 +11,17 @@ differences are warnings that list them. Writes are atomic.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+from ._atomic import atomic_write_json
 from .errors import BaselineError
 from .metrics.base import worsening
 
 SCHEMA = 1
 FINGERPRINT_KEYS = ("model_hash", "lora_hash", "lora_scale", "device", "dtype", "steps", "guidance_scale",
                     "height", "width", "seeds")
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def worst_scores(results: list[dict[str, Any]], directions: dict[str, str]) -> dict[str, dict[str, float]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -233,7 +232,7 @@ class MemorizationModel:
             return
         from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"image": image.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        from ._atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            save_file({"image": image.contiguous()}, str(tmp))

@@ -25,7 +25,6 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -194,17 +193,10 @@ def calibrate(
 
 def save_calibration(path: str | os.PathLike[str], cal: Calibration) -> Path:
     """Write ``cal`` as JSON atomically (a temporary file in the same folder, then ``os.replace``)."""
+    from .._atomic import atomic_write_text
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(cal.to_json(), fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(cal.to_json(), indent=2, sort_keys=True) + "\n")
     return path
 
 

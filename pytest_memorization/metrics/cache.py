@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,14 +66,10 @@ class ReferenceCache:
             "kind": "list" if isinstance(feats, (list, tuple)) else "tensor",
             "count": str(len(items)),
         }
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".safetensors")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        from .._atomic import atomic_path
+
+        with atomic_path(p) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
     def get_or_compute(self, metric: Metric, key_sha256: str, compute: Callable[[], Any]) -> Any:
         mk = (metric.version, key_sha256)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -66,16 +65,10 @@ def _to_hwc_uint8(image: Any, what: str) -> Any:
 
 
 def _atomic_save(pil_image: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read by others
-        with os.fdopen(fd, "wb") as f:
-            pil_image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        pil_image.save(tmp, format="PNG")
 
 
 def save_image(image: Any, path: str | os.PathLike[str]) -> Path:
