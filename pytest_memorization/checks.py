@@ -41,19 +41,9 @@ class Outcome:
 
 
 def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
-    s, m = session.settings, manifest.model
-    root = manifest.root
-
-    def local(v: str | None) -> str | None:
-        if v is None:
-            return None
-        p = root / v
-        return str(p) if p.exists() or "/" not in v or v.startswith((".", "/")) else v
-
-    pretrained = s.model if "model" in s.explicit else local(m.pretrained)
-    config = s.config if "config" in s.explicit else local(m.config)
-    lora = s.lora if "lora" in s.explicit else local(m.lora)
-    source = session.source(pretrained, config=config, lora=lora, lora_scale=s.pick("lora_scale", m.lora_scale))
+    s, m = session.settings, manifest.model  # the manifest's paths are already resolved and checked
+    source = session.source(session.model_path("model", m.pretrained), config=session.model_path("config", m.config),
+                            lora=session.model_path("lora", m.lora), lora_scale=s.pick("lora_scale", m.lora_scale))
     gen = GenerationSettings(
         steps=s.pick("steps", m.steps) or 25,
         guidance_scale=m.guidance_scale if m.guidance_scale is not None else 7.5,

@@ -16,11 +16,8 @@ def memorization_model(request: pytest.FixtureRequest) -> Any:
     session = session_of(request.config)
     if session is None:
         pytest.skip(SKIP_REASON)
-    s = session.settings
-    source = session.source(
-        str(s.path("model")) if s.model and s.path("model").exists() else s.model,
-        config=str(s.path("config")) if s.config else None,
-        lora=str(s.path("lora")) if s.lora else None)
+    source = session.source(session.model_path("model"), config=session.model_path("config"),
+                            lora=session.model_path("lora"))
     return session.model(source)
 
 

@@ -12,6 +12,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .errors import MemorizationConfigError
 from .loading import ModelSource
 from .options import Settings
@@ -66,6 +68,15 @@ class MemorizationSession:
             pretrained=str(pretrained), config=config, lora=lora,
             lora_scale=float(lora_scale if lora_scale is not None else s.lora_scale),
             device=s.device, dtype=s.dtype, allow_pickle=s.allow_pickle, allow_download=s.allow_download)
+
+    def model_path(self, name: str, manifest_value: str | None = None) -> str | None:
+        """``model``, ``config`` or ``lora``: command line / ini beat the manifest; an existing local
+        path resolves against the rootdir, anything else (a hub id) is kept as written."""
+        s = self.settings
+        if name not in s.explicit:
+            return manifest_value
+        p = s.path(name)
+        return str(p) if p is not None and p.exists() else s.values[name]
 
     def model(self, source: ModelSource) -> Any:
         if source not in self.models:
@@ -184,10 +195,4 @@ def attach(item: Any, results: list[ImageResult]) -> None:
         item.stash.setdefault(RESULTS_KEY, []).extend(results)
 
 
-def _results_key() -> Any:
-    import pytest
-
-    return pytest.StashKey[list]()
-
-
-RESULTS_KEY = _results_key()
+RESULTS_KEY = pytest.StashKey[list]()  # the ImageResult rows of the running item

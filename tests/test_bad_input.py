@@ -91,7 +91,7 @@ CASES = [
     # checkpoints, LoRA, weights, baselines: the run starts, the item is an ERROR
     ("model-missing", nothing, ["--memorization-model", "models/none"], FAILED, "*CheckpointError: model 'models/none' not found*"),
     ("model-no-unet-weights", remove("models/tiny/unet/diffusion_pytorch_model.safetensors"), [], FAILED, "*CheckpointError: */unet: no weights file for component 'unet'*"),
-    ("model-pickle", write("models/m.ckpt", b"x"), ["--memorization-model", "models/m.ckpt"], FAILED, "*CheckpointError: models/m.ckpt: pickle checkpoints (.ckpt) can run code*--memorization-allow-pickle*"),
+    ("model-pickle", write("models/m.ckpt", b"x"), ["--memorization-model", "models/m.ckpt"], FAILED, "*CheckpointError: */models/m.ckpt: pickle checkpoints (.ckpt) can run code*--memorization-allow-pickle*"),
     ("lora-missing", nothing, ["--memorization-lora", "loras/none"], FAILED, "*CheckpointError: LoRA loras/none not found*pytorch_lora_weights.safetensors*"),
     ("lpips-weights-missing", nothing, ["--memorization-threshold", "lpips=0.3", "--memorization-weights-dir", "weights"], FAILED, "*alexnet-owt-7be5be79.pth*"),
     ("noise-magnitude-uncalibrated", edit("[[work]]", "[detectors]\nnoise_magnitude = { steps = 1 }\n\n[[work]]"), [], FAILED, "*noise_magnitude has no threshold*--memorization-calibrate*"),
