@@ -9,43 +9,21 @@ is an error; other fingerprint changes are a warning; the write is atomic.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import COPY_PROMPT, TINY_MODEL_TOML, gate_project
 
-COPY_PROMPT = "a photo of a red fox"
 TOL = "tiled_l2:0.03,ssim:0.03"
 MAIN = "memorization.toml"
 MOVED = "moved/memorization.toml::target::0"
 
 
-@pytest.fixture(scope="module")
-def model_output(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """The tiny model's own output for COPY_PROMPT at seed 0, as PNG bytes."""
-    from pytest_memorization.generation import MemorizationModel
-    from pytest_memorization.loading import ModelSource, load
-    from pytest_memorization.reports.pngs import save_image
-
-    pipe, info = load(ModelSource(str(tiny_pipeline)))
-    img = MemorizationModel(pipe, info).generate([COPY_PROMPT], [0], steps=2, height=64, width=64).images[0]
-    path = save_image(img, tmp_path_factory.mktemp("copy") / "copy.png")
-    return path.read_bytes()
-
-
 @pytest.fixture
 def proj(pytester: pytest.Pytester, tiny_pipeline: Path) -> pytest.Pytester:
     """Two manifests: astronaut + coffee at the root, and 'target' (not a copy yet) under moved/."""
-    from PIL import Image
-    from skimage import data
-
-    works = pytester.mkdir("works")
-    for name in ("astronaut", "coffee", "chelsea"):
-        Image.fromarray(getattr(data, name)()).resize((64, 64)).save(works / f"{name}.png")
-    shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
-    pytester.makeini(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
-    model = '[model]\npretrained = "{}models/tiny"\nseeds = {}\nsteps = 2\nheight = 64\nwidth = 64\n'
-    (pytester.path / MAIN).write_text(model.format("", "[0, 1]") + """
+    gate_project(pytester, tiny_pipeline, ("astronaut", "coffee", "chelsea"))
+    (pytester.path / MAIN).write_text(TINY_MODEL_TOML.format(prefix="", seeds="[0, 1]") + """
 [[work]]
 id = "astronaut"
 image = "works/astronaut.png"
@@ -57,7 +35,7 @@ image = "works/coffee.png"
 prompts = ["a cup of coffee on a saucer"]
 """)
     pytester.mkdir("moved")
-    (pytester.path / "moved" / "memorization.toml").write_text(model.format("../", "[0]") + f"""
+    (pytester.path / "moved" / "memorization.toml").write_text(TINY_MODEL_TOML.format(prefix="../", seeds="[0]") + f"""
 [[work]]
 id = "target"
 image = "../works/chelsea.png"
@@ -93,14 +71,14 @@ def test_save_then_compare_an_unchanged_model_passes(proj: pytest.Pytester) -> N
 
 
 def test_a_model_that_moved_toward_a_work_fails_that_item_with_the_numbers(
-        proj: pytest.Pytester, model_output: bytes) -> None:
+        proj: pytest.Pytester, model_copy_png: bytes) -> None:
     # Thresholds nothing can cross (tiled_l2 of a PNG-quantised copy is > 0; ssim <= 1): only the baseline fails.
     gates = ("--memorization-threshold", "tiled_l2=0.0,ssim=1.5")
     _run(proj, "--memorization-save", "base.json", *gates).assert_outcomes(passed=3)
     before = json.loads((proj.path / "base.json").read_text())["entries"][MOVED]["tiled_l2"]
     assert before > 0.2
     # The work file now holds what the model draws for its prompt: same path, new bytes (new sha256).
-    (proj.path / "works" / "chelsea.png").write_bytes(model_output)
+    (proj.path / "works" / "chelsea.png").write_bytes(model_copy_png)
     result = _compare(proj, *gates, "--memorization-report", "r")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import gate_project
 
 from pytest_memorization.__main__ import main, merge_baselines
 from pytest_memorization.options import markdown_table
@@ -61,14 +61,7 @@ def test_merge_baselines_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.fixture
 def sharded(pytester: pytest.Pytester, tiny_pipeline: Path) -> pytest.Pytester:
     """A manifest project: 2 real photographs, 4 prompt items, 2 seeds, tiny pipeline at 64 px, 2 steps."""
-    from PIL import Image
-    from skimage import data
-
-    works = pytester.mkdir("works")
-    Image.fromarray(data.astronaut()).resize((64, 64)).save(works / "astronaut.png")
-    Image.fromarray(data.coffee()).resize((64, 64)).save(works / "coffee.png")
-    shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
-    pytester.makeini(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
+    gate_project(pytester, tiny_pipeline)
     pytester.makefile(".toml", memorization="""
         [model]
         pretrained = "models/tiny"

@@ -7,37 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from pytest_memorization.generation import MemorizationModel
-from pytest_memorization.loading import ModelSource, load
-from pytest_memorization.reports.pngs import save_image
-
-COPY_PROMPT = "a photo of a red fox"
-
-
-@pytest.fixture(scope="module")
-def model_copy(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 'protected work' that the tiny model reproduces for COPY_PROMPT at seed 0: its own output."""
-    pipe, info = load(ModelSource(str(tiny_pipeline)))
-    img = MemorizationModel(pipe, info).generate([COPY_PROMPT], [0], steps=2, height=64, width=64).images[0]
-    path = tmp_path_factory.mktemp("works") / "fox.png"
-    save_image(img, path)
-    return path
+from conftest import COPY_PROMPT, gate_project
 
 
 @pytest.fixture
-def gate(pytester: pytest.Pytester, tiny_pipeline: Path, model_copy: Path) -> pytest.Pytester:
-    from PIL import Image
-    from skimage import data
-
-    works = pytester.mkdir("works")
-    Image.fromarray(data.astronaut()).resize((64, 64)).save(works / "astronaut.png")
-    Image.fromarray(data.coffee()).resize((64, 64)).save(works / "coffee.png")
-    (works / "fox.png").write_bytes(model_copy.read_bytes())
-    import shutil
-
-    shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
-    pytester.makeini(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
+def gate(pytester: pytest.Pytester, tiny_pipeline: Path, model_copy_png: bytes) -> pytest.Pytester:
+    gate_project(pytester, tiny_pipeline, files={"fox.png": model_copy_png})
     pytester.makefile(".toml", memorization="""
         [model]
         pretrained = "models/tiny"

@@ -6,47 +6,25 @@ pytest-xdist workers merging into one report; deterministic scores; Ctrl-C flush
 from __future__ import annotations
 
 import json
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import COPY_PROMPT, TINY_MODEL_TOML, gate_project
 
-COPY_PROMPT = "a photo of a red fox"
 FOX = "copies/memorization.toml::fox::0"
 RUN_KEYS = ("model", "model_hash", "device", "dtype", "versions", "metrics", "steps", "guidance_scale",
             "height", "width", "seeds", "started", "finished")
 
 
-@pytest.fixture(scope="module")
-def model_output(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """The tiny model's own output for COPY_PROMPT at seed 0 (PNG bytes): a protected work it copies."""
-    from pytest_memorization.generation import MemorizationModel
-    from pytest_memorization.loading import ModelSource, load
-    from pytest_memorization.reports.pngs import save_image
-
-    pipe, info = load(ModelSource(str(tiny_pipeline)))
-    img = MemorizationModel(pipe, info).generate([COPY_PROMPT], [0], steps=2, height=64, width=64).images[0]
-    return save_image(img, tmp_path_factory.mktemp("copy") / "fox.png").read_bytes()
-
-
 @pytest.fixture
-def proj(pytester: pytest.Pytester, tiny_pipeline: Path, model_output: bytes,
+def proj(pytester: pytest.Pytester, tiny_pipeline: Path, model_copy_png: bytes,
          monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """astronaut + coffee (2 seeds) at the root; under copies/ a work the model copies (1 seed)."""
-    from PIL import Image
-    from skimage import data
-
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    works = pytester.mkdir("works")
-    for name in ("astronaut", "coffee"):
-        Image.fromarray(getattr(data, name)()).resize((64, 64)).save(works / f"{name}.png")
-    (works / "fox.png").write_bytes(model_output)
-    shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
-    pytester.makeini(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
-    model = '[model]\npretrained = "{}models/tiny"\nseeds = {}\nsteps = 2\nheight = 64\nwidth = 64\n'
-    (pytester.path / "memorization.toml").write_text(model.format("", "[0, 1]") + """
+    gate_project(pytester, tiny_pipeline, files={"fox.png": model_copy_png})
+    (pytester.path / "memorization.toml").write_text(TINY_MODEL_TOML.format(prefix="", seeds="[0, 1]") + """
 [[work]]
 id = "astronaut"
 image = "works/astronaut.png"
@@ -58,7 +36,7 @@ image = "works/coffee.png"
 prompts = ["a cup of coffee on a saucer"]
 """)
     pytester.mkdir("copies")
-    (pytester.path / "copies" / "memorization.toml").write_text(model.format("../", "[0]") + f"""
+    (pytester.path / "copies" / "memorization.toml").write_text(TINY_MODEL_TOML.format(prefix="../", seeds="[0]") + f"""
 [[work]]
 id = "fox"
 image = "../works/fox.png"
