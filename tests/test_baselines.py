@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import COPY_PROMPT, TINY_MODEL_TOML, gate_project
+from gate_projects import COPY_PROMPT, TINY_MODEL_TOML, gate_project
 
 TOL = "tiled_l2:0.03,ssim:0.03"
 MAIN = "memorization.toml"

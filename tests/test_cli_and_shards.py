@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import gate_project
+from gate_projects import gate_project
 
 from pytest_memorization.__main__ import main, merge_baselines
 from pytest_memorization.options import markdown_table

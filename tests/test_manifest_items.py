@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import COPY_PROMPT, gate_project
+from gate_projects import COPY_PROMPT, gate_project
 
 
 @pytest.fixture

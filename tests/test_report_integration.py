@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COPY_PROMPT, TINY_MODEL_TOML, gate_project
+from gate_projects import COPY_PROMPT, TINY_MODEL_TOML, gate_project
 
 FOX = "copies/memorization.toml::fox::0"
 RUN_KEYS = ("model", "model_hash", "device", "dtype", "versions", "metrics", "steps", "guidance_scale",

@@ -1,0 +1,33 @@
+"""Helpers shared by the tests that build a manifest project with pytester.
+
+(A module of its own, not conftest: several conftest.py files exist, and `from conftest import`
+would pick whichever was imported first.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+COPY_PROMPT = "a photo of a red fox"
+TINY_MODEL_TOML = '[model]\npretrained = "{prefix}models/tiny"\nseeds = {seeds}\nsteps = 2\nheight = 64\nwidth = 64\n'
+
+
+def gate_project(pytester: pytest.Pytester, tiny_pipeline: Path, photos: tuple[str, ...] = ("astronaut", "coffee"),
+                 files: dict[str, bytes] | None = None) -> Path:
+    """A pytester project with the tiny model inside it (models/tiny), scikit-image photos as
+    works/<name>.png at 64 px, extra works/ files, and an ini pointing the cache into the project."""
+    import shutil
+
+    from PIL import Image
+    from skimage import data
+
+    works = pytester.mkdir("works")
+    for name in photos:
+        Image.fromarray(getattr(data, name)()).resize((64, 64)).save(works / f"{name}.png")
+    for name, content in (files or {}).items():
+        (works / name).write_bytes(content)
+    shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
+    pytester.makeini(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
+    return pytester.path
