@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .detection import run_detectors
 from .loading import ModelSource
 from .manifest import Manifest, WorkSpec
 from .metrics.base import crosses, worsening
@@ -99,7 +100,7 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
         base_scores = score_matrices(plan.metrics, base.images, works, session.reference_cache)
         failures += lora_gate(results, base_scores, base.images, works, plan, session.settings.lora_gate_tolerance,
                               from_cache=base.from_cache)
-    detect(session, manifest, model, plan, [prompt], results, gen.images)
+    failures += run_detectors(session, manifest, model, plan, [prompt], results, gen.images)
     return Outcome(results, failures)
 
 
@@ -193,16 +194,8 @@ def check_canary(session: MemorizationSession, manifest: Manifest, plan: Plan, i
         images = gen.images
         for r, img in zip(results, images):
             r.pixels = img
-    failures = detect(session, manifest, model, plan, [prompt], results, images)
+    failures = run_detectors(session, manifest, model, plan, [prompt], results, images)
     return Outcome(results, failures)
-
-
-def detect(session: MemorizationSession, manifest: Manifest, model: Any, plan: Plan, prompts: list[str],
-           results: list[ImageResult], images: Any) -> list[str]:
-    """Run the manifest's reference-free detectors; mark results and return failure lines."""
-    from .detection import run_detectors
-
-    return run_detectors(session, manifest, model, plan, prompts, results, images)
 
 
 def _run_extra(plan: Plan) -> dict[str, Any]:

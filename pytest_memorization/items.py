@@ -113,7 +113,6 @@ class MemorizationItem(pytest.Item):
         except Exception as e:  # the report shows the item as an error row, not as nothing
             attach(self, [error_row(self.nodeid, self.prompt, e)])
             raise
-        session.items_run += 1
         attach(self, self.outcome.results)
         save_images(session, self, self.outcome.results)
 

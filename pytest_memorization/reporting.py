@@ -45,7 +45,7 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
 
     plan = getattr(getattr(item, "parent", None), "_plan", None)
     work_tensors = {w.id: w.image for w in (plan.works if plan is not None else [])}
-    written = session.__dict__.setdefault("_works_written", {})
+    written = session.works_written
     todo = {k: v for k, v in work_tensors.items() if k not in written}
     if todo:
         written.update(write_work_images(report_dir, todo, session.settings.report_works))
@@ -73,7 +73,7 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     for r in state.results:
         r.get("extra", {}).pop("base_pixels", None)
     errored = sorted({r["item"] for r in state.results if r["verdict"] == "error"})
-    if (s.save or s.update_baseline) and (interrupted or errored or exitstatus == pytest.ExitCode.INTERRUPTED):
+    if (s.save or s.update_baseline) and (interrupted or errored):
         state.notes.append(f"ERROR: baseline not written: {len(errored)} item(s) errored or the run was "
                            "interrupted, so it would be incomplete. Fix the errors and run again.")
     elif s.save:

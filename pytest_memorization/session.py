@@ -45,7 +45,7 @@ class MemorizationSession:
         self.runs: dict[str, dict[str, Any]] = {}  # model content hash -> run info
         self.notes: list[str] = []
         self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        self.items_run = 0
+        self.works_written: dict[str, str | None] = {}  # work id -> its file in the report
         self.checks_seen = 0  # memorization items that reached their call phase (controller side)
         self.metric_directions: dict[str, str] = {}
         self._cache: Any = None
