@@ -4,7 +4,7 @@
         [--cosine 0.9] [--dtype float16] [--threads 2]
 
 Writes ``--count`` random unit vectors (a stand-in for CLIP/SSCD embeddings of protected works) with
-``pytest_memorization.index.add_embeddings``, then plants ``--queries`` noisy copies: each query is
+``pytest_memorization.metrics.index.add_embeddings``, then plants ``--queries`` noisy copies: each query is
 ``c * entry + sqrt(1 - c^2) * noise`` with noise a random unit vector orthogonal to the entry, so its
 cosine to its source is exactly ``c`` (before float16 storage). Reports build time, load time, lookup
 time per image (one query at a time, and all queries in one batch), recall@1 and recall@10 of the
@@ -43,7 +43,7 @@ def main() -> None:
 
     import torch
 
-    from pytest_memorization.index import EmbeddingIndex, IndexWriter
+    from pytest_memorization.metrics.index import EmbeddingIndex, IndexWriter
 
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)

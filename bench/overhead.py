@@ -240,9 +240,9 @@ def micro(tmp: Path) -> None:
 
     import torch
 
-    from pytest_memorization.loading import content_hash
     from pytest_memorization.metrics import get_metric
     from pytest_memorization.metrics.cache import ReferenceCache
+    from pytest_memorization.model.loading import content_hash
 
     blob = os.urandom(1 << 28)
     t0 = time.perf_counter()

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO / "fixtures"))
+sys.path[:0] = [str(REPO), str(REPO / "fixtures")]  # demo/ and fixtures/build_models.py
 
 EXPECTED = {"memorizer": ("fail", 5), "clean_twin": ("pass", 5), "lora": ("fail", 1)}
 
@@ -30,7 +30,7 @@ EXPECTED = {"memorizer": ("fail", 5), "clean_twin": ("pass", 5), "lora": ("fail"
 def main() -> int:
     from build_models import copy_to_examples  # fixtures/build_models.py
 
-    from pytest_memorization.demo_models import build_all
+    from demo.models import build_all
 
     t0 = time.perf_counter()
     print("== building the demo models (cached after the first run; the first build takes a few CPU minutes)")

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "assert_not_memorized": "assertions",
-    "assert_not_memorized_prompt": "assertions",
-    "nearest_works": "assertions",
-    "evaluate": "assertions",
+    "assert_not_memorized": "run.assertions",
+    "assert_not_memorized_prompt": "run.assertions",
+    "nearest_works": "run.assertions",
+    "evaluate": "run.assertions",
     "MemorizationError": "errors",
     "MemorizationConfigError": "errors",
     "ManifestError": "errors",
@@ -24,16 +24,17 @@ _LAZY = {
     "BrokenOutputError": "errors",
     "BaselineError": "errors",
     "Work": "records",
+    "Finding": "records",
+    "GenerationSettings": "records",
     "ImageResult": "records",
     "Generation": "records",
-    "MemorizationModel": "generation",
+    "MemorizationModel": "model.generation",
     "get_metric": "metrics",
-    "load_manifest": "manifest",
+    "load_manifest": "manifest.load",
 }
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
-    from .assertions import assert_not_memorized, assert_not_memorized_prompt, evaluate, nearest_works  # noqa: F401
     from .errors import (  # noqa: F401
         BaselineError,
         BrokenOutputError,
@@ -44,10 +45,11 @@ if TYPE_CHECKING:
         MetricFailedError,
         WeightsNotFoundError,
     )
-    from .generation import MemorizationModel  # noqa: F401
-    from .manifest import load_manifest  # noqa: F401
+    from .manifest.load import load_manifest  # noqa: F401
     from .metrics import get_metric  # noqa: F401
-    from .records import Generation, ImageResult, Work  # noqa: F401
+    from .model.generation import MemorizationModel  # noqa: F401
+    from .records import Finding, Generation, GenerationSettings, ImageResult, Work  # noqa: F401
+    from .run.assertions import assert_not_memorized, assert_not_memorized_prompt, evaluate, nearest_works  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -19,10 +19,10 @@ Colour policy of ``load_image`` (and ``from_any`` for PIL images):
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
+from ._io import sha256_file  # noqa: F401  (public: works are identified by it)
 from .errors import MemorizationConfigError
 
 __all__ = ["ImageError", "load_image", "check_image", "sha256_file", "fit_to", "from_any", "to_tensor"]
@@ -115,13 +115,6 @@ def to_tensor(img: Any) -> Any:
     return t.clamp_(0.0, 1.0)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fit_to(image: Any, height: int, width: int) -> Any:

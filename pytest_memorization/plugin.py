@@ -12,20 +12,12 @@ from typing import Any
 
 import pytest
 
-from . import options
-from .fixtures import memorization_model, memorization_settings  # noqa: F401  (registers the fixtures)
-
-SKIP_REASON = "memorization checks are off: run pytest --memorization"
-_SETTINGS = pytest.StashKey[options.Settings]()
-_SESSION = pytest.StashKey[Any]()
-
-
-def settings_of(config: pytest.Config) -> options.Settings:
-    return config.stash[_SETTINGS]
-
-
-def session_of(config: pytest.Config) -> Any:
-    return config.stash.get(_SESSION, None)
+from .config import options
+from .config.settings import resolve
+from .errors import MemorizationConfigError
+from .run import state
+from .run.fixtures import memorization_model, memorization_settings  # noqa: F401  (registers the fixtures)
+from .run.state import SKIP_REASON, session_of, settings_of
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,22 +29,22 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "memorization(**settings): a memorization test; runs only with --memorization. Keyword "
         "settings (seeds, thresholds, steps, ...) override the command line and ini.")
     try:
-        settings = options.resolve(config)
-    except options.MemorizationConfigError as e:
+        settings = resolve(config)
+    except MemorizationConfigError as e:
         raise pytest.UsageError(str(e)) from None
-    config.stash[_SETTINGS] = settings
+    state.start(config, settings, None)
     if settings.required and not settings.enabled:
         raise pytest.UsageError(
             "memorization_required is set, so this run must check memorization: add --memorization")
     if not settings.enabled:
         return
-    from .session import MemorizationSession
+    from .run.session import MemorizationSession
 
     if not settings.allow_download:
         import os
 
         os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
-    config.stash[_SESSION] = MemorizationSession(settings, verbosity=config.get_verbosity())
+    state.start(config, settings, MemorizationSession(settings, verbosity=config.get_verbosity()))
     for manifest in settings.manifest:
         path = Path(manifest).resolve()
         if not path.is_file():
@@ -67,7 +59,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
     settings = settings_of(parent.config)
     explicit = {Path(m).resolve() for m in settings.manifest}
     if fnmatch.fnmatch(file_path.name, settings.manifests) or file_path.resolve() in explicit:
-        from .items import ManifestFile
+        from .run.items import ManifestFile
 
         return ManifestFile.from_parent(parent, path=file_path)
     return None
@@ -82,7 +74,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     shard = settings_of(config).shard
     if shard:
-        from .sharding import split
+        from .run.sharding import split
 
         keep, drop = split(items, *shard)
         if drop:
@@ -92,13 +84,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
-    from .session import _current_item
-
-    token = _current_item.set(item)
+    token = state.enter_item(item)
     try:
         return (yield)
     finally:
-        _current_item.reset(token)
+        state.leave_item(token)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -106,16 +96,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     session = session_of(item.config)
     if session is not None and (report.when == "call" or (report.when == "setup" and report.failed)):
-        from .reporting import finish_item
+        from .run.outputs import finish_item
 
         finish_item(session, item, report)
     return report
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    from .session import active
-
-    session = active()
+    session = state.active()
     if session is None:
         return
     if report.when == "call" and "memorization" in report.keywords:
@@ -129,20 +117,20 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state = session_of(session.config)
-    if state is None or hasattr(session.config, "workerinput"):
+    run = session_of(session.config)
+    if run is None or hasattr(session.config, "workerinput"):
         return
-    from .reporting import finish_session
+    from .run.outputs import finish_session
 
-    finish_session(state, session, exitstatus)
+    finish_session(run, session, exitstatus)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    state = session_of(config)
-    if state is not None and not hasattr(config, "workerinput"):
-        from .reporting import summary_lines
+    run = session_of(config)
+    if run is not None and not hasattr(config, "workerinput"):
+        from .run.outputs import summary_lines
 
-        lines = summary_lines(state)
+        lines = summary_lines(run)
         if lines:
             terminalreporter.write_sep("=", "memorization")
             for line in lines:
@@ -150,6 +138,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    state = session_of(config)
-    if state is not None:
-        state.close()
+    run = session_of(config)
+    if run is not None:
+        state.stop(run)

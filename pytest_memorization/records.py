@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 Verdict = Literal["pass", "warn", "fail", "error"]
-VERDICT_ORDER: dict[str, int] = {"error": 0, "fail": 1, "warn": 2, "pass": 3}
+VERDICTS: tuple[Verdict, ...] = ("error", "fail", "warn", "pass")  # most severe first: the one severity order
+SEVERITY: dict[str, int] = {v: i for i, v in enumerate(VERDICTS)}
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,27 @@ class Work:
     thresholds: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class Crossing:
-    """One metric score of one image against one work, and what it means."""
+@dataclass(frozen=True)
+class Finding:
+    """What one rule found about one image: the only input of ``judging.verdict.decide``.
 
-    metric: str
-    value: float
-    threshold: float | None
-    direction: str  # "distance" or "similarity"
-    verdict: Verdict
+    ``rule`` names the rule (``threshold``, ``warn_band``, ``lora_gate.crossed``,
+    ``lora_gate.approaching``, ``lora_gate.moved``, ``img2img.below_safe_strength``,
+    ``noise_magnitude``, ``seed_diversity``, ``baseline.worsened``, ``baseline.missing``);
+    ``severity`` is what the rule asks for (``pass`` findings are information for the report).
+    ``gating`` findings also become the item's failure lines.
+    """
+
+    rule: str
+    severity: Verdict
+    message: str
+    metric: str | None = None
+    value: float | None = None
+    threshold: float | None = None
+    work: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -72,8 +85,9 @@ class ImageResult:
     work: str | None
     scores: dict[str, float]
     thresholds: dict[str, float]
-    verdict: Verdict
-    reasons: list[str] = field(default_factory=list)
+    verdict: Verdict = "pass"  # set by judging.verdict.decide, from the findings, and nowhere else
+    reasons: list[str] = field(default_factory=list)  # the messages of the findings that set the verdict
+    findings: list[Finding] = field(default_factory=list)
     image: str | None = None  # path of the saved PNG, relative to the report dir
     work_image: str | None = None
     detectors: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +95,26 @@ class ImageResult:
     pixels: Any = None  # the image tensor, kept in memory until the report is written
 
     def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("pixels")
-        return d
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "pixels"}
+        d["findings"] = [f.to_json() for f in self.findings]
+        return _plain(d)
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _plain(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+@dataclass
+class Outcome:
+    """What an item's evaluation produced: its image rows and the findings about the whole item
+    (detectors, baseline); ``failures`` is filled by ``judging.verdict.decide``, once."""
+
+    results: list[ImageResult]
+    findings: list[Finding] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)

@@ -44,7 +44,7 @@ def project(pytester: pytest.Pytester, tiny_pipeline: Path) -> pytest.Pytester:
 def demo_models() -> dict[str, Path]:
     """The really trained demo models (memorizer, clean twin, LoRA, VAE), built once and cached in
     fixtures/models by a hash of the build code, parameters, works and library versions."""
-    from pytest_memorization.demo_models import build_all
+    from demo.models import build_all
 
     return build_all(ROOT / "fixtures" / "models", works_dir=ROOT / "fixtures" / "works")
 
@@ -53,8 +53,8 @@ def demo_models() -> dict[str, Path]:
 def model_copy_png(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The tiny model's own output for COPY_PROMPT at seed 0, as PNG bytes: a 'protected work' that
     the model really reproduces, so the failing path runs on real generation and real metrics."""
-    from pytest_memorization.generation import MemorizationModel
-    from pytest_memorization.loading import ModelSource, load
+    from pytest_memorization.model.generation import MemorizationModel
+    from pytest_memorization.model.loading import ModelSource, load
     from pytest_memorization.reports.pngs import save_image
 
     pipe, info = load(ModelSource(str(tiny_pipeline)))

@@ -20,12 +20,11 @@ def gate_project(pytester: pytest.Pytester, tiny_pipeline: Path, photos: tuple[s
     works/<name>.png at 64 px, extra works/ files, and an ini pointing the cache into the project."""
     import shutil
 
-    from PIL import Image
-    from skimage import data
+    from support import save_photo
 
     works = pytester.mkdir("works")
     for name in photos:
-        Image.fromarray(getattr(data, name)()).resize((64, 64)).save(works / f"{name}.png")
+        save_photo(name, works / f"{name}.png")
     for name, content in (files or {}).items():
         (works / name).write_bytes(content)
     shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")

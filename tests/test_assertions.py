@@ -11,12 +11,9 @@ from pytest_memorization import MemorizationError, assert_not_memorized, nearest
 
 
 def _photo(name: str, size: int = 64) -> torch.Tensor:
-    from PIL import Image
-    from skimage import data
+    from support import photo
 
-    from pytest_memorization.images import to_tensor
-
-    return to_tensor(Image.fromarray(getattr(data, name)()).convert("RGB").resize((size, size)))
+    return photo(name, size)
 
 
 def test_a_copy_raises_an_assertion_error_naming_everything() -> None:

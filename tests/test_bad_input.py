@@ -102,14 +102,12 @@ CASES = [
 
 @pytest.fixture
 def bad_project(pytester: pytest.Pytester, tiny_pipeline: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    from PIL import Image
-    from skimage import data
+    from support import save_photo
 
     monkeypatch.setenv("TORCH_HOME", str(pytester.path / "torch_home"))  # no LPIPS backbone anywhere
     shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
-    (pytester.path / "works").mkdir()
-    Image.fromarray(data.astronaut()).resize((64, 64)).save(pytester.path / "works" / "astronaut.png")
-    Image.fromarray(data.coffee()).resize((64, 64)).save(pytester.path / "outside.png")
+    save_photo("astronaut", pytester.path / "works" / "astronaut.png")
+    save_photo("coffee", pytester.path / "outside.png")
     (pytester.path / "memorization.toml").write_text(GOOD)
     (pytester.path / "tox.ini").write_text(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
     return pytester

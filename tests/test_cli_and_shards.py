@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from gate_projects import gate_project
 
-from pytest_memorization.__main__ import main, merge_baselines
-from pytest_memorization.options import markdown_table
+from pytest_memorization.cli.main import main, merge_baselines
+from pytest_memorization.config.options import markdown_table
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 

@@ -48,8 +48,8 @@ def test_weight_free_metrics_catch_the_memorizer_and_the_lora_and_pass_the_twin(
         if row["item"].startswith("lora/"):
             gate = row["extra"]["lora_gate"]
             assert gate["base_scores"]["tiled_l2"] > 0.15 >= row["scores"]["tiled_l2"]
-    result.stdout.fnmatch_lines(["*LoRA gate: prompt 'a photo of sks person', seed 0: tiled_l2 moved +0.* toward "
-                                 "'face' with the LoRA (base 0.* -> LoRA 0.0*; tolerance 0.015)*"])
+    result.stdout.fnmatch_lines(["*LoRA gate: prompt 'a photo of sks person', seed 0: tiled_l2 0.0* <= 0.15 against "
+                                 "'face' with the LoRA, but not without it (base 0.*): the LoRA makes a copy*"])
 
 
 def test_lpips_and_clip_plumbing_with_seeded_random_backbones(demo: pytest.Pytester) -> None:

@@ -93,12 +93,10 @@ def test_a_calibration_for_another_model_is_refused(canary_project: pytest.Pytes
 
 def test_a_detector_failure_on_a_work_prompt_fails_the_item(canary_project: pytest.Pytester) -> None:
     """The rows and the item must agree: a flagged work prompt is a FAILED item, not a pass with fail rows."""
-    from PIL import Image
-    from skimage import data
+    from support import save_photo
 
     root = canary_project.path
-    (root / "works").mkdir()
-    Image.fromarray(data.coffee()).resize((64, 64)).save(root / "works" / "coffee.png")
+    save_photo("coffee", root / "works" / "coffee.png")
     (root / "memorization.toml").write_text(MANIFEST.format(threshold=", threshold = 0.0").split("[[canary]]")[0]
                                             + '[[work]]\nid = "coffee"\nimage = "works/coffee.png"\n'
                                               'prompts = ["a cup of coffee"]\n')

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from pytest_memorization.errors import BrokenOutputError, MetricFailedError
-from pytest_memorization.generation import MemorizationModel, check_images
-from pytest_memorization.loading import ModelSource, load
 from pytest_memorization.metrics.base import Metric
+from pytest_memorization.metrics.matrix import score_matrices
+from pytest_memorization.model.generation import MemorizationModel, check_images
+from pytest_memorization.model.loading import ModelSource, load
 from pytest_memorization.records import Work
-from pytest_memorization.scoring import score_matrices
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 torch = pytest.importorskip("torch")
 
-from pytest_memorization.__main__ import main  # noqa: E402
+from pytest_memorization.cli.main import main  # noqa: E402
 from pytest_memorization.errors import MemorizationConfigError  # noqa: E402
-from pytest_memorization.index import EmbeddingIndex, add_embeddings, build_index  # noqa: E402
+from pytest_memorization.metrics.index import EmbeddingIndex, add_embeddings, build_index  # noqa: E402
 
 TINY_CLIP_JSON = Path(__file__).parent / "metrics" / "tiny-clip-test.json"
 # skimage.data: astronaut (NASA, public domain), coffee, chelsea (CC0), rocket (NASA), camera (BSD)
@@ -35,19 +35,15 @@ def _clip(seed: int = 0):
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Real photographs at mixed sizes (so the builder batches per size), as PNG files."""
-    import numpy as np
     from PIL import Image
-    from skimage import data
+    from support import photo_array
 
     d = tmp_path_factory.mktemp("catalogue")
     out = {}
     for i, name in enumerate(PHOTOS):
-        im = getattr(data, name)()
-        if im.ndim == 2:
-            im = np.stack([im] * 3, -1)
         size = (96, 80) if i % 2 else (80, 80)
         out[name] = d / f"{name}.png"
-        Image.fromarray(im[..., :3]).resize(size, Image.BICUBIC).save(out[name])
+        Image.fromarray(photo_array(name)).resize(size, Image.BICUBIC).save(out[name])
     return out
 
 

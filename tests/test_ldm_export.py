@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from pytest_memorization.errors import CheckpointError
-from pytest_memorization.ldm_export import (
+from pytest_memorization.testing import build_tiny_pipeline, tiny_components
+from pytest_memorization.testing.ldm_export import (
     TEXT_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
@@ -24,7 +25,6 @@ from pytest_memorization.ldm_export import (
     vae_to_ldm,
     verify_ldm_state_dict,
 )
-from pytest_memorization.testing import build_tiny_pipeline, tiny_components
 
 FROM_SINGLE_FILE_KW: dict[str, Any] = dict(
     local_files_only=True, safety_checker=None, requires_safety_checker=False

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pytest_memorization.errors import CheckpointError
-from pytest_memorization.generation import MemorizationModel
-from pytest_memorization.loading import ModelSource, load, resolve_device, resolve_dtype
+from pytest_memorization.model.generation import MemorizationModel
+from pytest_memorization.model.loading import ModelSource, load, resolve_device, resolve_dtype
 
 
 def _model(source: ModelSource) -> MemorizationModel:
@@ -74,7 +74,7 @@ def test_single_file_needs_a_config_folder(tmp_path: Path) -> None:
 
 def test_single_file_loads_offline_with_a_local_config(tiny_pipeline: Path, tiny_model: MemorizationModel,
                                                        tmp_path: Path) -> None:
-    from pytest_memorization.ldm_export import save_single_file
+    from pytest_memorization.testing.ldm_export import save_single_file
 
     f = save_single_file(tiny_pipeline, tmp_path / "tiny.safetensors")
     model = _model(ModelSource(str(f), config=str(tiny_pipeline)))

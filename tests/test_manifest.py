@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pytest_memorization.errors import ManifestError
-from pytest_memorization.manifest import MAX_PARAPHRASES, load_manifest, project_root
+from pytest_memorization.manifest.load import MAX_PARAPHRASES, load_manifest, project_root
 
 DELETE = object()
 

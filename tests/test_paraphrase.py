@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pytest_memorization.paraphrase import MAX_PARAPHRASES, paraphrases
+from pytest_memorization.manifest.paraphrase import MAX_PARAPHRASES, paraphrases
 
 PROMPTS = [
     "portrait of an astronaut in a white suit",
@@ -53,7 +53,7 @@ def test_first_three_use_each_kind_of_perturbation() -> None:
 
 
 def test_stable_across_hash_seeds() -> None:
-    code = ("import json, sys; from pytest_memorization.paraphrase import paraphrases; "
+    code = ("import json, sys; from pytest_memorization.manifest.paraphrase import paraphrases; "
             "print(json.dumps([paraphrases(p, 6) for p in json.loads(sys.argv[1])]))")
     here = [paraphrases(p, 6) for p in PROMPTS]
     for hash_seed in ("1", "12345"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_memorization import options
+from pytest_memorization.config import options
 
 MARKED_TEST = """
     import pytest

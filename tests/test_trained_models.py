@@ -2,7 +2,7 @@
 (same architecture, VAE and text encoder, trained on other images) does not, and a LoRA trained
 on one face brings that face back, which the same LoRA at scale 0 does not.
 
-The models are built by ``pytest_memorization.demo_models.build_all`` into fixtures/models
+The models are built by ``demo.models.build_all`` into fixtures/models
 (cached by a hash of the build code and parameters; the first build takes a few CPU minutes,
 later runs load the cache). Scores are the project's ``tiled_l2`` metric with ``align=False``:
 Carlini et al.'s tiled L2 exactly (worst of 4 x 4 tiles' RMS, pixels in [0, 1], copy <= 0.15).
@@ -31,7 +31,7 @@ def _tiled_l2(images: Any, refs: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def works() -> Any:
-    from pytest_memorization.demo_models import load_works
+    from demo.models import load_works
 
     return load_works(ROOT / "fixtures" / "works")
 
@@ -46,7 +46,7 @@ def _pipe(path: Path) -> Any:
 
 def _scores(pipe: Any, prompts: list[str], refs: Any, **kwargs: Any) -> Any:
     """(prompts, seeds, refs) tiled L2 of each generation against each reference."""
-    from pytest_memorization.demo_models import generate
+    from demo.models import generate
 
     images = generate(pipe, prompts, SEEDS, **kwargs)
     return _tiled_l2(images, refs).reshape(len(prompts), len(SEEDS), len(refs))
@@ -82,7 +82,7 @@ def test_lora_brings_back_the_face_and_scale_zero_does_not(demo_models: dict[str
 def test_cached_build_is_reused(demo_models: dict[str, Path]) -> None:
     import time
 
-    from pytest_memorization.demo_models import build_all
+    from demo.models import build_all
 
     stamps = {n: (p / "build_stamp.json").read_text() for n, p in demo_models.items()}
     t0 = time.perf_counter()
@@ -92,7 +92,7 @@ def test_cached_build_is_reused(demo_models: dict[str, Path]) -> None:
 
 
 def test_stamp_changes_with_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_memorization import demo_models as dm
+    from demo import models as dm
 
     works_dir = ROOT / "fixtures" / "works"
     before = dm._stamp("memorizer", works_dir, {})
@@ -104,8 +104,8 @@ def test_training_is_deterministic(works: Any) -> None:
     """Same seed, same data -> the same weights and the same generations (a short run)."""
     import torch
 
-    from pytest_memorization import training
-    from pytest_memorization.demo_models import generate
+    from demo import training
+    from demo.models import generate
     from pytest_memorization.testing import pipeline_from_components, tiny_components
 
     def run() -> tuple[Any, list[float]]:

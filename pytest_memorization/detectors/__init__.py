@@ -19,7 +19,6 @@ from .seed_diversity import (
     SeedDiversity,
     seed_diversity,
     seed_diversity_check,
-    tiled_l2_matrix,
 )
 from .trigger_tokens import token_significance, trigger_tokens
 
@@ -38,7 +37,6 @@ __all__ = [
     "save_calibration",
     "seed_diversity",
     "seed_diversity_check",
-    "tiled_l2_matrix",
     "token_significance",
     "trigger_tokens",
 ]

@@ -193,7 +193,7 @@ def calibrate(
 
 def save_calibration(path: str | os.PathLike[str], cal: Calibration) -> Path:
     """Write ``cal`` as JSON atomically (a temporary file in the same folder, then ``os.replace``)."""
-    from .._atomic import atomic_write_text
+    from .._io import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, json.dumps(cal.to_json(), indent=2, sort_keys=True) + "\n")

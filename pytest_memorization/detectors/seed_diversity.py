@@ -18,32 +18,9 @@ from typing import Any
 
 from ..errors import MemorizationConfigError
 
-__all__ = ["seed_diversity", "seed_diversity_check", "tiled_l2_matrix", "SeedDiversity", "CARLINI_THRESHOLD"]
+__all__ = ["seed_diversity", "seed_diversity_check", "SeedDiversity", "CARLINI_THRESHOLD"]
 
 CARLINI_THRESHOLD = 0.15  # tiled L2 at or below which Carlini et al. call two images the same
-
-
-def tiled_l2_matrix(a: Any, b: Any, *, grid: int = 4) -> Any:
-    """(N, M) tiled L2: split each image into ``grid`` x ``grid`` tiles; the worst tile's RMS difference.
-
-    Pixels in [0, 1], so the result is in [0, 1]. ``a`` and ``b`` must have the same size.
-    """
-    import torch
-
-    if a.shape[1:] != b.shape[1:]:
-        raise MemorizationConfigError(f"tiled L2: image sizes differ, {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-    h, w = a.shape[-2:]
-    rows = torch.arange(h).tensor_split(grid)
-    cols = torch.arange(w).tensor_split(grid)
-    worst = torch.zeros(len(a), len(b))
-    a, b = a.float(), b.float()
-    for r in rows:
-        for c in cols:
-            ta = a[:, :, r[0] : r[-1] + 1, c[0] : c[-1] + 1].flatten(1)
-            tb = b[:, :, r[0] : r[-1] + 1, c[0] : c[-1] + 1].flatten(1)
-            rms = (torch.cdist(ta, tb) ** 2 / ta.shape[1]).clamp_min(0).sqrt()
-            worst = torch.maximum(worst, rms.cpu())
-    return worst
 
 
 def _pairwise(images: Any, metric: Any) -> tuple[Any, str]:
@@ -52,18 +29,9 @@ def _pairwise(images: Any, metric: Any) -> tuple[Any, str]:
 
     with torch.no_grad():
         if isinstance(metric, str):
-            try:
-                from ..metrics import get_metric  # the metrics package, when it provides one
-            except ImportError:
-                get_metric = None
-            if get_metric is not None:
-                metric = get_metric(metric, align=False)
-            elif metric == "tiled_l2":
-                return tiled_l2_matrix(images, images), "distance"
-            else:
-                raise MemorizationConfigError(
-                    f"seed diversity: metric '{metric}' is not available here; use 'tiled_l2' or pass a Metric"
-                )
+            from ..metrics import get_metric
+
+            metric = get_metric(metric, **({"align": False} if metric in ("tiled_l2", "ssim") else {}))
         if hasattr(metric, "score") and hasattr(metric, "direction"):
             return metric.score(images, images), str(metric.direction)
         if callable(metric):

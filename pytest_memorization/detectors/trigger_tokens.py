@@ -111,9 +111,7 @@ def token_significance(
 
 def _decode(pieces: str) -> str:
     """CLIP BPE pieces -> text: ``</w>`` marks a word end; other characters map back to bytes."""
-    from ..testing import _bytes_to_unicode
-
-    inverse = {c: b for b, c in _bytes_to_unicode().items()}
+    inverse = {c: b for b, c in bytes_to_unicode().items()}
     text = pieces.replace("</w>", " ")
     raw = bytes(inverse.get(ch, ord(" ")) if ch != " " else 32 for ch in text)
     return raw.decode("utf-8", errors="replace").strip()
@@ -174,3 +172,17 @@ def trigger_tokens(
         best[word] = max(best.get(word, 0.0), share)
     ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)
     return ranked[: max(0, top)]
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """The reversible byte -> printable character map that CLIP's BPE is built on."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))

@@ -28,6 +28,11 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "sscd": ("sscd", "SSCDMetric"),
 }
 METRIC_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+# Each built-in metric's direction, readable without importing its module (reports, baselines, xdist
+# controllers). A test checks it against the classes' own ``direction``.
+KNOWN_DIRECTIONS: dict[str, str] = {
+    "tiled_l2": "distance", "ssim": "similarity", "lpips": "distance", "clip": "similarity", "sscd": "similarity",
+}
 WEIGHT_FREE: tuple[str, ...] = ("tiled_l2", "ssim")
 
 
@@ -65,4 +70,4 @@ def get_metric(name: str, **options: Any) -> Metric:
     return cls(**options)
 
 
-__all__ = ["METRIC_NAMES", "WEIGHT_FREE", "get_metric", "metric_class", "metric_options"]
+__all__ = ["KNOWN_DIRECTIONS", "METRIC_NAMES", "WEIGHT_FREE", "get_metric", "metric_class", "metric_options"]

@@ -5,28 +5,12 @@ Imported only once scoring starts (imports torch lazily inside functions all the
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
+from .._io import sha256_file  # noqa: F401  (the metrics hash their weights files with it)
 from ..errors import MemorizationConfigError, MetricFailedError
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, memoised per (path, size, mtime) so big weights are hashed once a process."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
 
 
 def as_images(x: Any, metric: str, *, min_size: int = 1, device: str = "cpu") -> Any:

@@ -66,7 +66,7 @@ class ReferenceCache:
             "kind": "list" if isinstance(feats, (list, tuple)) else "tensor",
             "count": str(len(items)),
         }
-        from .._atomic import atomic_path
+        from .._io import atomic_path
 
         with atomic_path(p) as tmp:
             save_file(tensors, str(tmp), metadata=meta)

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..options import REPORT_WORKS_MODES
+from ..config.options import REPORT_WORKS_MODES
 from .schema import ReportError
 
 THUMBNAIL_PX = 48  # long side of a thumbnail; too small to stand in for the work, enough to recognise it
@@ -65,7 +65,7 @@ def _to_hwc_uint8(image: Any, what: str) -> Any:
 
 
 def _atomic_save(pil_image: Any, path: Path) -> None:
-    from .._atomic import atomic_path
+    from .._io import atomic_path
 
     with atomic_path(path) as tmp:
         pil_image.save(tmp, format="PNG")

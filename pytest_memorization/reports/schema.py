@@ -11,23 +11,13 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ..errors import MemorizationConfigError
+from ..metrics import KNOWN_DIRECTIONS  # noqa: F401  (re-exported for report readers)
+from ..records import SEVERITY, VERDICTS  # noqa: F401  (the one severity order)
 
 SCHEMA_VERSION = 1
-VERDICTS: tuple[str, ...] = ("error", "fail", "warn", "pass")  # most severe first
-SEVERITY: dict[str, int] = {v: i for i, v in enumerate(VERDICTS)}
 REQUIRED_KEYS = ("item", "prompt", "seed", "verdict")
 RESERVED_TOP_KEYS = ("schema_version", "complete", "generated_by", "run", "summary", "results")
 
-# Direction of the project's metrics; ``run["metric_directions"]`` (or a result's
-# ``directions``) overrides and extends it for custom metrics.
-KNOWN_DIRECTIONS: dict[str, str] = {
-    "lpips": "distance",
-    "tiled_l2": "distance",
-    "l2": "distance",
-    "clip": "similarity",
-    "sscd": "similarity",
-    "ssim": "similarity",
-}
 
 
 class ReportError(MemorizationConfigError):

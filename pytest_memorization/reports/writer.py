@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._atomic import atomic_write_text
+from .._io import atomic_write_text
 from .schema import (
     RESERVED_TOP_KEYS,
     SCHEMA_VERSION,

@@ -49,14 +49,11 @@ class Trained:
     gen: dict[str, Any]
 
 
-def _photo(fn: Any) -> Any:
-    import numpy as np
+def _photo(name: str) -> Any:
     import torch
+    from support import photo_array
 
-    a = np.asarray(fn())
-    if a.ndim == 2:
-        a = np.stack([a] * 3, axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1).float() / 255
+    return torch.from_numpy(photo_array(name)).permute(2, 0, 1).float() / 255
 
 
 def _resize(t: Any) -> Any:
@@ -67,12 +64,11 @@ def _resize(t: Any) -> Any:
 
 def training_set() -> tuple[Any, list[str], list[str]]:
     import torch
-    from skimage import data
 
     from pytest_memorization.detectors import ordinary_prompts
 
-    sources = [_photo(f) for f in (data.astronaut, data.chelsea, data.coffee, data.rocket, data.hubble_deep_field,
-                                   data.immunohistochemistry, data.retina, data.camera, data.page, data.coins)]
+    sources = [_photo(n) for n in ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+                                   "immunohistochemistry", "retina", "camera", "page", "coins")]
     memorized = torch.stack([_resize(s) for s in sources[:4]])
     g = torch.Generator().manual_seed(0)
 
@@ -105,9 +101,9 @@ def tiny_pipe() -> Any:
 def memorized_pipe() -> Trained:
     import time
 
+    from demo.training import encode_latents, train_text_to_image
     from pytest_memorization.detectors import ordinary_prompts
     from pytest_memorization.testing import pipeline_from_components, tiny_components
-    from pytest_memorization.training import encode_latents, train_text_to_image
 
     images, captions, trained_ordinary = training_set()
     pipe = pipeline_from_components(tiny_components(seed=0))

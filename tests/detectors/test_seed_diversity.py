@@ -9,7 +9,6 @@ from pytest_memorization.detectors import (
     CARLINI_THRESHOLD,
     seed_diversity,
     seed_diversity_check,
-    tiled_l2_matrix,
 )
 from pytest_memorization.errors import MemorizationConfigError
 
@@ -19,6 +18,9 @@ def _diverse(n: int = 4, size: int = 32) -> torch.Tensor:
 
 
 def test_tiled_l2_is_the_worst_tile_rms():
+    from pytest_memorization.metrics import get_metric
+
+    tiled_l2_matrix = get_metric("tiled_l2", align=False).score  # the one tiled L2, as seed diversity uses it
     a = torch.zeros(1, 3, 32, 32)
     b = a.clone()
     b[:, :, :8, :8] = 0.5  # one of the 16 tiles differs by 0.5 everywhere

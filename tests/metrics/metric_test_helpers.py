@@ -13,15 +13,11 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "motorcycle_left
 
 def load_photo(name: str, size: int = 64, pad: int = 4):
     """A square centre crop resized to size + 2*pad px (3, S, S) in [0, 1]; callers crop ``size``."""
-    import numpy as np
     import torch
     import torch.nn.functional as F
-    from skimage import data
+    from support import photo_array
 
-    im = data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(data, name)()
-    if im.ndim == 2:
-        im = np.stack([im] * 3, -1)
-    t = torch.from_numpy(np.ascontiguousarray(im[..., :3])).permute(2, 0, 1).float() / 255
+    t = torch.from_numpy(photo_array(name)).permute(2, 0, 1).float() / 255
     s = min(t.shape[1:])
     top, left = (t.shape[1] - s) // 2, (t.shape[2] - s) // 2
     t = t[:, top : top + s, left : left + s]

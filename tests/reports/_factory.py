@@ -15,13 +15,9 @@ MALICIOUS = '</script><script>document.title="pwned"</script><img src="x.png" on
 
 
 def photo(name: str, px: int = 64) -> Any:
-    import numpy as np
-    import torch
-    from skimage import data
+    from support import photo as support_photo
 
-    a = getattr(data, name)()
-    t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float().div(255)[None]
-    return torch.nn.functional.interpolate(t, size=(px, px), mode="area")[0]
+    return support_photo(name, px)
 
 
 def _near(img: Any, sigma: float, seed: int) -> Any:

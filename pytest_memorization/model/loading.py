@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .._io import atomic_write_text, sha256_file
+from ..errors import CheckpointError
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
@@ -116,19 +117,12 @@ def _sha256(path: Path) -> str:
         memo = {}
     if isinstance(memo, dict) and isinstance(memo.get(key), str):
         return memo[key]
-    h = hashlib.sha256()
-    with open(real, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_file(real)
     if st.st_size >= 1 << 24:  # only big files are worth remembering
         try:
             memo = memo if isinstance(memo, dict) else {}
             memo[key] = digest
-            memo_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(memo))
-            os.replace(tmp, memo_path)
+            atomic_write_text(memo_path, json.dumps(memo))
         except OSError:
             pass  # a read-only home is fine: the hash is just recomputed next time
     return digest

@@ -13,15 +13,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import MemorizationConfigError, MemorizationError
-from .records import Generation, ImageResult, Work
-from .session import DEFAULT_METRICS, active, attach, current_item
+from ..config.settings import DEFAULT_METRICS
+from ..errors import MemorizationConfigError, MemorizationError
+from ..records import Generation, ImageResult, Work
+from .state import active, attach, current_item
 
 
 def as_works(works: Any) -> list[Work]:
     """Works as ``Work`` objects from a mapping id -> (path | PIL | array | tensor), or a sequence
     of paths (id = file stem) or ``Work`` objects."""
-    from .images import from_any, sha256_file
+    from ..images import from_any, sha256_file
 
     items: list[tuple[str, Any]]
     if isinstance(works, Mapping):
@@ -72,7 +73,7 @@ def _metric(name: str) -> Any:
     session = active()
     if session is not None:
         return session.metric(name)
-    from .metrics import get_metric
+    from ..metrics import get_metric
 
     return get_metric(name)
 
@@ -81,9 +82,10 @@ def evaluate(images: Any, works: Any, *, thresholds: Mapping[str, float] | None 
              warn: Mapping[str, float] | None = None, metrics: Sequence[str] | None = None,
              prompts: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[ImageResult]:
     """Score and judge without raising: one ``ImageResult`` per image."""
-    from .generation import check_images
-    from .scoring import score_matrices
-    from .verdicts import rules_for
+    from ..judging.thresholds import rules_for, score_rows
+    from ..judging.verdict import decide
+    from ..metrics.matrix import score_matrices
+    from ..model.generation import check_images
 
     if isinstance(images, Generation):
         prompts, seeds, images = images.prompts, images.seeds, images.images
@@ -100,12 +102,11 @@ def evaluate(images: Any, works: Any, *, thresholds: Mapping[str, float] | None 
     work_list = as_works(works)
     scores = score_matrices(chosen, images, work_list)
     item = current_item()
-    from .verdicts import judge
-
-    results = judge(item.nodeid if item is not None else "<python>", prompts, seeds, scores, work_list,
+    results = score_rows(item.nodeid if item is not None else "<python>", prompts, seeds, scores, work_list,
                     rules_for(chosen, t, {**w0, **(warn or {})}, band))
     for r, img in zip(results, images):
         r.pixels = img
+    decide(results)
     attach(item, results)
     return results
 
@@ -115,7 +116,7 @@ def assert_not_memorized(images: Any, works: Any, *, thresholds: Mapping[str, fl
                          prompts: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[ImageResult]:
     """Fail (``MemorizationError``, an ``AssertionError``) when any image copies any work."""
     __tracebackhide__ = True
-    from .verdicts import failure_message
+    from ..judging.verdict import decide
 
     results = evaluate(images, works, thresholds=thresholds, warn=warn, metrics=metrics, prompts=prompts, seeds=seeds)
     for r in results:
@@ -123,13 +124,13 @@ def assert_not_memorized(images: Any, works: Any, *, thresholds: Mapping[str, fl
             warnings.warn(f"memorization warn band: prompt {r.prompt!r}, seed {r.seed}, work '{r.work}': "
                           + "; ".join(r.reasons), UserWarning, stacklevel=2)
     if any(r.verdict == "fail" for r in results):
-        raise MemorizationError(failure_message(results))
+        raise MemorizationError("\n".join(decide(results)))
     return results
 
 
 def nearest_works(images: Any, works: Any, *, k: int = 3, metric: str = "tiled_l2") -> list[list[tuple[str, float]]]:
     """For each image, the ``k`` closest works under ``metric`` with their scores, closest first."""
-    from .scoring import score_matrices
+    from ..metrics.matrix import score_matrices
 
     if isinstance(images, Generation):
         images = images.images
@@ -152,7 +153,7 @@ def assert_not_memorized_prompt(model: Any, prompts: Sequence[str] | str, seeds:
     means = d.mean(dim=1)
     bad = [(p, float(v)) for p, v in zip(prompts, means) if float(v) >= threshold]
     if bad:
-        from .detectors.trigger_tokens import trigger_tokens
+        from ..detectors.trigger_tokens import trigger_tokens
 
         lines = [f"noise magnitude reaches the threshold {threshold:g} for {len(bad)} prompt(s):"]
         for p, v in bad:

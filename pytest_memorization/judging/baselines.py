@@ -15,9 +15,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ._atomic import atomic_write_json
-from .errors import BaselineError
-from .metrics.base import worsening
+from .._io import atomic_write_json
+from ..errors import BaselineError
+from ..metrics import KNOWN_DIRECTIONS
+from ..metrics.base import worsening
+from ..records import Finding, Outcome
 
 SCHEMA = 1
 FINGERPRINT_KEYS = ("model_hash", "lora_hash", "lora_scale", "device", "dtype", "steps", "guidance_scale",
@@ -64,8 +66,6 @@ def load_baseline(path: Path) -> dict[str, Any]:
 def directions_of(state: Any) -> dict[str, str]:
     """Metric -> 'distance' | 'similarity': the metrics built in this process, else those carried from
     xdist workers (``state.metric_directions``), else the known built-in metrics."""
-    from .reports.schema import KNOWN_DIRECTIONS
-
     return {**KNOWN_DIRECTIONS, **state.metric_directions, **{m.name: m.direction for m in state.metrics.values()}}
 
 
@@ -80,14 +80,14 @@ def save_baseline(path: Path, state: Any, run: dict[str, Any], *, update: bool =
 def _baseline(state: Any) -> dict[str, Any] | None:
     if not state.settings.compare:
         return None
-    if not hasattr(state, "_baseline"):
-        state._baseline = load_baseline(state.settings.path("compare"))
-        state._baseline_checked = False
-    return state._baseline
+    if state.baseline is None:
+        state.baseline = load_baseline(state.settings.path("compare"))
+    return state.baseline
 
 
-def compare_item(state: Any, nodeid: str, outcome: Any) -> None:
-    """Compare one item with the baseline; append failure lines to ``outcome.failures``."""
+def compare_item(state: Any, nodeid: str, outcome: Outcome) -> None:
+    """Compare one item with the baseline: add ``baseline.*`` findings to the image rows with the
+    worsened score, or to the whole item when its entry is missing."""
     base = _baseline(state)
     if base is None:
         return
@@ -98,11 +98,10 @@ def compare_item(state: Any, nodeid: str, outcome: Any) -> None:
     mine = worst_scores(rows, directions_of(state)).get(nodeid, {})
     old = base["entries"].get(nodeid)
     if old is None:
-        outcome.failures.append(
+        outcome.findings.append(Finding(
+            "baseline.missing", "fail",
             f"no baseline entry for {nodeid} in {state.settings.compare}. Add it on purpose with "
-            "--memorization-compare <file> --memorization-update-baseline (entries are never created silently)")
-        for r in outcome.results:
-            r.verdict, r.reasons = "fail", [*r.reasons, "no baseline entry"]
+            "--memorization-compare <file> --memorization-update-baseline (entries are never created silently)"))
         return
     tolerances = state.settings.compare_fail or default_tolerances(outcome.results)
     dirs = directions_of(state)
@@ -111,13 +110,13 @@ def compare_item(state: Any, nodeid: str, outcome: Any) -> None:
             continue
         delta = worsening(old[metric], mine[metric], dirs.get(metric, "similarity"))
         if delta > tol:
-            msg = (f"baseline: {metric} worsened from {old[metric]:.4f} to {mine[metric]:.4f} "
-                   f"(change {delta:+.4f}, tolerance {tol:g}) vs {state.settings.compare}")
-            outcome.failures.append(msg)
+            found = Finding("baseline.worsened", "fail",
+                            f"baseline: {metric} worsened from {old[metric]:.4f} to {mine[metric]:.4f} "
+                            f"(change {delta:+.4f}, tolerance {tol:g}) vs {state.settings.compare}",
+                            metric=metric, value=mine[metric])
             for r in outcome.results:
                 if r.scores.get(metric) == mine[metric] or r.detectors.get(metric, {}).get("score") == mine[metric]:
-                    r.verdict = "fail"
-                    r.reasons.append(msg)
+                    r.findings.append(found)
 
 
 def default_tolerances(results: list[Any]) -> dict[str, float]:
@@ -131,21 +130,21 @@ def default_tolerances(results: list[Any]) -> dict[str, float]:
 
 def _check_fingerprint(state: Any, base: dict[str, Any]) -> None:
     """Raise on a metric version change (for EVERY item, not only the first); warn once on other changes."""
-    if getattr(state, "_baseline_error", None):
-        raise BaselineError(state._baseline_error)
-    if state._baseline_checked or not state.runs:
+    if state.baseline_error:
+        raise BaselineError(state.baseline_error)
+    if state.baseline_checked or not state.runs:
         return
-    state._baseline_checked = True
+    state.baseline_checked = True
     now = fingerprint(state.run_info())
     old = base.get("fingerprint", {})
     for metric, version in now["metrics"].items():
         was = old.get("metrics", {}).get(metric)
         if was is not None and was != version and not state.settings.update_baseline:
-            state._baseline_error = (
+            state.baseline_error = (
                 f"baseline {state.settings.compare}: metric '{metric}' changed version ({was} -> {version}); "
                 "its scores are not comparable. Recreate the baseline with --memorization-save, or rewrite "
                 "it with --memorization-update-baseline")
-            raise BaselineError(state._baseline_error)
+            raise BaselineError(state.baseline_error)
     diffs = [f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in FINGERPRINT_KEYS if old.get(k) != now.get(k)]
     if diffs:
         warnings.warn(f"baseline {state.settings.compare} was made under different conditions: "

@@ -11,15 +11,15 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import MemorizationConfigError, MetricFailedError
-from .records import Work
+from ..errors import MemorizationConfigError, MetricFailedError
+from ..records import Work
 
 
 def fit_works(works: Sequence[Work], height: int, width: int) -> Any:
     """Stack the works at the generation size (resize policy: ``images.fit_to``)."""
     import torch
 
-    from .images import fit_to
+    from ..images import fit_to
 
     return torch.stack([fit_to(w.image, height, width) for w in works])
 

@@ -1,4 +1,5 @@
-"""Atomic writes: a temporary file in the same folder, fsync, then ``os.replace``.
+"""Files: atomic writes (a temporary file in the same folder, fsync, then ``os.replace``) and
+memoised sha256 of files.
 
 Readers (and an interrupted run) never see half a report, baseline, calibration or cache entry.
 """
@@ -6,6 +7,7 @@ Readers (and an interrupted run) never see half a report, baseline, calibration 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -39,3 +41,20 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file (links followed), memoised per (real path, size, mtime) within a process."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]

@@ -1,4 +1,5 @@
-"""The manifest's ``[detectors]`` table applied to items: reference-free memorization checks.
+"""The manifest's ``[detectors]`` table run on an item's prompt: scores only; the rules that
+turn them into findings live in ``judging.detectors``.
 
 - ``noise_magnitude`` (Wen et al., ICLR 2024): gates when the mean over seeds of d reaches
   the threshold. The threshold is the one written in the manifest (reported as
@@ -12,24 +13,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import MemorizationConfigError
-from .records import ImageResult
-
-SEED_DIVERSITY_DEFAULT = 0.15  # Carlini et al.'s tiled-L2 copy threshold, applied between seeds
+from ..errors import MemorizationConfigError
+from ..judging.detectors import SEED_DIVERSITY_DEFAULT, noise_magnitude_finding, seed_diversity_finding
+from ..records import Finding, ImageResult
 
 
 def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any) -> tuple[float, bool]:
     """(threshold, calibrated). A calibration applies only to the model and settings it was made with."""
     if cfg.get("threshold") is not None:
         return float(cfg["threshold"]), False
-    from .detectors.calibration import load_calibration
+    from ..detectors.calibration import load_calibration
 
     path = session.settings.path("calibration")
     if path is None or not path.is_file():
         raise MemorizationConfigError(
             f"noise_magnitude has no threshold: no calibration file at {path}. Calibrate this model with "
             "`pytest --memorization --memorization-calibrate`, or write an explicit threshold in the manifest "
-            "([detectors] noise_magnitude = {{ threshold = 3.2 }}), which the report marks as uncalibrated")
+            "([detectors] noise_magnitude = { threshold = 3.2 }), which the report marks as uncalibrated")
     cal = load_calibration(path, fingerprint=model.fingerprint)
     g = plan.gen
     cal.check_compatible(steps=int(cfg.get("steps", 1)), settings={
@@ -38,8 +38,10 @@ def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any) ->
 
 
 def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: list[str],
-                  results: list[ImageResult], images: Any) -> list[str]:
-    failures: list[str] = []
+                  results: list[ImageResult], images: Any) -> list[Finding]:
+    """Run the manifest's detectors for one prompt; record their scores on the rows; return the
+    item-level findings (judged by ``judging.detectors``)."""
+    findings: list[Finding] = []
     cfg = manifest.detectors
     g = plan.gen
     if "noise_magnitude" in cfg:
@@ -50,53 +52,39 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
                                   height=g.height, width=g.width)
         mean = float(d[0].mean())
         entry: dict[str, Any] = {"score": mean, "threshold": threshold, "calibrated": calibrated, "steps": steps}
-        if mean >= threshold:
-            from .detectors.trigger_tokens import trigger_tokens
+        found = noise_magnitude_finding(prompts[0], mean, threshold, calibrated)
+        if found is not None and found.severity == "fail":
+            from ..detectors.trigger_tokens import trigger_tokens
 
             words = [w for w, _ in trigger_tokens(model.pipe, prompts[0], plan.seeds[:1], steps=steps,
                                                    guidance_scale=max(g.guidance_scale, 1.01),
                                                    height=g.height, width=g.width)]
             entry["trigger_tokens"] = words
-            label = "calibrated" if calibrated else "uncalibrated, written in the manifest"
-            msg = (f"noise magnitude {mean:.4f} >= {threshold:.4f} ({label}) for prompt {prompts[0]!r}; "
-                   f"memorization driven by: {', '.join(repr(w) for w in words)}")
-            failures.append(msg)
+            found = noise_magnitude_finding(prompts[0], mean, threshold, calibrated, words)
+        if found is not None:
+            findings.append(found)
         for r, score in zip(results, d[0].tolist()):
             r.detectors["noise_magnitude"] = {**entry, "seed_score": float(score)}
-            if mean >= threshold:
-                r.verdict = "fail"
-                r.reasons.append(failures[-1])
     if "seed_diversity" in cfg and images is not None and len(images) > 1:
-        from .detectors.seed_diversity import seed_diversity
+        from ..detectors.seed_diversity import seed_diversity
 
         c = cfg["seed_diversity"]
         threshold = float(c.get("threshold", SEED_DIVERSITY_DEFAULT))
         score = float(seed_diversity(images))
         gate = bool(c.get("gate", False))
-        flagged = score <= threshold
+        found = seed_diversity_finding(prompts[0], score, threshold, len(images), gate)
         for r in results:
             r.detectors["seed_diversity"] = {"score": score, "threshold": threshold, "gate": gate,
-                                             "flagged": flagged}
-        if flagged:
-            msg = (f"seed diversity: generations for {prompts[0]!r} are near-identical across {len(images)} seeds "
-                   f"(closest pair tiled L2 {score:.4f} <= {threshold:g})")
-            if gate:
-                failures.append(msg)
-                for r in results:
-                    r.verdict = "fail"
-                    r.reasons.append(msg)
-            else:
-                for r in results:
-                    if r.verdict == "pass":
-                        r.verdict = "warn"
-                    r.reasons.append(msg + " (not gating: set gate = true to fail on it)")
-    return failures
+                                             "flagged": found is not None}
+        if found is not None:
+            findings.append(found)
+    return findings
 
 
 def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
     """``--memorization-calibrate``: score ordinary prompts, store the threshold with the model fingerprint."""
-    from .checks import Outcome
-    from .detectors.calibration import calibrate, ordinary_prompts, save_calibration
+    from ..detectors.calibration import calibrate, ordinary_prompts, save_calibration
+    from ..records import Outcome
 
     model = session.model(plan.source)
     session.record_run(model, {})

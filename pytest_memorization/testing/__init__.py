@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..detectors.trigger_tokens import bytes_to_unicode
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __all__ = [
@@ -67,20 +69,6 @@ TINY_TEXT: dict[str, Any] = dict(
 )
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """The reversible byte -> printable character map that CLIP's BPE is built on."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 @functools.lru_cache(maxsize=1)
 def _clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     spec = importlib.util.find_spec("open_clip")
@@ -89,7 +77,7 @@ def _clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
     lines = gzip.open(path).read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     return {tok: i for i, tok in enumerate(vocab)}, merges  # type: ignore[return-value]

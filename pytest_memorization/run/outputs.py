@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from .baselines import directions_of
-from .session import RESULTS_KEY, MemorizationSession
+from ..judging.baselines import directions_of
+from .session import MemorizationSession
+from .state import RESULTS_KEY
 
 
 def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.TestReport) -> None:
@@ -41,10 +42,10 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
     report_dir = session.settings.path("report")
     if report_dir is None:
         return
-    from .reports.pngs import generated_png_path, save_image, write_work_images
+    from ..reports.pngs import generated_png_path, save_image, write_work_images
 
-    plan = getattr(getattr(item, "parent", None), "_plan", None)
-    work_tensors = {w.id: w.image for w in (plan.works if plan is not None else [])}
+    works = item.works() if hasattr(item, "works") else []  # manifest items: the plan's loaded works
+    work_tensors = {w.id: w.image for w in works}
     written = session.works_written
     todo = {k: v for k, v in work_tensors.items() if k not in written}
     if todo:
@@ -65,7 +66,7 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
 
 def finish_session(state: MemorizationSession, session: pytest.Session, exitstatus: int) -> None:
     """Write the run's outputs once (controller only). Fail closed when nothing was checked."""
-    from .baselines import save_baseline, stale_entries
+    from ..judging.baselines import save_baseline, stale_entries
 
     s = state.settings
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
@@ -84,13 +85,13 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     state.complete = not interrupted  # the terminal summary (printed after this) says INCOMPLETE
     report_dir = s.path("report")
     if report_dir is not None and (state.results or not interrupted):  # a run that never started writes nothing
-        from .reports.writer import write_report
+        from ..reports.writer import write_report
 
         write_report(report_dir, run, state.results, complete=not interrupted,
                      extra={"stale_baseline_entries": state.stale} if state.stale else None)
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_file and state.results:
-        from .reports.github import append_step_summary
+        from ..reports.github import append_step_summary
 
         append_step_summary(summary_file, run, state.results, report_dir, complete=not interrupted)
     if not state.checks_seen and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) \
@@ -101,9 +102,9 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
 
 
 def summary_lines(state: MemorizationSession) -> list[str]:
-    from .reports.terminal import summary_lines as lines
+    from ..reports.terminal import summary_lines as lines
 
-    complete = getattr(state, "complete", True)
+    complete = state.complete
     out = lines(state.run_info(), state.results, state.settings.path("report"), complete=complete) \
         if state.results else []
     hits = sum({r["item"]: r.get("extra", {}).get("lora_gate", {}).get("from_cache", 0)
@@ -113,7 +114,7 @@ def summary_lines(state: MemorizationSession) -> list[str]:
     retries = sum(m.oom_retries for m in state.models.values())
     if retries:
         out.append(f"out of memory {retries} time(s): the batch size was halved and the batch retried")
-    if getattr(state, "stale", None):
+    if state.stale:
         out.append(f"stale baseline entries (no item ran for them): {', '.join(state.stale)}")
     out.extend(state.notes)
     return out

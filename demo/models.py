@@ -39,8 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_memorization import demo_data
-from pytest_memorization.demo_data import FACE, WORKS, load_works, tiled_l2, write_works
+from demo import data as demo_data
+from demo.data import FACE, WORKS, load_works, tiled_l2, write_works
 
 __all__ = [
     "BUILD_PARAMS",
@@ -161,7 +161,7 @@ def _stamp(name: str, works_dir: Path, deps: dict[str, str]) -> str:
     import torch
 
     h = hashlib.sha256()
-    for mod in ("demo_models.py", "demo_data.py", "training.py"):
+    for mod in ("models.py", "data.py", "training.py"):
         h.update(_code_fingerprint(Path(__file__).parent / mod).encode())
     payload = dict(
         name=name,
@@ -252,7 +252,7 @@ def _build_all(
     from diffusers import AutoencoderKL, StableDiffusionPipeline
     from peft import get_peft_model_state_dict
 
-    from pytest_memorization import training
+    from demo import training
     from pytest_memorization.testing import pipeline_from_components
 
     out = Path(out_dir) if out_dir is not None else DEFAULT_WORKS_DIR.parent / "models"

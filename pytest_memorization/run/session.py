@@ -7,36 +7,17 @@ pytest-xdist the controller sees every worker's results exactly once.
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from .errors import MemorizationConfigError
-from .loading import ModelSource
-from .options import Settings
-from .records import ImageResult
-
-_current_item: contextvars.ContextVar[Any] = contextvars.ContextVar("memorization_item", default=None)
-_active: MemorizationSession | None = None
-
-DEFAULT_METRICS = ("tiled_l2", "ssim")
-
-
-def active() -> MemorizationSession | None:
-    """The running session, when pytest runs with ``--memorization`` (else None)."""
-    return _active
-
-
-def current_item() -> Any:
-    return _current_item.get()
+from ..config.settings import DEFAULT_METRICS, Settings
+from ..errors import MemorizationConfigError
+from ..model.loading import ModelSource
 
 
 class MemorizationSession:
     def __init__(self, settings: Settings, *, verbosity: int = 0) -> None:
-        global _active
         self.settings = settings
         self.verbosity = verbosity
         self.models: dict[ModelSource, Any] = {}
@@ -48,13 +29,12 @@ class MemorizationSession:
         self.works_written: dict[str, str | None] = {}  # work id -> its file in the report
         self.checks_seen = 0  # memorization items that reached their call phase (controller side)
         self.metric_directions: dict[str, str] = {}
+        self.stale: list[str] = []  # baseline entries no item ran for (set at session finish)
+        self.complete = True  # False when the run was interrupted
+        self.baseline: dict[str, Any] | None = None  # the loaded --memorization-compare file
+        self.baseline_checked = False
+        self.baseline_error: str | None = None
         self._cache: Any = None
-        _active = self
-
-    def close(self) -> None:
-        global _active
-        if _active is self:
-            _active = None
 
     # -- models ---------------------------------------------------------------------------
     def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
@@ -76,12 +56,12 @@ class MemorizationSession:
         if name not in s.explicit:
             return manifest_value
         p = s.path(name)
-        return str(p) if p is not None and p.exists() else s.values[name]
+        return str(p) if p is not None and p.exists() else s.raw(name)
 
     def model(self, source: ModelSource) -> Any:
         if source not in self.models:
-            from .generation import MemorizationModel
-            from .loading import load
+            from ..model.generation import MemorizationModel
+            from ..model.loading import load
 
             pipe, info = load(source)
             self.models[source] = MemorizationModel(
@@ -100,7 +80,7 @@ class MemorizationSession:
     def metric(self, name: str, **options: Any) -> Any:
         key = (name, tuple(sorted(options.items())))
         if key not in self.metrics:
-            from .metrics import get_metric
+            from ..metrics import get_metric
 
             self.metrics[key] = get_metric(name, **self.metric_options(name), **options)
             _freeze_heap()
@@ -129,7 +109,7 @@ class MemorizationSession:
     @property
     def reference_cache(self) -> Any:
         if self._cache is None:
-            from .metrics.cache import ReferenceCache
+            from ..metrics.cache import ReferenceCache
 
             self._cache = ReferenceCache(self.cache_dir / "references")
         return self._cache
@@ -187,12 +167,3 @@ def _freeze_heap() -> None:
     import gc
 
     gc.freeze()
-
-
-def attach(item: Any, results: list[ImageResult]) -> None:
-    """Attach results to the running test item (they travel with its report)."""
-    if item is not None:
-        item.stash.setdefault(RESULTS_KEY, []).extend(results)
-
-
-RESULTS_KEY = pytest.StashKey[list]()  # the ImageResult rows of the running item

@@ -11,7 +11,7 @@ import pytest
 def memorization_model(request: pytest.FixtureRequest) -> Any:
     """The model under test, loaded once per session (per xdist worker) from --memorization-model /
     ini memorization_model, with --memorization-lora if given. Skips without --memorization."""
-    from .plugin import SKIP_REASON, session_of
+    from .state import SKIP_REASON, session_of
 
     session = session_of(request.config)
     if session is None:
@@ -27,13 +27,14 @@ def memorization_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
 
     Keys: seeds, steps, guidance_scale, height, width, thresholds, warn, metrics.
     """
-    from .plugin import settings_of
-    from .session import DEFAULT_METRICS
+    from ..config.settings import DEFAULT_METRICS
+    from .state import settings_of
 
     s = settings_of(request.config)
+    g = s.generation()
     merged: dict[str, Any] = {
-        "seeds": s.seeds or [0, 1, 2, 3], "steps": s.steps or 25, "guidance_scale": 7.5,
-        "height": 512, "width": 512, "thresholds": dict(s.threshold), "warn": {},
+        "seeds": s.seeds_for(), "steps": g.steps, "guidance_scale": g.guidance_scale,
+        "height": g.height, "width": g.width, "thresholds": dict(s.threshold), "warn": {},
         "metrics": s.metrics or list(DEFAULT_METRICS),
     }
     marker = request.node.get_closest_marker("memorization")

@@ -22,7 +22,6 @@ plugin start-up; torch and numpy are imported inside the functions anyway.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -30,7 +29,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import MemorizationConfigError
+from .._io import atomic_path, atomic_write_text, sha256_file
+from ..errors import MemorizationConfigError
 
 __all__ = ["EmbeddingIndex", "IndexWriter", "add_embeddings", "build_index", "INDEX_JSON"]
 
@@ -45,18 +45,8 @@ DTYPES = ("float16", "float32")
 REBUILD = "python -m pytest_memorization index build --metric {metric} --out {dir} IMAGES..."
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(tmp, path)
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, separators=(",", ":")))
 
 
 def _normalise(x: Any) -> Any:
@@ -134,11 +124,9 @@ class IndexWriter:
         self._pending, self._pending_rows = ([rest] if len(rest) else []), len(rest)
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"chunk-{len(self.meta['chunks']):05d}.npy"
-        tmp = self.dir / f".{name}.tmp"
-        with open(tmp, "wb") as f:
+        with atomic_path(self.dir / name) as tmp, open(tmp, "wb") as f:
             np.save(f, out.numpy().astype(self.meta["dtype"]))
-        os.replace(tmp, self.dir / name)
-        self.meta["chunks"].append({"file": name, "rows": int(out.shape[0]), "sha256": _sha256(self.dir / name)})
+        self.meta["chunks"].append({"file": name, "rows": int(out.shape[0]), "sha256": sha256_file(self.dir / name)})
         self.meta["count"] += int(out.shape[0])
 
     def close(self) -> Path:
@@ -146,7 +134,7 @@ class IndexWriter:
         if self.meta["count"] == 0:
             raise MemorizationConfigError(f"{self.dir}: no embeddings were added; the index would be empty")
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_json(self.dir / INDEX_JSON, self.meta)
+        _write_json(self.dir / INDEX_JSON, self.meta)
         return self.dir
 
 
@@ -161,7 +149,7 @@ def add_embeddings(out_dir: str | os.PathLike[str], embeddings: Any, ids: Sequen
 
 def _as_metric(metric: Any) -> Any:
     if isinstance(metric, str):
-        from .metrics import get_metric
+        from . import get_metric
 
         return get_metric(metric)
     return metric
@@ -176,7 +164,7 @@ def build_index(metric: Any, images: Iterable[Any], ids: Sequence[str] | None, o
     Returns ``out_dir``."""
     import torch
 
-    from .images import fit_to, load_image
+    from ..images import fit_to, load_image
 
     m = _as_metric(metric)
     w = IndexWriter(out_dir, metric=m.name, version=m.version, dtype=dtype, chunk_rows=chunk_rows)
@@ -205,7 +193,7 @@ def build_index(metric: Any, images: Iterable[Any], ids: Sequence[str] | None, o
     for n, src in enumerate(images, 1):
         if isinstance(src, (str, os.PathLike)):
             p = Path(src)
-            img, sha, default_id = load_image(p), _sha256(p), p.stem
+            img, sha, default_id = load_image(p), sha256_file(p), p.stem
         else:
             img, sha, default_id = torch.as_tensor(src), None, str(n - 1)
             if img.dim() != 3 or img.shape[0] != 3:
@@ -277,7 +265,7 @@ class EmbeddingIndex:
         chunks = []
         for c in meta["chunks"]:
             path = d / str(c.get("file"))
-            if verify and _sha256(path) != c.get("sha256"):
+            if verify and sha256_file(path) != c.get("sha256"):
                 raise MemorizationConfigError(f"{path}: sha256 differs from {INDEX_JSON}: the chunk is corrupt; {fix}")
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import MemorizationConfigError
+from ..errors import MemorizationConfigError
 
 REPORT_WORKS_MODES = ("embed", "thumbnail", "omit")
 DEVICES_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -251,65 +250,6 @@ def addoption(parser: Any) -> None:
                 kwargs.update(default=None)
             group.addoption(f"--memorization-{opt.dashed}", **kwargs)
         parser.addini(f"memorization_{opt.name}", opt.help, type=opt.ini_type, default=None)
-
-
-@dataclass
-class Settings:
-    """Resolved options. ``explicit`` holds what the command line or ini set (beats a manifest)."""
-
-    enabled: bool
-    values: dict[str, Any]
-    explicit: set[str] = field(default_factory=set)
-    rootdir: Path = Path(".")
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def pick(self, name: str, manifest_value: Any = None) -> Any:
-        """command line > ini > manifest > default."""
-        if name in self.explicit or manifest_value is None:
-            return self.values[name]
-        return manifest_value
-
-    def thresholds(self, manifest: dict[str, float] | None = None) -> dict[str, float]:
-        """ini/command-line thresholds win over the manifest's, metric by metric."""
-        return {**(manifest or {}), **self.values["threshold"]}
-
-    def path(self, name: str) -> Path | None:
-        v = self.values.get(name)
-        if v is None:
-            return None
-        p = Path(v).expanduser()
-        return p if p.is_absolute() else self.rootdir / p
-
-
-def resolve(config: Any) -> Settings:
-    """Read every option: command line > ini > default. Raises ``OptionError`` on bad values."""
-    values: dict[str, Any] = {}
-    explicit: set[str] = set()
-    for opt in OPTIONS:
-        cli = config.getoption(f"memorization_{opt.name}", None) if opt.cli else None
-        ini = config.getini(f"memorization_{opt.name}")
-        ini = ini if ini not in (None, "", []) else None
-        raw = cli if cli not in (None, []) else ini
-        if raw is None:
-            values[opt.name] = opt.default
-            continue
-        if opt.name == "threshold":  # merged metric by metric: the command line wins per metric
-            merged: dict[str, float] = {}
-            for chunk in [*([ini] if ini else []), *(cli or [])]:
-                merged.update(opt.parse(opt, chunk))
-            values[opt.name] = merged
-        elif opt.repeat:
-            values[opt.name] = [x for chunk in (raw if isinstance(raw, list) else [raw]) for x in str(chunk).split(",") if x]
-        else:
-            values[opt.name] = opt.parse(opt, raw)
-        explicit.add(opt.name)
-    return Settings(enabled=bool(config.getoption("memorization")), values=values,
-                    explicit=explicit, rootdir=Path(str(config.rootpath)))
 
 
 def markdown_table() -> str:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._manifest_check import (
+from ..errors import ManifestError
+from .check import (
     MAX_PARAPHRASES,
     METRIC_RANGES,
     ROOT_MARKERS,
@@ -25,7 +26,6 @@ from ._manifest_check import (
     read_toml,
     tname,
 )
-from .errors import ManifestError
 
 __all__ = ["ModelSpec", "Img2ImgSpec", "WorkSpec", "CanarySpec", "Manifest", "load_manifest", "project_root",
            "MAX_PARAPHRASES", "METRIC_RANGES", "ROOT_MARKERS", "metric_names"]
@@ -159,7 +159,7 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool) -> ModelSpec:
 
 
 def _image(c: Checker, w: dict[str, Any], key: str) -> tuple[Path, str | None]:
-    from .images import ImageError, check_image, sha256_file
+    from ..images import ImageError, check_image, sha256_file
 
     image = c.path(w["image"], f"{key}.image", "file", must_exist=c.check_images)
     sha = None

@@ -8,6 +8,7 @@ checked: NaN, black, blank or constant images are a ``BrokenOutputError``, never
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import sys
@@ -15,9 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import BrokenOutputError
+from ..errors import BrokenOutputError
+from ..records import Generation, GenerationSettings
 from .loading import ModelInfo, set_lora_scale
-from .records import Generation, GenerationSettings
 
 CONSTANT_STD = 1e-3  # per-image pixel std below this is a constant image
 BLACK_MAX = 2 / 255  # every pixel at or below this: a black image
@@ -72,25 +73,28 @@ class MemorizationModel:
         self.oom_retries = 0
 
     # -- generation -----------------------------------------------------------------------
-    def generate(self, prompts: Sequence[str] | str, seeds: Sequence[int], *, steps: int = 25,
-                 guidance_scale: float = 7.5, height: int = 512, width: int = 512,
-                 negative_prompt: str | None = None, cache: bool = False) -> Generation:
-        """Every prompt with every seed: N = len(prompts) * len(seeds) images, (N, 3, H, W) in [0, 1] on CPU."""
-        settings = GenerationSettings(steps, guidance_scale, height, width, negative_prompt)
+    def generate(self, prompts: Sequence[str] | str, seeds: Sequence[int],
+                 settings: GenerationSettings | None = None, *, cache: bool = False, **overrides: Any) -> Generation:
+        """Every prompt with every seed: N = len(prompts) * len(seeds) images, (N, 3, H, W) in [0, 1] on CPU.
+        ``settings`` (or keyword overrides of its fields: steps, guidance_scale, height, width,
+        negative_prompt) default to ``GenerationSettings()``."""
+        settings = _settings(settings, overrides)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         jobs = [(p, s) for p in prompts for s in seeds]
         return self._run(jobs, settings, cache, lambda chunk: self._call(chunk, settings))
 
-    def img2img(self, image: Any, prompts: Sequence[str], seeds: Sequence[int], *, strength: float,
-                steps: int = 25, guidance_scale: float = 7.5, negative_prompt: str | None = None) -> Generation:
-        """Start from ``image`` (3, H, W) in [0, 1]; runs int(steps * strength) steps, sharing the weights."""
+    def img2img(self, image: Any, prompts: Sequence[str], seeds: Sequence[int],
+                settings: GenerationSettings | None = None, *, strength: float, **overrides: Any) -> Generation:
+        """Start from ``image`` (3, H, W) in [0, 1]; runs int(steps * strength) steps, sharing the weights.
+        The output has the image's size (``settings.height``/``width`` are not used)."""
         from diffusers import AutoPipelineForImage2Image
 
         if not hasattr(self, "_i2i"):
             self._i2i = AutoPipelineForImage2Image.from_pipe(self.pipe)
             self._i2i.set_progress_bar_config(disable=True)
         height, width = int(image.shape[-2]), int(image.shape[-1])
-        settings = GenerationSettings(steps, guidance_scale, height, width, negative_prompt)
+        settings = dataclasses.replace(_settings(settings, overrides), height=height, width=width)
+        steps, guidance_scale, negative_prompt = settings.steps, settings.guidance_scale, settings.negative_prompt
         jobs = [(p, s) for p in prompts for s in seeds]
 
         def call(chunk: list[tuple[str, int]]) -> Any:
@@ -203,7 +207,7 @@ class MemorizationModel:
                         guidance_scale: float = 7.5, height: int = 512, width: int = 512,
                         num_inference_steps: int = 50) -> Any:
         """Wen et al.'s text-conditional noise magnitude, (P, S): one or a few UNet calls per seed."""
-        from .detectors.noise_magnitude import noise_magnitude
+        from ..detectors.noise_magnitude import noise_magnitude
 
         return noise_magnitude(self.pipe, list(prompts), list(seeds), steps=steps, guidance_scale=guidance_scale,
                                height=height, width=width, num_inference_steps=num_inference_steps)
@@ -232,7 +236,16 @@ class MemorizationModel:
             return
         from safetensors.torch import save_file
 
-        from ._atomic import atomic_path
+        from .._io import atomic_path
 
         with atomic_path(path) as tmp:
             save_file({"image": image.contiguous()}, str(tmp))
+
+
+def _settings(settings: GenerationSettings | None, overrides: dict[str, Any]) -> GenerationSettings:
+    """``settings`` with keyword overrides; a keyword that is no setting is a TypeError, as for any call."""
+    fields = {f.name for f in dataclasses.fields(GenerationSettings)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; settings are {sorted(fields)}")
+    return dataclasses.replace(settings or GenerationSettings(), **overrides)

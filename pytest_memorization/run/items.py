@@ -14,31 +14,34 @@ from typing import Any
 
 import pytest
 
-from .errors import (
+from ..errors import (
     BaselineError,
     BrokenOutputError,
     MemorizationConfigError,
     MemorizationError,
     MetricFailedError,
 )
-from .manifest import Manifest, load_manifest
+from ..manifest.load import Manifest, load_manifest
 
 CLEAN_ERRORS = (MemorizationError, MemorizationConfigError, BrokenOutputError, MetricFailedError, BaselineError)
 
 
 def error_row(nodeid: str, prompt: str, error: BaseException) -> Any:
     """A report row for an item that could not be evaluated (seed -1: nothing was generated)."""
-    from .records import ImageResult
+    from ..judging.verdict import decide
+    from ..records import Finding, ImageResult
 
-    return ImageResult(item=nodeid, prompt=prompt, seed=-1, work=None, scores={}, thresholds={},
-                       verdict="error", reasons=[f"{type(error).__name__}: {error}"])
+    row = ImageResult(item=nodeid, prompt=prompt, seed=-1, work=None, scores={}, thresholds={},
+                      findings=[Finding("error", "error", f"{type(error).__name__}: {error}")])
+    decide([row])
+    return row
 
 
 class ManifestFile(pytest.File):
     """A ``memorization.toml``; its items share one plan (model, seeds, metrics)."""
 
     def collect(self) -> Any:
-        from .plugin import session_of
+        from .state import session_of
 
         session = session_of(self.config)
         enabled = session is not None
@@ -64,19 +67,23 @@ class ManifestFile(pytest.File):
             yield CalibrateItem.from_parent(self, name="calibrate", prompt="", work=None)
 
     def _allow_outside(self) -> bool:
-        from .plugin import settings_of
+        from .state import settings_of
 
         return bool(settings_of(self.config).allow_outside_root)
 
     def _model_from_options(self) -> bool:
-        from .plugin import settings_of
+        from .state import settings_of
 
         return "model" in settings_of(self.config).explicit
 
+    @property
+    def loaded_plan(self) -> Any:
+        return self._plan
+
     def plan(self) -> Any:
         if self._plan is None:
-            from .checks import plan_for
-            from .plugin import session_of
+            from .pipeline import plan_for
+            from .state import session_of
 
             self._plan = plan_for(session_of(self.config), self.manifest)
         return self._plan
@@ -95,14 +102,19 @@ class MemorizationItem(pytest.Item):
         assert isinstance(self.parent, ManifestFile)
         return self.parent
 
+    def works(self) -> list[Any]:
+        """The protected works this item's manifest loaded (empty before its plan ran)."""
+        plan = self.manifest_file.loaded_plan
+        return plan.works if plan is not None else []
+
     def evaluate(self) -> Any:  # overridden
         raise NotImplementedError
 
     def setup(self) -> None:
-        from .baselines import compare_item
-        from .plugin import session_of
-        from .reporting import save_images
-        from .session import attach
+        from ..judging.baselines import compare_item
+        from ..judging.verdict import decide
+        from .outputs import save_images
+        from .state import attach, session_of
 
         session = session_of(self.config)
         if session is None:
@@ -110,6 +122,7 @@ class MemorizationItem(pytest.Item):
         try:
             self.outcome = self.evaluate()
             compare_item(session, self.nodeid, self.outcome)
+            self.outcome.failures = decide(self.outcome.results, self.outcome.findings)
         except Exception as e:  # the report shows the item as an error row, not as nothing
             attach(self, [error_row(self.nodeid, self.prompt, e)])
             raise
@@ -118,7 +131,7 @@ class MemorizationItem(pytest.Item):
 
     def runtest(self) -> None:
         if self.outcome is not None and self.outcome.failures:
-            from .plugin import settings_of
+            from .state import settings_of
 
             report_dir = settings_of(self.config).path("report")
             saved = [f"  image saved: {report_dir / r.image} (seed {r.seed})" for r in self.outcome.results
@@ -141,7 +154,7 @@ class MemorizationItem(pytest.Item):
         return self.path, 0, f"{self.name}: {self.prompt!r}"
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        from .plugin import session_of
+        from .state import session_of
 
         mf = self.manifest_file
         return fn(session_of(self.config), mf.manifest, mf.plan(), self.nodeid, *args)
@@ -149,14 +162,14 @@ class MemorizationItem(pytest.Item):
 
 class PromptItem(MemorizationItem):
     def evaluate(self) -> Any:
-        from .checks import check_prompt
+        from .pipeline import check_prompt
 
         return self._run(check_prompt, self.prompt)
 
 
 class Img2ImgItem(MemorizationItem):
     def evaluate(self) -> Any:
-        from .checks import check_img2img
+        from .pipeline import check_img2img
 
         manifest: Manifest = self.manifest_file.manifest
         return self._run(check_img2img, next(w for w in manifest.works if w.id == self.work))
@@ -164,13 +177,13 @@ class Img2ImgItem(MemorizationItem):
 
 class CanaryItem(MemorizationItem):
     def evaluate(self) -> Any:
-        from .checks import check_canary
+        from .pipeline import check_canary
 
         return self._run(check_canary, self.prompt)
 
 
 class CalibrateItem(MemorizationItem):
     def evaluate(self) -> Any:
-        from .detection import calibrate_item
+        from .detect import calibrate_item
 
         return self._run(calibrate_item)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import ManifestError, MemorizationConfigError
+from ..errors import ManifestError, MemorizationConfigError
 
 ROOT_MARKERS = ("pyproject.toml", "pytest.ini", "tox.ini", "setup.cfg", ".git")
 # metric -> (low, high, high is included); direction is the metric's own
@@ -30,7 +30,7 @@ ROOT_FIX = "pass --memorization-allow-outside-root or set memorization_allow_out
 def metric_names() -> tuple[str, ...]:
     """Known metric names, from ``pytest_memorization.metrics`` (which imports no torch)."""
     try:
-        from .metrics import METRIC_NAMES
+        from ..metrics import METRIC_NAMES
 
         return tuple(METRIC_NAMES)
     except ImportError:  # the metrics package is optional for this check
@@ -179,7 +179,7 @@ class Checker:
         return out
 
     def seeds(self, v: Any, key: str) -> list[int]:
-        from .options import parse_seeds
+        from ..config.options import parse_seeds
 
         if not isinstance(v, list) or any(isinstance(s, bool) or not isinstance(s, int) for s in v):
             self.fail(key, f"{v!r:.60} is not an array of non-negative integers; write {key.split('.')[-1]} = [0, 1, 2, 3]")

@@ -1,9 +1,9 @@
-"""Scores -> verdicts. One function judges every generated image against every work.
+"""The threshold rule and the warn band: scores -> findings (no verdicts here; see ``verdict``).
 
 A metric crosses its threshold in its own direction (distance: at or below; similarity:
 at or above). The *nearest* work of an image is the one it comes closest to copying:
 the largest excess past a threshold over all metrics, scaled by each metric's range.
-An image fails when any metric crosses against any work; it warns when a score lies in
+A metric that crosses against the nearest work is a ``fail`` finding; a ``warn`` finding when a score lies in
 the warn band (default: within 10% of the threshold) or past an explicit ``[warn]`` value.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .metrics.base import crosses
-from .records import ImageResult, Verdict, Work
+from ..metrics.base import crosses
+from ..records import Finding, ImageResult, Work
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,10 @@ def rules_for(metrics: Mapping[str, Any], thresholds: Mapping[str, float], warn:
     return rules
 
 
-def judge(item: str, prompts: Sequence[str], seeds: Sequence[int], scores: Mapping[str, Any],
+def score_rows(item: str, prompts: Sequence[str], seeds: Sequence[int], scores: Mapping[str, Any],
           works: Sequence[Work], rules: Mapping[str, MetricRule]) -> list[ImageResult]:
-    """One ``ImageResult`` per image. ``scores[metric]`` is an (N, M) tensor against ``works``."""
+    """One ``ImageResult`` per image, against its nearest work, with the threshold and warn-band
+    findings. ``scores[metric]`` is an (N, M) tensor against ``works``."""
     results = []
     for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
         best_j, best_key = 0, None
@@ -65,8 +66,7 @@ def judge(item: str, prompts: Sequence[str], seeds: Sequence[int], scores: Mappi
             if best_key is None or key > best_key:
                 best_j, best_key = j, key
         work = works[best_j] if works else None
-        verdict: Verdict = "pass"
-        reasons: list[str] = []
+        findings: list[Finding] = []
         values: dict[str, float] = {}
         used: dict[str, float] = {}
         for n, r in rules.items():
@@ -77,29 +77,15 @@ def judge(item: str, prompts: Sequence[str], seeds: Sequence[int], scores: Mappi
                 continue
             used[n] = t
             op = "<=" if r.direction == "distance" else ">="
+            wid = work.id if work else None
             if crosses(v, t, r.direction):
-                verdict = "fail"
-                reasons.append(f"{n} {v:.4f} {op} {t:g} against '{work.id if work else '?'}'")
+                findings.append(Finding("threshold", "fail", f"{n} {v:.4f} {op} {t:g} against '{wid}'",
+                                        metric=n, value=v, threshold=t, work=wid))
             elif r.warn is not None and crosses(v, r.warn, r.direction):
-                if verdict == "pass":
-                    verdict = "warn"
-                reasons.append(f"{n} {v:.4f} within warn band ({op} {r.warn:.4g}; threshold {t:g})")
+                findings.append(Finding("warn_band", "warn", f"{n} {v:.4f} within warn band ({op} {r.warn:.4g}; "
+                                        f"threshold {t:g})", metric=n, value=v, threshold=t, work=wid))
         results.append(ImageResult(item=item, prompt=prompt, seed=int(seed), work=work.id if work else None,
-                                   scores=values, thresholds=used, verdict=verdict, reasons=reasons))
+                                   scores=values, thresholds=used, findings=findings))
     return results
 
 
-def worst(results: Sequence[ImageResult]) -> Verdict:
-    order = {"error": 0, "fail": 1, "warn": 2, "pass": 3}
-    return min((r.verdict for r in results), key=order.__getitem__, default="pass")
-
-
-def failure_message(results: Sequence[ImageResult], *, title: str = "memorization") -> str:
-    bad = [r for r in results if r.verdict in ("fail", "error")]
-    lines = [f"{title}: {len(bad)} of {len(results)} generated images copy a protected work"]
-    for r in bad:
-        lines.append(f"  work '{r.work}' <- prompt {r.prompt!r}, seed {r.seed}: " + "; ".join(
-            x for x in r.reasons if "warn band" not in x))
-        if r.image:
-            lines.append(f"    image saved: {r.image}")
-    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""``python -m pytest_memorization``: options table, report merge, baseline and index tools."""

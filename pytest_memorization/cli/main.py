@@ -1,0 +1,253 @@
+"""``python -m pytest_memorization <command>``: the command-line tools around the plugin.
+
+    options                                   print the README's options table (markdown)
+    merge OUT REPORT_DIR...                   merge shard/worker report folders into OUT
+    merge-baselines OUT BASELINE.json...      merge shard baseline files into OUT
+    index build --metric clip --out DIR IMAGES_OR_DIRS...
+    index query DIR IMAGE... [-k 10] [--json]
+
+Errors are one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class CLIError(Exception):
+    pass
+
+
+def cmd_options(args: argparse.Namespace) -> int:
+    from ..config.options import markdown_table
+
+    print(markdown_table())
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from ..reports.merge import merge_reports
+
+    out = merge_reports(list(args.reports), args.out)
+    print(f"merged {len(args.reports)} report(s) into {out}")
+    return 0
+
+
+def _read_baseline(path: Path) -> dict[str, Any]:
+    from ..judging.baselines import SCHEMA
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CLIError(f"{path}: no such baseline file (write one per shard with --memorization-save)") from None
+    except (OSError, ValueError) as e:
+        raise CLIError(f"{path}: not a readable baseline JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("entries"), dict) \
+            or not isinstance(data.get("fingerprint", {}), dict):
+        raise CLIError(f"{path}: not a pytest-memorization baseline (schema {SCHEMA}, keys fingerprint, entries)")
+    return data
+
+
+def merge_baselines(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """One baseline from shard baselines: fingerprints equal (seeds are united), each item's entry once;
+    an item present in two files with different scores is an error."""
+    if not paths:
+        raise CLIError("merge-baselines: no baseline files given")
+    docs = [(Path(p), _read_baseline(Path(p))) for p in paths]
+    first_path, first = docs[0]
+    fp = dict(first.get("fingerprint", {}))
+    seeds = set(fp.get("seeds") or [])
+    entries: dict[str, Any] = {}
+    origin: dict[str, Path] = {}
+    for path, doc in docs:
+        other = dict(doc.get("fingerprint", {}))
+        seeds |= set(other.get("seeds") or [])
+        diffs = [k for k in sorted(set(fp) | set(other)) if k != "seeds" and fp.get(k) != other.get(k)]
+        if diffs:
+            k = diffs[0]
+            raise CLIError(f"cannot merge {path} with {first_path}: fingerprint key '{k}' differs "
+                           f"({other.get(k)!r} vs {fp.get(k)!r}); merge only shards of one run")
+        for item, scores in doc["entries"].items():
+            if item in entries and entries[item] != scores:
+                raise CLIError(f"item {item!r} has different baseline entries in {origin[item]} ({entries[item]}) "
+                               f"and {path} ({scores}); shards ran different settings")
+            entries.setdefault(item, scores)
+            origin.setdefault(item, path)
+    if "seeds" in fp or seeds:
+        fp["seeds"] = sorted(seeds)
+    return {"schema": first["schema"], "fingerprint": fp, "entries": dict(sorted(entries.items()))}
+
+
+def cmd_merge_baselines(args: argparse.Namespace) -> int:
+    from ..judging.baselines import atomic_write_json
+
+    merged = merge_baselines(args.baselines)
+    out = Path(args.out)
+    atomic_write_json(out, merged)
+    print(f"merged {len(args.baselines)} baseline(s), {len(merged['entries'])} entries, into {out}")
+    return 0
+
+
+def _option_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _metric(args: argparse.Namespace, name: str, stored: dict[str, Any] | None = None) -> Any:
+    from ..metrics import get_metric
+
+    if args.clip_config:
+        import open_clip
+
+        for cfg in args.clip_config:
+            if not Path(cfg).is_file():
+                raise CLIError(f"--clip-config {cfg}: no such open_clip config JSON")
+            open_clip.add_model_config(cfg)
+    opts = dict(stored or {})
+    for pair in args.metric_option or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--metric-option {pair!r}: write KEY=VALUE, e.g. weights=random")
+        opts[key] = _option_value(value)
+    if args.weights_dir:
+        opts["weights_dir"] = args.weights_dir
+    return get_metric(name, **opts), opts
+
+
+def _image_paths(sources: Sequence[str]) -> tuple[list[Path], list[str]]:
+    paths: list[Path] = []
+    ids: list[str] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise CLIError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            paths += found
+            ids += [f.relative_to(p).as_posix() for f in found]
+        elif p.is_file():
+            paths.append(p)
+            ids.append(p.name)
+        else:
+            raise CLIError(f"{p}: no such image file or folder")
+    dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    if dup:
+        raise CLIError(f"two images would get the same id {dup[0]!r}; pass their common parent folder instead")
+    return paths, ids
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    import time
+
+    from ..metrics.index import build_index
+
+    metric, opts = _metric(args, args.metric)
+    paths, ids = _image_paths(args.images)
+    t0 = time.perf_counter()
+    out = build_index(metric, paths, ids, args.out, batch_size=args.batch_size, size=args.size, dtype=args.dtype,
+                      metric_options={k: v for k, v in opts.items() if k != "weights_dir"})
+    print(f"indexed {len(paths)} image(s) with {metric.name} ({metric.version}) into {out} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_index_query(args: argparse.Namespace) -> int:
+    from ..images import fit_to, load_image
+    from ..metrics.index import EmbeddingIndex
+
+    probe = EmbeddingIndex.load(args.index)
+    metric, _ = _metric(args, probe.metric_name, probe.meta.get("metric_options"))
+    index = EmbeddingIndex.load(args.index, metric)
+    size = index.meta.get("fit_size")
+    rows = []
+    for src in args.images:
+        img = load_image(src)
+        if size:
+            img = fit_to(img, size, size)
+        scores, ids = index.search_images(metric, img[None].float(), args.k)
+        rows.append({"image": src, "matches": [{"id": i, "score": round(float(s), 6)}
+                                               for i, s in zip(ids[0], scores[0].tolist())]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(row["image"])
+            for rank, m in enumerate(row["matches"], 1):
+                print(f"  {rank:>3}  {m['score']:.4f}  {m['id']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pytest_memorization",
+                                 description="Tools around the pytest-memorization plugin.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("options", help="print the options table (markdown)")
+    p.set_defaults(func=cmd_options)
+    p = sub.add_parser("merge", help="merge shard report folders into one")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("reports", nargs="+", metavar="REPORT_DIR")
+    p.set_defaults(func=cmd_merge)
+    p = sub.add_parser("merge-baselines", help="merge shard baseline JSON files into one")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("baselines", nargs="+", metavar="BASELINE.json")
+    p.set_defaults(func=cmd_merge_baselines)
+
+    p = sub.add_parser("index", help="build or query an embedding index of protected works")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="build|query")
+
+    def metric_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--metric-option", action="append", metavar="KEY=VALUE",
+                       help="metric option (JSON value or string), e.g. model=ViT-B-32, weights=random")
+        q.add_argument("--weights-dir", help="folder searched first for weights files")
+        q.add_argument("--clip-config", action="append", metavar="JSON",
+                       help="register an open_clip model config file (its stem is the model name)")
+
+    b = isub.add_parser("build", help="embed images into an index folder")
+    b.add_argument("--metric", required=True, help="a metric with vector features: clip or sscd")
+    b.add_argument("--out", required=True, metavar="INDEX_DIR")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--size", type=int, default=None,
+                   help="fit every image to SIZE x SIZE first (cover + centre crop) so all batch together")
+    b.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    b.add_argument("images", nargs="+", metavar="IMAGE_DIR_OR_FILE")
+    metric_flags(b)
+    b.set_defaults(func=cmd_index_build)
+    q = isub.add_parser("query", help="top-k catalogue matches of images")
+    q.add_argument("index", metavar="INDEX_DIR")
+    q.add_argument("images", nargs="+", metavar="IMAGE")
+    q.add_argument("-k", type=int, default=10)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    metric_flags(q)
+    q.set_defaults(func=cmd_index_query)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = parser().parse_args(argv)
+    from ..errors import MemorizationConfigError, MetricFailedError
+
+    try:
+        return int(args.func(args))
+    except (CLIError, MemorizationConfigError, MetricFailedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:
+        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a command-line tool never shows a traceback
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+    return 2
+
+

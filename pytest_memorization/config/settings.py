@@ -1,0 +1,139 @@
+"""Resolved settings, typed, and the one set of defaults.
+
+Precedence, in one place: a test's marker > command line > ini > manifest > default. What the
+command line or ini set is in ``explicit`` (it beats a manifest value). ``generation`` and
+``seeds`` apply it to the manifest's ``[model]`` table, for manifest items and Python tests alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import MemorizationConfigError
+from ..records import GenerationSettings
+from .options import OPTIONS
+
+DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3)
+DEFAULT_METRICS: tuple[str, ...] = ("tiled_l2", "ssim")
+DEFAULT_GENERATION = GenerationSettings()  # 25 steps, guidance 7.5, 512 x 512
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option, resolved and typed (see ``options.OPTIONS`` for help and defaults)."""
+
+    enabled: bool
+    required: bool
+    model: str | None
+    config: str | None
+    lora: str | None
+    lora_scale: float
+    lora_gate: bool
+    lora_gate_tolerance: dict[str, float]
+    device: str
+    dtype: str
+    batch_size: int
+    seeds: list[int] | None
+    steps: int | None
+    metrics: list[str] | None
+    threshold: dict[str, float]
+    warn_band: float
+    manifest: list[str]
+    manifests: str
+    report: str | None
+    report_works: str
+    save: str | None
+    compare: str | None
+    compare_fail: dict[str, float]
+    update_baseline: bool
+    calibrate: bool
+    calibration: str
+    calibration_prompts: str | None
+    target_fpr: float
+    weights_dir: str | None
+    lpips_net: str
+    clip_model: str
+    clip_pretrained: str
+    sscd_model: str | None
+    cache_dir: str
+    allow_pickle: bool
+    allow_download: bool
+    allow_outside_root: bool
+    shard: tuple[int, int] | None
+    explicit: frozenset[str] = frozenset()
+    rootdir: Path = Path(".")
+
+    def pick(self, name: str, manifest_value: Any = None) -> Any:
+        """command line > ini > manifest > default."""
+        if name in self.explicit or manifest_value is None:
+            return getattr(self, name)
+        return manifest_value
+
+    def thresholds(self, manifest: dict[str, float] | None = None) -> dict[str, float]:
+        """ini/command-line thresholds win over the manifest's, metric by metric."""
+        return {**(manifest or {}), **self.threshold}
+
+    def path(self, name: str) -> Path | None:
+        v = getattr(self, name)
+        if v is None:
+            return None
+        p = Path(v).expanduser()
+        return p if p.is_absolute() else self.rootdir / p
+
+    def raw(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def seeds_for(self, manifest_seeds: list[int] | None = None) -> list[int]:
+        return list(self.pick("seeds", manifest_seeds) or DEFAULT_SEEDS)
+
+    def generation(self, model: Any = None) -> GenerationSettings:
+        """The generation settings for a manifest's ``[model]`` (or none): steps from the command
+        line / ini beat the manifest; guidance, size and negative prompt come from the manifest."""
+        d = DEFAULT_GENERATION
+        if model is None:
+            return dataclasses.replace(d, steps=self.steps or d.steps)
+        return GenerationSettings(
+            steps=self.pick("steps", model.steps) or d.steps,
+            guidance_scale=model.guidance_scale if model.guidance_scale is not None else d.guidance_scale,
+            height=model.height or d.height, width=model.width or d.width,
+            negative_prompt=model.negative_prompt)
+
+
+def resolve(config: Any) -> Settings:
+    """Read every option: command line > ini > default. Raises ``OptionError`` on bad values."""
+    values: dict[str, Any] = {}
+    explicit: set[str] = set()
+    for opt in OPTIONS:
+        cli = config.getoption(f"memorization_{opt.name}", None) if opt.cli else None
+        ini = config.getini(f"memorization_{opt.name}")
+        ini = ini if ini not in (None, "", []) else None
+        raw = cli if cli not in (None, []) else ini
+        if raw is None:
+            values[opt.name] = opt.default
+            continue
+        if opt.name == "threshold":  # merged metric by metric: the command line wins per metric
+            merged: dict[str, float] = {}
+            for chunk in [*([ini] if ini else []), *(cli or [])]:
+                merged.update(opt.parse(opt, chunk))
+            values[opt.name] = merged
+        elif opt.repeat:
+            values[opt.name] = [x for chunk in (raw if isinstance(raw, list) else [raw]) for x in str(chunk).split(",") if x]
+        else:
+            values[opt.name] = opt.parse(opt, raw)
+        explicit.add(opt.name)
+    return Settings(enabled=bool(config.getoption("memorization")), explicit=frozenset(explicit),
+                    rootdir=Path(str(config.rootpath)), **values)
+
+
+def for_tests(**values: Any) -> Settings:
+    """Settings with defaults, for unit tests and Python callers (``explicit`` = the given names)."""
+    base = {o.name: o.default for o in OPTIONS}
+    unknown = set(values) - set(base) - {"enabled", "rootdir"}
+    if unknown:
+        raise MemorizationConfigError(f"unknown setting(s) {sorted(unknown)}")
+    enabled = values.pop("enabled", True)
+    rootdir = Path(values.pop("rootdir", "."))
+    return Settings(enabled=enabled, explicit=frozenset(values), rootdir=rootdir, **{**base, **values})

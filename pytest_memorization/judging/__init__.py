@@ -1,0 +1,1 @@
+"""Findings -> verdict. Each rule (threshold, warn band, LoRA gate, img2img safe strength, detectors, baselines) returns findings; ``verdict.decide`` is the one function that turns them into an item's verdict."""

@@ -1,0 +1,52 @@
+"""Rules for the reference-free detectors: their scores -> findings for the whole item.
+
+A detector score or threshold that is not a finite number is an ``error`` finding: a
+detector that could not measure never passes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ..records import Finding
+
+SEED_DIVERSITY_DEFAULT = 0.15  # Carlini et al.'s tiled-L2 copy threshold, applied between seeds
+
+
+def _not_finite(name: str, score: float, threshold: float) -> Finding | None:
+    if math.isfinite(score) and math.isfinite(threshold):
+        return None
+    return Finding(name, "error", f"{name}: score {score} or threshold {threshold} is not a finite number; the "
+                   "detector could not measure this prompt (check the model's outputs and the calibration file)",
+                   metric=name)
+
+
+def noise_magnitude_finding(prompt: str, score: float, threshold: float, calibrated: bool,
+                            trigger_words: Sequence[str] = ()) -> Finding | None:
+    """Wen et al.: fail when the mean over seeds reaches the threshold."""
+    bad = _not_finite("noise_magnitude", score, threshold)
+    if bad is not None:
+        return bad
+    if score < threshold:
+        return None
+    label = "calibrated" if calibrated else "uncalibrated, written in the manifest"
+    return Finding("noise_magnitude", "fail",
+                   f"noise magnitude {score:.4f} >= {threshold:.4f} ({label}) for prompt {prompt!r}; "
+                   f"memorization driven by: {', '.join(repr(w) for w in trigger_words)}",
+                   metric="noise_magnitude", value=score, threshold=threshold)
+
+
+def seed_diversity_finding(prompt: str, score: float, threshold: float, n_images: int, gate: bool) -> Finding | None:
+    """Carlini et al.: near-identical generations across seeds; gates only with ``gate = true``."""
+    bad = _not_finite("seed_diversity", score, threshold)
+    if bad is not None:
+        return bad
+    if score > threshold:
+        return None
+    msg = (f"seed diversity: generations for {prompt!r} are near-identical across {n_images} seeds "
+           f"(closest pair tiled L2 {score:.4f} <= {threshold:g})")
+    if gate:
+        return Finding("seed_diversity", "fail", msg, metric="seed_diversity", value=score, threshold=threshold)
+    return Finding("seed_diversity", "warn", msg + " (not gating: set gate = true to fail on it)",
+                   metric="seed_diversity", value=score, threshold=threshold)

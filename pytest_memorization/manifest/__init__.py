@@ -1,0 +1,1 @@
+"""Manifests: the TOML contract (load, validate) and paraphrased canary prompts."""

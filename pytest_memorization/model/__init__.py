@@ -1,0 +1,1 @@
+"""The model under test: loading a checkpoint (+ LoRA) and seeded generation."""

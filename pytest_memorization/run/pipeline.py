@@ -1,0 +1,158 @@
+"""What one manifest item does: manifest -> generation -> scores -> findings.
+
+``plan_for`` resolves every setting once per manifest (item > command line > ini >
+manifest > default). The ``check_*`` functions return an ``Outcome``: image rows carrying
+their findings, plus the item's findings; the verdict is decided afterwards, once, by
+``judging.verdict.decide``. Loading, generation and scoring run in the item's setup, so a
+run that cannot evaluate shows as ERROR, and a copy as FAILED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..judging.img2img import img2img_findings
+from ..judging.lora_gate import lora_gate_findings
+from ..judging.thresholds import MetricRule, rules_for, score_rows
+from ..manifest.load import Manifest, WorkSpec
+from ..model.loading import ModelSource
+from ..records import GenerationSettings, ImageResult, Outcome, Work
+from .detect import run_detectors
+from .session import MemorizationSession
+
+
+@dataclass
+class Plan:
+    source: ModelSource
+    gen: GenerationSettings
+    seeds: list[int]
+    thresholds: dict[str, float]
+    warn: dict[str, float]
+    metrics: dict[str, Any]
+    rules: dict[str, MetricRule]
+    lora_gate: bool
+    works: list[Work] = field(default_factory=list)
+
+
+def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
+    s, m = session.settings, manifest.model  # the manifest's paths are already resolved and checked
+    source = session.source(session.model_path("model", m.pretrained), config=session.model_path("config", m.config),
+                            lora=session.model_path("lora", m.lora), lora_scale=s.pick("lora_scale", m.lora_scale))
+    gen = s.generation(m)
+    thresholds = s.thresholds(manifest.thresholds)
+    metrics = session.metrics_for(manifest.metrics, thresholds)
+    gate = bool(s.lora_gate or m.gate == "lora")
+    if gate and not source.lora:
+        from ..errors import MemorizationConfigError
+
+        raise MemorizationConfigError(f"{manifest.path}: the LoRA gate needs a LoRA: set lora in [model] "
+                                      "or pass --memorization-lora")
+    return Plan(source=source, gen=gen, seeds=s.seeds_for(m.seeds),
+                thresholds=thresholds, warn=dict(manifest.warn), metrics=metrics,
+                rules=rules_for(metrics, thresholds, manifest.warn, s.warn_band), lora_gate=gate)
+
+
+def load_works(plan: Plan, manifest: Manifest) -> list[Work]:
+    if not plan.works:
+        from ..images import load_image, sha256_file
+
+        plan.works = [Work(id=w.id, image=load_image(w.image), path=w.image,
+                           sha256=w.sha256 or sha256_file(w.image), thresholds=dict(w.thresholds))
+                      for w in manifest.works]
+    return plan.works
+
+
+def _versions(plan: Plan) -> dict[str, str]:
+    return {n: m.version for n, m in plan.metrics.items()}
+
+
+def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str,
+                 prompt: str) -> Outcome:
+    """Generate every seed for ``prompt``, score against every work, find; under the LoRA gate
+    also generate the base model's images of the same seeds (cached) and pair them."""
+    from ..metrics.matrix import score_matrices
+
+    model = session.model(plan.source)
+    works = load_works(plan, manifest)
+    session.record_run(model, _run_extra(plan))
+    if plan.lora_gate:
+        with model.lora_scale(0.0):
+            base = model.generate([prompt], plan.seeds, plan.gen, cache=True)
+    gen = model.generate([prompt], plan.seeds, plan.gen)
+    scores = score_matrices(plan.metrics, gen.images, works, session.reference_cache)
+    results = score_rows(item, gen.prompts, gen.seeds, scores, works, plan.rules)
+    for r, img in zip(results, gen.images):
+        r.pixels = img
+    if plan.lora_gate:
+        base_scores = score_matrices(plan.metrics, base.images, works, session.reference_cache)
+        gate, item_findings = lora_gate_findings(scores, base_scores, works, plan.rules,
+                                                 tolerance=session.settings.lora_gate_tolerance)
+        index = {w.id: j for j, w in enumerate(works)}
+        for i, (r, found) in enumerate(zip(results, gate)):
+            j = index[r.work] if r.work is not None else 0
+            r.findings += found
+            r.extra["lora_gate"] = {"base_scores": {n: float(base_scores[n][i, j]) for n in plan.rules},
+                                    "from_cache": base.from_cache}
+            r.extra["base_pixels"] = base.images[i]
+    else:
+        item_findings = []
+    detected = run_detectors(session, manifest, model, plan, [prompt], results, gen.images)
+    return Outcome(results, [*item_findings, *detected])
+
+
+def check_img2img(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str,
+                  work: WorkSpec) -> Outcome:
+    """Start from the work itself at each strength; a copy at or above ``min_safe_strength``
+    fails (``judging.img2img``). Records the similarity-versus-strength curve."""
+    from ..images import fit_to
+    from ..metrics.matrix import score_matrices
+
+    assert work.img2img is not None
+    model = session.model(plan.source)
+    works = load_works(plan, manifest)
+    target = next(w for w in works if w.id == work.id)
+    g = plan.gen
+    session.record_run(model, _run_extra(plan))
+    init = fit_to(target.image, g.height, g.width)
+    results: list[ImageResult] = []
+    curve: list[dict[str, Any]] = []
+    safe = work.img2img.min_safe_strength
+    for strength in sorted(work.img2img.strengths):
+        gen = model.img2img(init, work.prompts[:1], plan.seeds, plan.gen, strength=strength)
+        scores = score_matrices(plan.metrics, gen.images, [target], session.reference_cache)
+        rows = score_rows(item, gen.prompts, gen.seeds, scores, [target], plan.rules)
+        curve.append({"strength": strength, **{n: _worst(rows, n, r.direction) for n, r in plan.rules.items()}})
+        for r, img in zip(rows, gen.images):
+            r.pixels = img
+            r.extra["img2img"] = {"strength": strength, "min_safe_strength": safe}
+            r.findings = img2img_findings(r.findings, work.id, strength, safe)
+        results += rows
+    for r in results:
+        r.extra["img2img_curve"] = curve
+    return Outcome(results)
+
+
+def _worst(rows: list[ImageResult], name: str, direction: str) -> float:
+    vals = [r.scores[name] for r in rows]
+    return min(vals) if direction == "distance" else max(vals)
+
+
+def check_canary(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str, prompt: str) -> Outcome:
+    """A prompt-only canary: no reference image, only the reference-free detectors."""
+    model = session.model(plan.source)
+    session.record_run(model, _run_extra(plan))
+    results = [ImageResult(item=item, prompt=prompt, seed=s, work=None, scores={}, thresholds={})
+               for s in plan.seeds]
+    images = None
+    if "seed_diversity" in manifest.detectors:
+        images = model.generate([prompt], plan.seeds, plan.gen).images
+        for r, img in zip(results, images):
+            r.pixels = img
+    return Outcome(results, run_detectors(session, manifest, model, plan, [prompt], results, images))
+
+
+def _run_extra(plan: Plan) -> dict[str, Any]:
+    g = plan.gen
+    return {"metrics": _versions(plan), "steps": g.steps, "guidance_scale": g.guidance_scale,
+            "height": g.height, "width": g.width, "seeds": plan.seeds, "thresholds": plan.thresholds}
