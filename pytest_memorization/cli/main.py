@@ -1,5 +1,6 @@
-"""``python -m pytest_memorization <command>``: the command-line tools around the plugin.
+"""``pytest-memorization <command>`` (or ``python -m pytest_memorization``): the tools around the plugin.
 
+    --version                                 print the version
     options                                   print the README's options table (markdown)
     merge OUT REPORT_DIR...                   merge shard/worker report folders into OUT
     merge-baselines OUT BASELINE.json...      merge shard baseline files into OUT
@@ -187,19 +188,46 @@ def cmd_index_query(args: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLES = """examples:
+  pytest-memorization options > options.md
+  pytest-memorization merge report shard-0/report shard-1/report
+  pytest-memorization merge-baselines baseline.json shard-0/baseline.json shard-1/baseline.json
+  pytest-memorization index build --metric clip --out catalogue.idx works/
+  pytest-memorization index query catalogue.idx report/images/*.png -k 5
+
+The gate itself runs inside pytest: pytest --memorization (see pytest --help, group "memorization").
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-memorization")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        from .. import __version__
+
+        return __version__
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pytest_memorization",
-                                 description="Tools around the pytest-memorization plugin.")
+    ap = argparse.ArgumentParser(prog="pytest-memorization", epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 description="Tools around the pytest-memorization plugin (also: python -m "
+                                             "pytest_memorization). Errors are one line on stderr, exit status 2.")
+    ap.add_argument("--version", action="version", version=f"pytest-memorization {_version()}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("options", help="print the options table (markdown)")
+    p = sub.add_parser("options", help="print the options table (markdown), as in the README")
     p.set_defaults(func=cmd_options)
-    p = sub.add_parser("merge", help="merge shard report folders into one")
-    p.add_argument("out", metavar="OUT")
-    p.add_argument("reports", nargs="+", metavar="REPORT_DIR")
+    p = sub.add_parser("merge", help="merge shard or worker report folders into one")
+    p.add_argument("out", metavar="OUT", help="the merged report folder to write (report.json, index.html, images)")
+    p.add_argument("reports", nargs="+", metavar="REPORT_DIR",
+                   help="report folders written by --memorization-report=DIR (one per shard)")
     p.set_defaults(func=cmd_merge)
     p = sub.add_parser("merge-baselines", help="merge shard baseline JSON files into one")
-    p.add_argument("out", metavar="OUT")
-    p.add_argument("baselines", nargs="+", metavar="BASELINE.json")
+    p.add_argument("out", metavar="OUT", help="the merged baseline file to write")
+    p.add_argument("baselines", nargs="+", metavar="BASELINE.json",
+                   help="baselines written by --memorization-save=FILE (one per shard)")
     p.set_defaults(func=cmd_merge_baselines)
 
     p = sub.add_parser("index", help="build or query an embedding index of protected works")
@@ -214,18 +242,19 @@ def parser() -> argparse.ArgumentParser:
 
     b = isub.add_parser("build", help="embed images into an index folder")
     b.add_argument("--metric", required=True, help="a metric with vector features: clip or sscd")
-    b.add_argument("--out", required=True, metavar="INDEX_DIR")
-    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--out", required=True, metavar="INDEX_DIR", help="the index folder to write")
+    b.add_argument("--batch-size", type=int, default=64, help="images embedded at once (default 64)")
     b.add_argument("--size", type=int, default=None,
                    help="fit every image to SIZE x SIZE first (cover + centre crop) so all batch together")
-    b.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    b.add_argument("images", nargs="+", metavar="IMAGE_DIR_OR_FILE")
+    b.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                   help="storage type of the embeddings (default float16)")
+    b.add_argument("images", nargs="+", metavar="IMAGE_DIR_OR_FILE", help="images, or folders searched for images")
     metric_flags(b)
     b.set_defaults(func=cmd_index_build)
     q = isub.add_parser("query", help="top-k catalogue matches of images")
-    q.add_argument("index", metavar="INDEX_DIR")
-    q.add_argument("images", nargs="+", metavar="IMAGE")
-    q.add_argument("-k", type=int, default=10)
+    q.add_argument("index", metavar="INDEX_DIR", help="an index folder written by index build")
+    q.add_argument("images", nargs="+", metavar="IMAGE", help="images to look up")
+    q.add_argument("-k", type=int, default=10, metavar="K", help="matches per image (default 10)")
     q.add_argument("--json", action="store_true", help="print JSON")
     metric_flags(q)
     q.set_defaults(func=cmd_index_query)

@@ -241,15 +241,54 @@ def addoption(parser: Any) -> None:
                     help="Run the memorization checks (otherwise they are reported as skipped).")
     for opt in OPTIONS:
         if opt.cli:
-            kwargs: dict[str, Any] = {"dest": f"memorization_{opt.name}", "help": opt.help}
+            kwargs: dict[str, Any] = {"dest": f"memorization_{opt.name}", "help": help_text(opt)}
             if opt.flag:
                 kwargs.update(action="store_true", default=None)
             elif opt.repeat:
-                kwargs.update(action="append", default=None)
+                kwargs.update(action="append", default=None, metavar=metavar(opt))
             else:
-                kwargs.update(default=None)
+                kwargs.update(default=None, metavar=metavar(opt))
             group.addoption(f"--memorization-{opt.dashed}", **kwargs)
-        parser.addini(f"memorization_{opt.name}", opt.help, type=opt.ini_type, default=None)
+        _addini(parser, opt)
+
+
+_PATHS = {"model", "config", "lora", "report", "save", "compare", "calibration", "calibration_prompts",
+          "weights_dir", "sscd_model", "cache_dir", "manifest"}
+
+
+def metavar(opt: Option) -> str:
+    """A readable placeholder for ``pytest --help``: PATH, N, X, METRIC=VALUE, a choice list, ..."""
+    kind = getattr(opt.parse, "__qualname__", "").split(".")[0]
+    if opt.name in _PATHS:
+        return "PATH"
+    return {"_int": "N", "_float": "X", "_seeds": "SEEDS", "_thresholds": "METRIC=VALUE",
+            "_tolerances": "METRIC:DELTA", "_names": "NAME[,NAME]", "_shard": "I/N", "_device": "DEVICE",
+            "_choice": "{" + ",".join(_choices_of(opt)) + "}"}.get(kind, "VALUE")
+
+
+def _choices_of(opt: Option) -> list[str]:
+    cells = getattr(opt.parse, "__closure__", None) or ()
+    for c in cells:
+        if isinstance(c.cell_contents, tuple):
+            return [str(x) for x in c.cell_contents]
+    return []
+
+
+def help_text(opt: Option) -> str:
+    """The option's help with its default, as ``pytest --help`` shows it."""
+    if opt.flag or opt.default in (None, {}, []):
+        return opt.help
+    return f"{opt.help} Default: {opt.default}."
+
+
+def _addini(parser: Any, opt: Option) -> None:
+    """Numbers are typed ``int``/``float`` ini keys where pytest knows those types (pytest >= 8.4)."""
+    kind = getattr(opt.parse, "__qualname__", "").split(".")[0]
+    typed = {"_int": "int", "_float": "float"}.get(kind, opt.ini_type)
+    try:
+        parser.addini(f"memorization_{opt.name}", help_text(opt), type=typed, default=None)
+    except (AssertionError, ValueError, TypeError):  # an older pytest without int/float ini types
+        parser.addini(f"memorization_{opt.name}", help_text(opt), type=opt.ini_type, default=None)
 
 
 def markdown_table() -> str:

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ..errors import MemorizationConfigError
 from ..records import GenerationSettings
-from .options import OPTIONS
+from .options import OPTIONS, OptionError
 
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3)
 DEFAULT_METRICS: tuple[str, ...] = ("tiled_l2", "ssim")
@@ -108,7 +110,11 @@ def resolve(config: Any) -> Settings:
     explicit: set[str] = set()
     for opt in OPTIONS:
         cli = config.getoption(f"memorization_{opt.name}", None) if opt.cli else None
-        ini = config.getini(f"memorization_{opt.name}")
+        try:
+            ini = config.getini(f"memorization_{opt.name}")
+        except (ValueError, pytest.UsageError) as e:  # a typed (int/float) ini key pytest could not convert
+            raise OptionError(opt, str(e).rpartition(": ")[2].strip("'\""), "expected a number (ini key memorization_"
+                              f"{opt.name})") from None
         ini = ini if ini not in (None, "", []) else None
         raw = cli if cli not in (None, []) else ini
         if raw is None:
