@@ -94,9 +94,17 @@ def test_report_json_junit_step_summary_and_terminal_summary(
     assert rows[(FOX, 0)]["verdict"] == "fail"
     assert all(r["verdict"] in ("pass", "warn") for k, r in rows.items() if k[0] != FOX)
     fox_case = next(c for k, c in cases.items() if "fox" in k)
-    props = {p.get("name"): float(p.get("value")) for p in fox_case.iter("property")}
-    assert props["memorization.seed0.tiled_l2"] == pytest.approx(rows[(FOX, 0)]["scores"]["tiled_l2"], abs=1e-6)
+    props = {p.get("name"): p.get("value") for p in fox_case.iter("property")}
+    assert float(props["memorization.seed0.tiled_l2"]) == pytest.approx(rows[(FOX, 0)]["scores"]["tiled_l2"], abs=1e-6)
     assert "memorization.seed0.ssim" in props
+    # a reviewer reading junit alone sees what was compared and where the image is
+    assert props["memorization.prompt"] == rows[(FOX, 0)]["prompt"]
+    assert props["memorization.seed0.work"] == "fox" and props["memorization.seed0.verdict"] == "fail"
+    assert props["memorization.seed0.image"] == str(proj.path / "r" / rows[(FOX, 0)]["image"])
+    # the heat map's data: a 4 x 4 grid of tile RMS against the nearest work; the copy matches everywhere
+    tiles = rows[(FOX, 0)]["extra"]["tiles"]["rms"]
+    assert len(tiles) == 4 and all(len(row) == 4 for row in tiles)
+    assert max(max(row) for row in tiles) <= 0.15
     astro = next(c for k, c in cases.items() if "astronaut" in k)
     assert {p.get("name") for p in astro.iter("property")} >= {
         "memorization.seed0.tiled_l2", "memorization.seed1.tiled_l2", "memorization.seed1.ssim"}

@@ -33,3 +33,20 @@ class TiledL2(PixelMetric):
         sq = tile_sums((x - y) ** 2)  # (P, 16)
         counts = torch.tensor(tile_counts(x.shape[-2], x.shape[-1], x.shape[1]), dtype=sq.dtype, device=sq.device)
         return (sq / counts).sqrt().amax(dim=1)
+
+
+def tile_rms(image: Any, work: Any, grid: int = 4) -> list[list[float]]:
+    """The RMS difference of each of the ``grid`` x ``grid`` tiles of ``image`` (3, H, W) against
+    ``work`` resized to its size, unaligned: where the two agree (the report's heat map). The
+    tiled L2 of the pair (unaligned) is the largest of these."""
+    import torch
+
+    from ._util import resize
+
+    x = image.float()[None]
+    y = resize(work.float()[None], (x.shape[-2], x.shape[-1]))
+    with torch.no_grad():
+        sq = tile_sums((x - y) ** 2, grid)[0]
+        counts = torch.tensor(tile_counts(x.shape[-2], x.shape[-1], x.shape[1], grid), dtype=sq.dtype)
+        rms = (sq / counts).sqrt()
+    return [[round(float(v), 4) for v in rms[i * grid:(i + 1) * grid]] for i in range(grid)]

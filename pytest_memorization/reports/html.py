@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .schema import (
+    SEVERITY,
     VERDICTS,
     crossed,
     direction_of,
@@ -24,6 +25,7 @@ from .schema import (
     model_label,
     overall,
     safe_relpath,
+    worst_results,
 )
 
 CSS = """
@@ -46,6 +48,12 @@ color:#555;font-size:12px;word-break:break-all;text-align:center}figcaption{font
 .info{flex:1;min-width:320px}.prompt{white-space:pre-wrap;background:#f4f4f4;padding:4px 6px;border-radius:4px}
 .crossed{background:#fde2e1;font-weight:700}.tok{background:#e8eaf6;border-radius:3px;padding:0 4px;margin-right:4px}
 svg{background:#fff;border:1px solid #ddd}
+.heatwrap{position:relative;width:192px;height:192px}.heatwrap svg.heat{position:absolute;left:0;top:0;
+width:192px;height:192px;background:none;border:1px solid #ccc;pointer-events:auto}
+.strip{display:flex;gap:6px;flex-wrap:wrap;margin-top:8px}.strip figure img,.strip .ph{width:88px;height:88px}
+.strip figure{border-top:4px solid #aaa;padding-top:2px}.s-error{border-top-color:#6c3483!important}
+.s-fail{border-top-color:#c0392b!important}.s-warn{border-top-color:#b9770e!important}.s-pass{border-top-color:#1e8449!important}
+.seeds td{font-size:12px}.legend{font-size:11px;color:#555;max-width:192px}
 """
 
 SCRIPT = """
@@ -152,8 +160,9 @@ def _curve_points(curve: list[Any]) -> dict[str, list[tuple[float, float]]]:
     return {m: sorted(p) for m, p in sorted(series.items())}
 
 
-def curve_svg(curve: list[Any], thresholds: dict[str, Any] | None = None) -> str:
-    """A small line chart: score of each metric vs img2img strength (thresholds dashed)."""
+def curve_svg(curve: list[Any], thresholds: dict[str, Any] | None = None, safe: Any = None) -> str:
+    """A small line chart: score of each metric vs img2img strength; thresholds dashed, the work's
+    ``min_safe_strength`` a grey vertical line; a legend says which is which."""
     series = _curve_points(curve if isinstance(curve, list) else [])
     if not series:
         return ""
@@ -188,36 +197,121 @@ def curve_svg(curve: list[Any], thresholds: dict[str, Any] | None = None) -> str
             out.append(f'<line x1="{L}" x2="{W - R}" y1="{py(thr[m]):.1f}" y2="{py(thr[m]):.1f}" '
                        f'stroke="{col}" stroke-dasharray="4 3"/>')
         out.append(f'<text x="{W - R + 6}" y="{T + 12 + 14 * i}" font-size="11" fill="{col}">{e(m)}</text>')
+    n = len(series)
+    out.append(f'<line x1="{W - R + 6}" x2="{W - R + 20}" y1="{T + 16 + 14 * n}" y2="{T + 16 + 14 * n}" '
+               'stroke="#555" stroke-dasharray="4 3"/>')
+    out.append(f'<text x="{W - R + 24}" y="{T + 19 + 14 * n}" font-size="10">threshold</text>')
+    if is_number(safe) and x0 <= float(safe) <= x1:
+        out.append(f'<line x1="{px(float(safe)):.1f}" x2="{px(float(safe)):.1f}" y1="{T}" y2="{H - B}" '
+                   'stroke="#7f8c8d" stroke-width="2"/>')
+        out.append(f'<text x="{W - R + 6}" y="{T + 33 + 14 * n}" font-size="10" fill="#7f8c8d">'
+                   f"safe from {float(safe):g}</text>")
     out.append("</svg>")
     return "".join(out)
 
 
-def _row(r: dict[str, Any], run: dict[str, Any], idx: int) -> str:
-    v = r["verdict"]
-    extra = dict(r.get("extra") or {})
+HEAT_SPAN = 0.3  # tile RMS at which a tile counts as not matching at all (twice Carlini's 0.15)
+
+
+def heat_svg(tiles: Any) -> str:
+    """A grid over the generated image: red where its tiles match the work (tile RMS near 0)."""
+    rms = tiles.get("rms") if isinstance(tiles, dict) else None
+    if not (isinstance(rms, list) and rms and all(isinstance(row, list) and row for row in rms)):
+        return ""
+    n_rows, n_cols = len(rms), max(len(row) for row in rms)
+    cells = []
+    for i, row in enumerate(rms):
+        for j, v in enumerate(row):
+            if not is_number(v):
+                continue
+            strength = max(0.0, 1.0 - float(v) / HEAT_SPAN)
+            cells.append(f'<rect x="{j}" y="{i}" width="1" height="1" fill="#e5262b" '
+                         f'fill-opacity="{0.45 * strength:.2f}" stroke="#fff" stroke-opacity="0.5" '
+                         f'stroke-width="0.02"><title>tile {i + 1},{j + 1}: RMS {float(v):.3f}</title></rect>')
+    return (f'<svg class="heat" viewBox="0 0 {n_cols} {n_rows}" preserveAspectRatio="none" role="img" '
+            f'aria-label="where the image matches the work" xmlns="http://www.w3.org/2000/svg">{"".join(cells)}</svg>')
+
+
+def _generated_figure(r: dict[str, Any], caption: str) -> str:
+    heat = heat_svg((r.get("extra") or {}).get("tiles"))
+    img = _img(r.get("image"), f"{caption} image")
+    if not heat:
+        return _figure(img, caption)
+    return _figure(f'<div class="heatwrap">{img}{heat}</div>', f"{caption}: red tiles match the work")
+
+
+def _seed_strip(rows: list[dict[str, Any]]) -> str:
+    if len(rows) < 2:
+        return ""
+    figs = []
+    for r in rows:
+        v = str(r.get("verdict"))
+        alt = f"seed {r.get('seed')}"
+        figs.append(f'<figure class="s-{e(v)}">{_img(r.get("image"), alt)}'
+                    f"<figcaption>seed {e(r.get('seed'))} &middot; {e(v)}</figcaption></figure>")
+    return f'<div class="strip" aria-label="every seed">{"".join(figs)}</div>'
+
+
+def _seeds_table(rows: list[dict[str, Any]]) -> str:
+    metrics = sorted({m for r in rows for m in (r.get("scores") or {})})
+    if len(rows) < 2 or not metrics:
+        return ""
+    head = "".join(f"<th>{e(m)}</th>" for m in metrics)
+    body = "".join(f"<tr><td>{e(r.get('seed'))}</td><td>{e(r.get('verdict'))}</td>"
+                   + "".join(f"<td>{e(fmt_num((r.get('scores') or {}).get(m)))}</td>" for m in metrics) + "</tr>"
+                   for r in rows)
+    return f'<details><summary>every seed</summary><table class="seeds"><tr><th>seed</th><th></th>{head}</tr>{body}</table></details>'
+
+
+def _card(rows: list[dict[str, Any]], run: dict[str, Any], idx: int) -> str:
+    """One item: the worst seed large (base / generated with its heat map / work), every seed in a
+    strip, the reasons and scores of the worst seed, the img2img curve once."""
+    lead = rows[0]
+    v = str(lead["verdict"])
+    extra = dict(lead.get("extra") or {})
     lora = extra.get("lora_gate") if isinstance(extra.get("lora_gate"), dict) else None
     figs = []
     if lora is not None:
         figs.append(_figure(_img(lora.get("base_image"), "base model image"), "base"))
-        figs.append(_figure(_img(r.get("image"), "LoRA image"), "LoRA"))
+        figs.append(_generated_figure(lead, "LoRA"))
     else:
-        figs.append(_figure(_img(r.get("image"), "generated image"), "generated"))
-    figs.append(_work_figure(r))
-    reasons = "".join(f"<li>{e(x)}</li>" for x in r.get("reasons") or [])
-    curve = curve_svg(extra.get("img2img_curve"), r.get("thresholds")) if "img2img_curve" in extra else ""
-    rest = {k: x for k, x in extra.items() if k not in ("img2img_curve",)}
+        figs.append(_generated_figure(lead, "generated"))
+    figs.append(_work_figure(lead))
+    reasons = list(dict.fromkeys(x for r in rows for x in (r.get("reasons") or [])))
+    reasons_html = "".join(f"<li>{e(x)}</li>" for x in reasons)
+    curve = ""
+    if "img2img_curve" in extra:
+        i2i = extra.get("img2img") if isinstance(extra.get("img2img"), dict) else {}
+        curve = curve_svg(extra.get("img2img_curve"), lead.get("thresholds"), safe=i2i.get("min_safe_strength"))
+    rest = {k: x for k, x in extra.items() if k not in ("img2img_curve", "tiles")}
     details = (f"<details><summary>extra</summary><pre>{e(json.dumps(rest, indent=1, sort_keys=True))}</pre>"
                "</details>") if rest else ""
-    work = f"<span>work <b>{e(r.get('work'))}</b></span>" if r.get("work") is not None else ""
+    work = f"<span>work <b>{e(lead.get('work'))}</b></span>" if lead.get("work") is not None else ""
+    counts = {}
+    for r in rows:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    tally = ", ".join(f"{counts[k]} {k}" for k in VERDICTS if k in counts)
+    seeds = f"<span>seed {e(lead.get('seed'))}</span>" if len(rows) == 1 else \
+        f"<span>{len(rows)} seeds: {e(tally)}; worst seed {e(lead.get('seed'))} shown large</span>"
     return (
-        f'<section class="row v-{e(v)}" data-verdict="{e(v)}" id="r{idx}">'
+        f'<section class="row v-{e(v)}" data-verdict="{e(v)}" data-seeds="{len(rows)}" id="r{idx}">'
         f'<div class="rowhead"><span class="badge b-{e(v)}">{e(v.upper())}</span>'
-        f"<code>{e(r.get('item'))}</code><span>seed {e(r.get('seed'))}</span>{work}</div>"
-        f'<div class="body"><div class="imgs">{"".join(figs)}</div><div class="info">'
-        f'<div class="prompt">{e(r.get("prompt"))}</div>'
-        f"{f'<ul class=reasons>{reasons}</ul>' if reasons else ''}"
-        f"{_scores_table(r, run)}{_detectors_table(r)}{curve}{details}</div></div></section>"
+        f"<code>{e(lead.get('item'))}</code>{seeds}{work}</div>"
+        f'<div class="body"><div><div class="imgs">{"".join(figs)}</div>{_seed_strip(rows)}</div><div class="info">'
+        f'<div class="prompt">{e(lead.get("prompt"))}</div>'
+        f"{f'<ul class=reasons>{reasons_html}</ul>' if reasons_html else ''}"
+        f"{_scores_table(lead, run)}{_detectors_table(lead)}{curve}{_seeds_table(rows)}{details}</div></div></section>"
     )
+
+
+def group_by_item(results: list[dict[str, Any]], run: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
+    """Results grouped per item, items in the order of their most severe row; within an item the
+    worst seed first (most severe verdict, then closest to its threshold)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(str(r.get("item")), []).append(r)
+    ordered = [worst_results(rows, run, len(rows)) for rows in groups.values()]
+    return sorted(ordered, key=lambda rows: SEVERITY.get(str(rows[0].get("verdict")), 0))
 
 
 def _run_table(run: dict[str, Any]) -> str:
@@ -271,7 +365,8 @@ def render_html(doc: dict[str, Any]) -> str:
     filters = "".join(
         f'<label><input type="checkbox" class="vf" value="{v}" checked> '
         f'<span class="badge b-{v}">{v}</span> {summary.get(v, 0)}</label>' for v in VERDICTS)
-    rows = "".join(_row(r, run, i) for i, r in enumerate(results)) or "<p>No images were scored.</p>"
+    groups = group_by_item(results, run)
+    rows = "".join(_card(g, run, i) for i, g in enumerate(groups)) or "<p>No images were scored.</p>"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
@@ -281,6 +376,7 @@ def render_html(doc: dict[str, Any]) -> str:
         '<div class="banner broken" id="broken" hidden></div>'
         f"{_run_table(run)}<p>{e(summary.get('total', len(results)))} images: {e(counts)}. "
         f"<small>{e(doc.get('generated_by', ''))}, report schema {e(doc.get('schema_version'))}</small></p>"
-        f'<div class="filters">Show: {filters} <span>(<span id="shown">{len(results)}</span> shown)</span></div>'
+        f'<div class="filters">Show: {filters} <span>(<span id="shown">{len(groups)}</span> of {len(groups)} items '
+        "shown; an item shows its worst verdict)</span></div>"
         f'<main id="results">{rows}</main>{_extras(doc)}<script>{SCRIPT}</script></body></html>\n'
     )

@@ -23,7 +23,15 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
     if not results:
         return
     save_images(session, item, results)
+    report_dir = session.settings.path("report")
+    if results:
+        item.user_properties.append(("memorization.prompt", results[0].prompt))
     for r in results:
+        item.user_properties.append((f"memorization.seed{r.seed}.verdict", r.verdict))
+        if r.work is not None:
+            item.user_properties.append((f"memorization.seed{r.seed}.work", r.work))
+        if r.image and report_dir is not None:
+            item.user_properties.append((f"memorization.seed{r.seed}.image", str(report_dir / r.image)))
         for metric, value in r.scores.items():
             item.user_properties.append((f"memorization.seed{r.seed}.{metric}", round(value, 6)))
         for name, det in r.detectors.items():
@@ -55,6 +63,10 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
         if r.pixels is not None and r.image is None:
             r.image = generated_png_path(report_dir, r.item, r.seed, tag)
             save_image(r.pixels, report_dir / r.image)
+            if r.work in work_tensors:  # the heat map of where the image matches its nearest work
+                from ..metrics.tiled_l2 import tile_rms
+
+                r.extra["tiles"] = {"grid": 4, "rms": tile_rms(r.pixels, work_tensors[r.work])}
         base = r.extra.pop("base_pixels", None)
         if base is not None and "lora_gate" in r.extra:
             rel = generated_png_path(report_dir, r.item, r.seed, tag + "base")

@@ -28,8 +28,10 @@ def _near(img: Any, sigma: float, seed: int) -> Any:
 
 
 def make_results(report_dir: Path, works: dict[str, Any], mode: str = "thumbnail",
-                 item_prefix: str = "tests/test_gate.py::test_canary") -> tuple[dict, list[dict]]:
-    """A run dict and one result per kind of row, with their PNGs saved under report_dir."""
+                 item_prefix: str = "tests/test_gate.py::test_canary", *,
+                 four_seeds: bool = False) -> tuple[dict, list[dict]]:
+    """A run dict and one result per kind of row, with their PNGs saved under report_dir; with
+    ``four_seeds`` also one item of four seeds whose failing seed is not the first."""
     import torch
 
     from pytest_memorization.records import ImageResult
@@ -57,7 +59,7 @@ def make_results(report_dir: Path, works: dict[str, Any], mode: str = "thumbnail
          "fail", ["LoRA moved clip from 0.80 to 0.97 toward chelsea"], {}, {"lora_gate": {}}),
         ("[img2img]", 0, "astronaut", _near(works["astronaut"], 0.1, 7), {"clip": 0.93, "tiled_l2": 0.2},
          "warn", [], {}, {"img2img_curve": [{"strength": s, "clip": 1 - 0.4 * s, "tiled_l2": 0.5 * s}
-                                           for s in (0.2, 0.4, 0.6, 0.8)], "img2img": {"strength": 0.5}}),
+                                           for s in (0.2, 0.4, 0.6, 0.8)], "img2img": {"strength": 0.5, "min_safe_strength": 0.6}}),
     ]
     results = []
     for suffix, seed, work, pixels, scores, verdict, reasons, detectors, extra in specs:
@@ -73,6 +75,22 @@ def make_results(report_dir: Path, works: dict[str, Any], mode: str = "thumbnail
             item=item, prompt=prompt, seed=seed, work=work, scores=scores,
             thresholds=thr if scores else {}, verdict=verdict, reasons=reasons, image=rel,
             work_image=work_paths.get(work) if work else None, detectors=detectors, extra=extra,
+        ).to_json())
+    # one item with four seeds, the failing one (seed 2) not first: the report shows one card, seed 2 large
+    from pytest_memorization.metrics.tiled_l2 import tile_rms
+
+    item = item_prefix + "[seeds]"
+    for seed in range(4 if four_seeds else 0):
+        pixels = _near(works["astronaut"], 0.02 if seed == 2 else 0.35, 10 + seed)
+        rel = generated_png_path(report_dir, item, seed)
+        save_image(pixels, report_dir / rel)
+        copy = seed == 2
+        results.append(ImageResult(
+            item=item, prompt="an astronaut, four seeds", seed=seed, work="astronaut",
+            scores={"clip": 0.99 if copy else 0.6, "tiled_l2": 0.03 if copy else 0.4}, thresholds=thr,
+            verdict="fail" if copy else "pass", reasons=["tiled_l2 0.03 <= 0.15 against 'astronaut'"] if copy else [],
+            image=rel, work_image=work_paths.get("astronaut"),
+            extra={"tiles": {"grid": 4, "rms": tile_rms(pixels, works["astronaut"])}},
         ).to_json())
     run = {
         # the shape session.run_info() gives for one model

@@ -16,9 +16,16 @@ def works() -> dict[str, Any]:
     return {"astronaut": photo("astronaut"), "chelsea": photo("chelsea"), "coffee": photo("coffee")}
 
 
-
 @pytest.fixture
 def report_inputs(tmp_path: Path, works: dict[str, Any]) -> tuple[Path, dict, list[dict]]:
     d = tmp_path / "report"
     run, results = make_results(d, works)
+    return d, run, results
+
+
+@pytest.fixture
+def card_inputs(tmp_path: Path, works: dict[str, Any]) -> tuple[Path, dict, list[dict]]:
+    """``report_inputs`` plus one item of four seeds (its failing seed is not the first)."""
+    d = tmp_path / "report"
+    run, results = make_results(d, works, four_seeds=True)
     return d, run, results

@@ -64,7 +64,7 @@ class Rows(HTMLParser):
 def test_report_in_headless_chromium(tmp_path, works):
     browser = _chromium()
     d = tmp_path / "report"
-    run, results = make_results(d, works, "thumbnail")
+    run, results = make_results(d, works, "thumbnail", four_seeds=True)
     # the passing rows are listed first on purpose: the report must reorder them
     results.sort(key=lambda r: r["verdict"] != "pass")
     write_report(d, run, results, complete=False)
@@ -74,13 +74,17 @@ def test_report_in_headless_chromium(tmp_path, works):
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = Rows()
     page.feed(dom.stdout)
-    expected = sum(bool(r["image"]) + bool(r["work_image"]) + ("lora_gate" in r["extra"]) for r in results)
-    assert expected == 15
+    # one card per item: its worst seed's image (and base image), its work, and a strip of every seed when
+    # it has several: 8 one-seed items (15 images) + the four-seed item (1 + 1 + 4)
+    expected = sum(bool(r["image"]) + bool(r["work_image"]) + ("lora_gate" in r["extra"]) for r in results
+                   if not r["item"].endswith("[seeds]")) + 6
+    assert expected == 21
     assert page.body.get("data-images") == str(expected), page.body
     assert page.body.get("data-broken-count") == "0", "an image did not load: " + str(page.body)
     shown = [r for r in page.rows if "hidden" not in r]
     assert shown and shown[0]["data-verdict"] in ("error", "fail")
     assert [r["data-verdict"] for r in page.rows][:4] == ["error", "fail", "fail", "fail"]
+    assert sorted(int(r["data-seeds"]) for r in page.rows) == [1] * 8 + [4]  # one card per item
     assert "pwned" not in page.title and page.title.startswith("Memorization report: ERROR")
 
     shot = tmp_path / "report.png"

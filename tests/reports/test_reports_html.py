@@ -76,8 +76,10 @@ def test_rows_ordered_and_complete(report_inputs):
     write_report(d, run, results)
     html = (d / "index.html").read_text()
     parsed = _parse(html)
-    verdicts = [a["data-verdict"] for t, a in parsed.tags if t == "section" and "data-verdict" in a]
-    assert verdicts == ["error", "fail", "fail", "fail", "warn", "warn", "pass", "pass"]
+    sections = [a for t, a in parsed.tags if t == "section" and "data-verdict" in a]
+    verdicts = [a["data-verdict"] for a in sections]
+    assert verdicts == ["error", "fail", "fail", "fail", "warn", "warn", "pass", "pass"]  # one card per item
+    assert [int(a["data-seeds"]) for a in sections] == [1] * 8
     filters = [a["value"] for t, a in parsed.tags if t == "input" and a.get("class") == "vf"]
     assert filters == ["error", "fail", "warn", "pass"]
     assert "Incomplete" not in html
@@ -91,6 +93,24 @@ def test_rows_ordered_and_complete(report_inputs):
     assert "Incomplete: this run was interrupted" in (d / "index.html").read_text()
 
 
+def test_a_four_seed_item_is_one_card_with_the_failing_seed_large_and_a_heat_map(card_inputs):
+    d, run, results = card_inputs
+    write_report(d, run, results)
+    html = (d / "index.html").read_text()
+    card = re.search(r'<section[^>]*data-seeds="4"[^>]*>(?:(?!</section>).)*</section>', html, re.S).group(0)
+    assert 'data-verdict="fail"' in card and "4 seeds: 1 fail, 3 pass; worst seed 2 shown large" in card
+    lead = re.search(r'<div class="imgs">(.*?)</div><div class="strip"', card, re.S).group(1)
+    seed2 = next(r for r in results if r["item"].endswith("[seeds]") and r["seed"] == 2)
+    assert f'src="{seed2["image"]}"' in lead
+    strip = re.findall(r'<figure class="s-(\w+)">.*?<figcaption>seed (\d) ', card, re.S)
+    assert strip[0] == ("fail", "2") and sorted(s for _, s in strip) == ["0", "1", "2", "3"]
+    heat = re.search(r'<svg class="heat"[^>]*>(.*?)</svg>', lead, re.S).group(1)
+    assert heat.count("<rect") == 16
+    opacity = [float(x) for x in re.findall(r'fill-opacity="([0-9.]+)"', heat)]
+    assert min(opacity) > 0.3, "the near-copy (noise 0.02) matches the work in every tile"
+    assert "every seed" in card  # the per-seed score table
+
+
 def test_lora_row_and_curve(report_inputs):
     d, run, results = report_inputs
     write_report(d, run, results)
@@ -101,7 +121,10 @@ def test_lora_row_and_curve(report_inputs):
     assert "<th>base</th>" in lora_row and "-base.png" in lora_row
     svg = curve_svg([{"strength": 0.2, "scores": {"clip": 0.9}}, {"strength": 0.8, "scores": {"clip": 0.5}},
                      {"strength": 0.5, "clip": 0.7, "lpips": 0.3}], {"clip": 0.95})
-    assert svg.count("<polyline") == 2 and "stroke-dasharray" in svg
+    assert svg.count("<polyline") == 2 and "stroke-dasharray" in svg and ">threshold</text>" in svg
+    assert "safe from" not in svg
+    marked = curve_svg([{"strength": 0.2, "clip": 0.9}, {"strength": 0.8, "clip": 0.5}], {"clip": 0.95}, safe=0.6)
+    assert "safe from 0.6" in marked
     assert curve_svg([]) == "" and curve_svg([{"nothing": 1}]) == ""
 
 
