@@ -208,6 +208,7 @@ OPTIONS: Sequence[Option] = (
     Option("steps", "Denoising steps (overrides the manifest).", None, _int(1)),
     Option("metrics", "Metrics to score, comma-separated (default: those with a threshold).", None, _names),
     Option("threshold", "Threshold override METRIC=VALUE; repeatable or comma-separated.", {}, _thresholds, repeat=True),
+    Option("align", "Alignment-tolerant tiled L2 and SSIM: the best score over small shifts and rescalings of each generated image; false compares pixels as they are.", True, _bool, ini_type="bool"),
     Option("warn_band", "Warn when a score is within this fraction of its threshold (0 disables).", 0.1, _float(0.0, 1.0)),
     Option("manifest", "A manifest to collect (repeatable), in addition to memorization_manifests.", [], _paths, repeat=True),
     Option("manifests", "Glob of manifest file names collected under the test paths.", "memorization.toml", _str, cli=False),
@@ -262,7 +263,7 @@ def metavar(opt: Option) -> str:
     if opt.name in _PATHS:
         return "PATH"
     return {"_int": "N", "_float": "X", "_seeds": "SEEDS", "_thresholds": "METRIC=VALUE",
-            "_tolerances": "METRIC:DELTA", "_names": "NAME[,NAME]", "_shard": "I/N", "_device": "DEVICE",
+            "_tolerances": "METRIC:DELTA", "_bool": "true|false", "_names": "NAME[,NAME]", "_shard": "I/N", "_device": "DEVICE",
             "_choice": "{" + ",".join(_choices_of(opt)) + "}"}.get(kind, "VALUE")
 
 

@@ -42,6 +42,7 @@ class Settings:
     steps: int | None
     metrics: list[str] | None
     threshold: dict[str, float]
+    align: bool
     warn_band: float
     manifest: list[str]
     manifests: str

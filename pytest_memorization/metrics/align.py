@@ -22,7 +22,13 @@ differences computed by expansion (one matmul per tile for tiled L2, one for SSI
 kept. So the score is the best over those candidates, not a full search of every candidate by the
 metric itself. Measured on this machine (2 shared CPU cores, 1 thread, 64 px, 8 x 8 images):
 tiled L2 0.016-0.02 s -> 0.5-0.6 s (about 25-30x), SSIM 0.08-0.17 s -> 0.6-0.7 s (about 4-8x).
-At 512 px the candidate stack is 64x larger: use a GPU (``device``) or ``align=False`` there.
+Coarse to fine: above ``COARSE`` px (short side), the candidates are ranked on both images reduced
+to about ``COARSE`` px (area average), where the same grid of shifts and scales has the same indices
+(the shifts are fractions of the size), and only the ``topk`` best (plus the identity) are built and
+re-ranked at full size by the cheap key; the best is moved between the grid points (one axis, then
+the other), which the full grid cannot do; the two best and the moved one are scored exactly. So the
+full-size candidate stack (567 crops of the image) is never built: bench/align.py measures the time
+and the scores against the full search.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+COARSE = 64  # px: rank candidates at about this size when the images are larger
+COARSE_TOPK = 8  # candidates kept from the coarse ranking (it sees less than the full size does)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,89 @@ def candidates(x: Any, p: AlignParams) -> Any:
     return torch.stack(out, dim=1)
 
 
+def candidate(x: Any, p: AlignParams, index: int, ddy: int = 0, ddx: int = 0,
+              scaled: dict[float, Any] | None = None) -> Any:
+    """(N, 3, h, w): candidate ``index`` of ``candidates(x, p)`` alone, without building the others;
+    ``ddy``/``ddx`` move its window by a few more pixels (the fine search between grid points);
+    ``scaled`` memoises the rescaled images across calls."""
+    import torch.nn.functional as F
+
+    n, c, H, W = x.shape
+    m = p.margin(H, W)
+    h, w = H - 2 * m, W - 2 * m
+    dys, dxs = p.shifts(H), p.shifts(W)
+    scales = sorted(p.scales, key=lambda s: abs(s - 1.0))
+    si, rest = divmod(index, len(dys) * len(dxs))
+    yi, xi = divmod(rest, len(dxs))
+    s = scales[si]
+    xs = scaled.get(s) if scaled is not None else None
+    if xs is None:
+        if s == 1.0:
+            xs = x
+        else:
+            size = (max(1, round(H * s)), max(1, round(W * s)))
+            xs = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0.0, 1.0)
+        if scaled is not None:
+            scaled[s] = xs
+    oy, ox = (xs.shape[-2] - H) // 2, (xs.shape[-1] - W) // 2
+    top = min(max(oy + m + dys[yi] + ddy, 0), xs.shape[-2] - h)
+    left = min(max(ox + m + dxs[xi] + ddx, 0), xs.shape[-1] - w)
+    return xs[:, :, top : top + h, left : left + w]
+
+
+def paired_key(x: Any, y: Any, rank: str) -> Any:
+    """The cheap ranking key of paired crops (P, 3, h, w): worst-tile or whole-image mean square."""
+    import torch
+
+    sq = (x - y) ** 2
+    if rank == "tiles":
+        counts = torch.tensor(tile_counts(x.shape[-2], x.shape[-1], x.shape[1]), dtype=sq.dtype, device=sq.device)
+        return (tile_sums(sq) / counts).amax(1)
+    return sq.flatten(1).mean(1)
+
+
+def _fine(gen: Any, ref: Any, p: AlignParams, chosen: list[int], rank: str, scaled: dict[float, Any]) -> list[Any]:
+    """At full size: the two best of the ``chosen`` coarse candidates by the cheap key, and the best
+    of them moved between the grid points (one axis, then the other; at 512 px offsets -4..4)."""
+    import torch
+
+    crops = torch.cat([candidate(gen, p, c, scaled=scaled) for c in chosen])
+    key = paired_key(crops, ref.expand(len(chosen), -1, -1, -1), rank)
+    order = key.argsort().tolist()
+    keep = [crops[j : j + 1] for j in order[:2]]
+    best, best_key = chosen[order[0]], key[order[0]]
+    H, W = gen.shape[-2:]
+    half = max(1, round(p.max_shift * min(H, W) / p.steps)) // 2
+    ddy = ddx = 0
+    for axis in (0, 1):
+        offsets = [d for d in range(-half, half + 1) if d != 0]
+        if not offsets:
+            break
+        moved = torch.cat([candidate(gen, p, best, d if axis == 0 else ddy, d if axis == 1 else ddx, scaled)
+                           for d in offsets])
+        k = paired_key(moved, ref.expand(len(offsets), -1, -1, -1), rank)
+        j = int(k.argmin())
+        if k[j] < best_key:
+            best_key = k[j]
+            ddy, ddx = (offsets[j], ddx) if axis == 0 else (ddy, offsets[j])
+    if ddy or ddx:
+        keep.append(candidate(gen, p, best, ddy, ddx, scaled))
+    return keep
+
+
+def coarse_size(h: int, w: int, p: AlignParams) -> tuple[int, int] | None:
+    """The reduced size at which candidates are ranked, or None when the images are small enough
+    (or when the grid would not map one to one onto the full-size grid)."""
+    short = min(h, w)
+    if short <= COARSE:
+        return None
+    f = short / COARSE
+    ch, cw = max(COARSE, round(h / f)), max(COARSE, round(w / f))
+    if len(p.shifts(ch)) != len(p.shifts(h)) or len(p.shifts(cw)) != len(p.shifts(w)):
+        return None
+    return ch, cw
+
+
 def tile_edges(size: int, grid: int = 4) -> list[int]:
     return [round(i * size / grid) for i in range(grid + 1)]
 
@@ -161,31 +253,49 @@ def best_over_candidates(
     best of the ``topk`` ranked candidates is kept (min for distances, max for similarities).
     """
     import torch
+    import torch.nn.functional as F
 
     n = gen.shape[0]
     M = refs.shape[0]
     H, W = gen.shape[-2:]
     m = p.margin(H, W)
     r = interior(refs, m)
-    counts = torch.tensor(tile_counts(r.shape[-2], r.shape[-1], r.shape[1]), dtype=r.dtype, device=r.device)
+    small = coarse_size(H, W, p)
+    if small is not None:  # rank on reduced copies; the same candidate index means the same shift and scale
+        g_rank = F.interpolate(gen, size=small, mode="area")
+        r_rank = interior(F.interpolate(refs, size=small, mode="area"), p.margin(*small))
+    else:
+        g_rank, r_rank = gen, r
+    counts = torch.tensor(tile_counts(r_rank.shape[-2], r_rank.shape[-1], r_rank.shape[1]), dtype=r.dtype,
+                          device=r.device)
     rows = []
     for i in range(n):
-        cand = candidates(gen[i : i + 1], p)[0]  # (K, 3, h, w)
-        K = cand.shape[0]
+        ranked = candidates(g_rank[i : i + 1], p)[0]  # (K, 3, h, w), reduced when ``small``
+        K = ranked.shape[0]
         if rank == "tiles":
-            key = (approx_tile_sq(cand, r) / counts).amax(-1)  # (K, M) worst tile
+            key = (approx_tile_sq(ranked, r_rank) / counts).amax(-1)  # (K, M) worst tile
         else:
-            key = approx_tile_sq(cand, r, grid=1)[..., 0]  # (K, M) whole-image sum of squares
+            key = approx_tile_sq(ranked, r_rank, grid=1)[..., 0]  # (K, M) whole-image sum of squares
+        if small is not None:  # coarse to fine, pair by pair: never build the full-size stack
+            top = key.topk(min(max(p.topk, COARSE_TOPK), K), dim=0, largest=False).indices  # (k, M)
+            row, scaled = [], {}  # each rescaled version of this image is made once
+            for j in range(M):
+                chosen = list(dict.fromkeys([0, *top[:, j].tolist()]))  # the identity is always a candidate
+                crops = torch.cat(_fine(gen[i : i + 1], r[j : j + 1], p, chosen, rank, scaled))
+                v = exact(crops, r[j : j + 1].expand(len(crops), -1, -1, -1))
+                row.append(v.min() if direction == "distance" else v.max())
+            rows.append(torch.stack(row))
+            continue
         k = min(p.topk, K)
         top = key.topk(k, dim=0, largest=False).indices  # (k, M)
         top = torch.cat([top, torch.zeros_like(top[:1])])  # the identity is always scored exactly
         k += 1
-        per = max(1, chunk_elems // max(1, cand[0].numel()))
+        per = max(1, chunk_elems // max(1, ranked[0].numel()))
         flat_c = top.T.reshape(-1)  # (M*k,) candidate index per pair, pair-major
         flat_r = torch.arange(M, device=r.device).repeat_interleave(k)
         vals = []
         for s in range(0, flat_c.numel(), per):
-            vals.append(exact(cand[flat_c[s : s + per]], r[flat_r[s : s + per]]))
+            vals.append(exact(ranked[flat_c[s : s + per]], r[flat_r[s : s + per]]))
         v = torch.cat(vals).view(M, k)
         rows.append(v.amin(1) if direction == "distance" else v.amax(1))
     return torch.stack(rows, dim=0)

@@ -91,7 +91,9 @@ class MemorizationSession:
         opts: dict[str, Any] = {}
         if s.weights_dir:
             opts["weights_dir"] = str(s.path("weights_dir"))
-        if name == "lpips":
+        if name in ("tiled_l2", "ssim"):
+            opts["align"] = s.align
+        elif name == "lpips":
             opts["net"] = s.lpips_net
         elif name == "clip":
             opts.update(model=s.clip_model, pretrained=s.clip_pretrained)
