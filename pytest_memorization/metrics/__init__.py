@@ -26,14 +26,16 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "lpips": ("lpips", "LPIPSMetric"),
     "clip": ("clip", "CLIPMetric"),
     "sscd": ("sscd", "SSCDMetric"),
+    "phash": ("phash", "PHash"),
 }
 METRIC_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 # Each built-in metric's direction, readable without importing its module (reports, baselines, xdist
 # controllers). A test checks it against the classes' own ``direction``.
 KNOWN_DIRECTIONS: dict[str, str] = {
     "tiled_l2": "distance", "ssim": "similarity", "lpips": "distance", "clip": "similarity", "sscd": "similarity",
+    "phash": "distance",
 }
-WEIGHT_FREE: tuple[str, ...] = ("tiled_l2", "ssim")
+WEIGHT_FREE: tuple[str, ...] = ("tiled_l2", "ssim", "phash")
 
 
 def metric_class(name: str) -> type[Metric]:

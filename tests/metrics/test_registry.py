@@ -10,7 +10,14 @@ from pytest_memorization.metrics import METRIC_NAMES, get_metric
 
 
 def test_names():
-    assert set(METRIC_NAMES) == {"tiled_l2", "ssim", "lpips", "clip", "sscd"}
+    assert set(METRIC_NAMES) == {"tiled_l2", "ssim", "lpips", "clip", "sscd", "phash"}
+
+
+def test_known_directions_are_the_classes_own():
+    """Reports and baselines read directions without importing a metric: they must agree."""
+    from pytest_memorization.metrics import KNOWN_DIRECTIONS, metric_class
+
+    assert KNOWN_DIRECTIONS == {n: metric_class(n).direction for n in METRIC_NAMES}
 
 
 def test_import_is_lazy():
