@@ -87,7 +87,7 @@ CASES = [
     ("opt-compare-fail", nothing, ["--memorization-compare-fail", "clip=0.1"], USAGE, "*--memorization-compare-fail*not METRIC:VALUE*"),
     ("opt-shard", nothing, ["--memorization-shard", "2/2"], USAGE, "*--memorization-shard*0 <= I < N*"),
     ("opt-manifest-missing", nothing, ["--memorization-manifest", "nope.toml"], USAGE, "*--memorization-manifest nope.toml: no such file*"),
-    ("ini-batch-size", write("pytest.ini", "[pytest]\nmemorization_batch_size = 0\n"), [], USAGE, "*--memorization-batch-size (ini memorization_batch_size) = '0': expected an integer >= 1*"),
+    ("ini-batch-size", write("pytest.ini", "[pytest]\nmemorization_batch_size = 0\n"), [], USAGE, "*--memorization-batch-size (ini memorization_batch_size) = 0: expected an integer >= 1*"),
     # checkpoints, LoRA, weights, baselines: the run starts, the item is an ERROR
     ("model-missing", nothing, ["--memorization-model", "models/none"], FAILED, "*CheckpointError: model 'models/none' not found*"),
     ("model-no-unet-weights", remove("models/tiny/unet/diffusion_pytorch_model.safetensors"), [], FAILED, "*CheckpointError: */unet: no weights file for component 'unet'*"),
