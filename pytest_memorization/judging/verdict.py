@@ -20,8 +20,9 @@ def worst(verdicts: Iterable[str]) -> Verdict:
 
 def decide(results: Sequence[ImageResult], item_findings: Sequence[Finding] = ()) -> list[str]:
     """Set each image's verdict and reasons from its findings (plus ``item_findings``, which
-    apply to every image of the item); return the item's failure text, one line per failing
-    finding. This is the only function that assigns a verdict."""
+    apply to every image of the item); return the item's failure text, one line per failing or
+    erroring finding (an error is something that could not be judged: it fails the item, never
+    passes it). This is the only function that assigns a verdict."""
     copies: list[str] = []
     others: list[str] = []
     for r in results:
@@ -32,7 +33,10 @@ def decide(results: Sequence[ImageResult], item_findings: Sequence[Finding] = ()
         for f in r.findings:
             if f.severity == "fail":
                 (copies if f.rule == "threshold" else others).append(_line(r, f))
-    others += [f.message for f in item_findings if f.severity == "fail"]
+            elif f.severity == "error":  # could not be judged: never a pass
+                others.append(f"ERROR: {_line(r, f)}")
+    others += [f.message if f.severity == "fail" else f"ERROR: {f.message}" for f in item_findings
+               if f.severity in ("fail", "error")]
     lines: list[str] = []
     if copies:
         n = sum(any(f.rule == "threshold" and f.severity == "fail" for f in r.findings) for r in results)

@@ -152,3 +152,12 @@ def test_baseline_rule_fails_a_missing_entry() -> None:
     compare_item(_State({}), "item", outcome)
     lines = decide(outcome.results, outcome.findings)
     assert outcome.results[0].verdict == "fail" and lines[0].startswith("no baseline entry for item")
+
+
+def test_an_error_finding_fails_the_item_and_says_error() -> None:
+    """A detector that could not measure (NaN) must not let the item pass."""
+    rows = _rows(_scores([[0.4, 0.6]], [[0.1, 0.1]]))
+    found = noise_magnitude_finding("p", math.nan, 3.0, True)
+    assert found is not None
+    lines = decide(rows, [found])
+    assert rows[0].verdict == "error" and lines and lines[0].startswith("ERROR: noise_magnitude")
