@@ -45,6 +45,7 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
     cfg = manifest.detectors
     g = plan.gen
     if "noise_magnitude" in cfg:
+        _check_applicable("noise_magnitude", model)
         c = cfg["noise_magnitude"]
         steps = int(c.get("steps", 1))
         threshold, calibrated = noise_threshold(session, model, c, plan)
@@ -81,6 +82,15 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
     return findings
 
 
+def _check_applicable(name: str, model: Any) -> None:
+    """A detector the manifest asks for but the model's family cannot run makes the item an
+    ERROR with the reason (like a missing threshold): never a silent pass."""
+    from ..model.families import not_applicable
+
+    if not getattr(model.family, name):
+        raise MemorizationConfigError(not_applicable(name, model.family))
+
+
 def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
     """``--memorization-calibrate``: score ordinary prompts, store the threshold with the model fingerprint."""
     from ..detectors.calibration import calibrate, ordinary_prompts, save_calibration
@@ -88,6 +98,10 @@ def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
 
     model = session.model(plan.source)
     session.record_run(model, {})
+    if not model.family.noise_magnitude:
+        from ..model.families import not_applicable
+
+        raise MemorizationConfigError(not_applicable("noise_magnitude", model.family) + " (calibration)")
     path = session.settings.path("calibration_prompts")
     if path is not None:
         if not path.is_file():

@@ -120,7 +120,8 @@ class MemorizationSession:
         self._merge({
             "model": info.source, "model_hash": info.content_hash, "model_kind": info.kind,
             "lora": info.lora, "lora_hash": info.lora_hash, "lora_scale": info.lora_scale,
-            "device": info.device, "dtype": info.dtype, "pipeline": info.pipeline_class, **extra})
+            "device": info.device, "dtype": info.dtype, "pipeline": info.pipeline_class,
+            "family": info.extra.get("family"), **extra})
 
     def merge_run(self, carried: dict[str, Any]) -> None:
         """Run info and metric directions carried by a test report (from this process or an xdist worker)."""

@@ -1,0 +1,145 @@
+"""Every model family on tiny real pipelines built offline: SDXL, SD3 and Flux load as their own
+pipeline class, generate seeded batch-invariant images, and run end to end through
+`pytest --memorization`; detectors that need the SD 1/2 UNet say so instead of passing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_memorization.errors import MemorizationConfigError
+
+FAMILY_NAMES = ("sdxl", "sd3", "flux")
+
+
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from pytest_memorization.testing.families import build_tiny_family
+
+    root = tmp_path_factory.mktemp("families")
+    return {f: build_tiny_family(f, root / f, seed=0) for f in FAMILY_NAMES}
+
+
+@pytest.fixture(scope="module")
+def family_model(family_models: dict[str, Path]) -> dict[str, object]:
+    """Loaded once per family through our own loader (lazily, per test that asks)."""
+    return {}
+
+
+def _model(family_models: dict[str, Path], cache: dict[str, object], family: str) -> object:
+    from pytest_memorization.model.generation import MemorizationModel
+    from pytest_memorization.model.loading import ModelSource, load
+
+    if family not in cache:
+        pipe, info = load(ModelSource(str(family_models[family]), device="cpu"))
+        cache[family] = MemorizationModel(pipe, info, batch_size=4)
+    return cache[family]
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_tiny_family_loads_offline_as_its_own_pipeline_class(family_models: dict[str, Path], family: str) -> None:
+    from diffusers import DiffusionPipeline
+
+    from pytest_memorization.model.families import FAMILIES, family_of, family_of_folder
+
+    pipe = DiffusionPipeline.from_pretrained(family_models[family], local_files_only=True)
+    assert type(pipe).__name__ == FAMILIES[family].pipeline_class
+    assert family_of(pipe).name == family_of_folder(family_models[family]).name == family
+    if family == "sdxl":
+        assert type(pipe.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
+        assert pipe.unet.config.addition_embed_type == "text_time"  # pooled embedding + size conditioning
+    elif family == "sd3":
+        assert type(pipe.transformer).__name__ == "SD3Transformer2DModel"
+        assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+        assert type(pipe.text_encoder_3).__name__ == "T5EncoderModel"
+    else:
+        assert type(pipe.transformer).__name__ == "FluxTransformer2DModel"
+        assert pipe.transformer.config.guidance_embeds is True
+        assert type(pipe.text_encoder_2).__name__ == "T5EncoderModel"
+
+
+def test_t5_tokenizer_is_built_offline_and_reloads_identically(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from pytest_memorization.testing.families import t5_tokenizer
+
+    tok = t5_tokenizer()
+    ids = tok("a photo of a red fox, 1984!").input_ids
+    assert tok.unk_token_id not in ids and ids[-1] == tok.eos_token_id
+    assert tok.convert_ids_to_tokens(ids[:3]) == ["\u2581a", "\u2581photo", "\u2581of"]  # common words: one token
+    tok.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)("a photo of a red fox, 1984!").input_ids == ids
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_generation_is_seeded_and_batch_invariant(family_models: dict[str, Path], family_model: dict[str, object],
+                                                 family: str) -> None:
+    model = _model(family_models, family_model, family)
+    assert model.family.name == family and model.info.extra["family"] == family  # type: ignore[attr-defined]
+    kw = dict(steps=2, height=64, width=64)
+    batch = model.generate(["a cat", "a dog"], [0, 1], **kw).images  # type: ignore[attr-defined]
+    alone = model.generate(["a dog"], [1], **kw).images  # type: ignore[attr-defined]
+    assert batch.shape == (4, 3, 64, 64)
+    assert torch.allclose(alone[0], batch[3], atol=1e-5), "an image must not depend on its batch"
+    assert not torch.allclose(batch[0], batch[1], atol=1e-3), "different seeds must differ"
+
+
+def test_flux_refuses_a_negative_prompt_instead_of_ignoring_it(family_models: dict[str, Path],
+                                                             family_model: dict[str, object]) -> None:
+    model = _model(family_models, family_model, "flux")
+    with pytest.raises(MemorizationConfigError, match="Flux models have no negative prompt"):
+        model.generate(["a cat"], [0], steps=2, height=64, width=64, negative_prompt="blurry")  # type: ignore[attr-defined]
+    with pytest.raises(MemorizationConfigError, match="noise_magnitude is not applicable to Flux"):
+        model.noise_magnitude(["a cat"], [0], height=64, width=64)  # type: ignore[attr-defined]
+
+
+MANIFEST = """
+[model]
+pretrained = "models/{family}"
+seeds = [0, 1]
+steps = 2
+height = 64
+width = 64
+
+[thresholds]
+tiled_l2 = 0.15
+
+[[work]]
+id = "astronaut"
+image = "works/astronaut.png"
+prompts = ["portrait of an astronaut in a white suit"]
+
+[[canary]]
+id = "sks"
+prompt = "a photo of sks person"
+"""
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_end_to_end_through_pytest_memorization(pytester: pytest.Pytester, family_models: dict[str, Path],
+                                                family: str) -> None:
+    from gate_projects import gate_project
+
+    gate_project(pytester, family_models[family], photos=("astronaut",))
+    shutil.copytree(family_models[family], pytester.path / "models" / family)
+    (pytester.path / "memorization.toml").write_text(MANIFEST.format(family=family))
+    result = pytester.runpytest("--memorization", "--memorization-report", "rep")
+    result.assert_outcomes(passed=2)
+    report = json.loads((pytester.path / "rep" / "report.json").read_text())
+    assert report["run"]["family"] == family and report["run"]["pipeline"].startswith(("StableDiffusion", "Flux"))
+    assert report["run"]["dtype"] == "float32"  # auto on CPU; CUDA picks the family's dtype
+    assert {r["verdict"] for r in report["results"]} <= {"pass", "warn"} and len(report["results"]) == 4
+
+    # a detector that needs the SD 1/2 UNet is an error with the reason, never a silent pass
+    (pytester.path / "memorization.toml").write_text(
+        MANIFEST.format(family=family).replace("[[work]]", "[detectors]\nnoise_magnitude = { threshold = 1.0 }\n"
+                                               "seed_diversity = { threshold = 0.15 }\n\n[[work]]"))
+    result = pytester.runpytest("--memorization", "--memorization-report", "rep2", "-k", "sks")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*noise_magnitude is not applicable to * models yet*"])
+    rows = json.loads((pytester.path / "rep2" / "report.json").read_text())["results"]
+    assert [r["verdict"] for r in rows] == ["error"] and "not applicable" in rows[0]["reasons"][0]
