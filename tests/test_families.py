@@ -143,3 +143,54 @@ def test_end_to_end_through_pytest_memorization(pytester: pytest.Pytester, famil
     result.stdout.fnmatch_lines(["*noise_magnitude is not applicable to * models yet*"])
     rows = json.loads((pytester.path / "rep2" / "report.json").read_text())["results"]
     assert [r["verdict"] for r in rows] == ["error"] and "not applicable" in rows[0]["reasons"][0]
+
+
+# -- single files and dtypes: which family a checkpoint is, without loading it ------------------------------
+SINGLE_FILE_KEYS = {
+    "sd": ["model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.transformer.text_model.x",
+           "first_stage_model.decoder.conv_in.weight"],
+    "sdxl": ["model.diffusion_model.input_blocks.0.0.weight", "conditioner.embedders.0.transformer.x",
+             "conditioner.embedders.1.model.ln_final.weight", "first_stage_model.decoder.conv_in.weight"],
+    "sd3": ["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "model.diffusion_model.x_embedder.proj.weight",
+            "text_encoders.clip_l.transformer.x"],
+    "flux": ["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight", "guidance_in.in_layer.weight"],
+    "flux-comfy": ["model.diffusion_model.double_blocks.0.img_attn.qkv.weight",
+                   "model.diffusion_model.single_blocks.0.linear1.weight"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SINGLE_FILE_KEYS))
+def test_single_file_family_is_detected_from_its_keys(tmp_path: Path, name: str) -> None:
+    from safetensors.torch import save_file
+
+    from pytest_memorization.model.families import checkpoint_keys, family_of_keys
+
+    f = tmp_path / "model.safetensors"
+    save_file({k: torch.zeros(1) for k in SINGLE_FILE_KEYS[name]}, str(f))
+    assert family_of_keys(checkpoint_keys(f)).name == name.split("-")[0]  # type: ignore[union-attr]
+    assert family_of_keys(["vae.encoder.conv_in.weight"]) is None
+
+
+def test_a_single_file_of_another_family_than_its_config_is_our_error(tmp_path: Path, tiny_pipeline: Path) -> None:
+    from safetensors.torch import save_file
+
+    from pytest_memorization.errors import CheckpointError
+    from pytest_memorization.model.loading import ModelSource, load
+
+    f = tmp_path / "sdxl.safetensors"
+    save_file({k: torch.zeros(1) for k in SINGLE_FILE_KEYS["sdxl"]}, str(f))
+    with pytest.raises(CheckpointError, match=r"sdxl.safetensors is a Stable Diffusion XL checkpoint \(from its "
+                       r"keys\) but --memorization-config .* is a Stable Diffusion 1.x/2.x pipeline folder"):
+        load(ModelSource(str(f), config=str(tiny_pipeline), device="cpu"))
+
+
+def test_auto_dtype_follows_the_family_on_cuda_only() -> None:
+    from pytest_memorization.model.families import FAMILIES
+    from pytest_memorization.model.loading import resolve_dtype
+
+    expected = {"sd": "float16", "sdxl": "float16", "sd3": "bfloat16", "flux": "bfloat16"}
+    for name, dtype in expected.items():
+        assert resolve_dtype("auto", "cuda:0", FAMILIES[name]) == dtype
+        assert resolve_dtype("auto", "cpu", FAMILIES[name]) == "float32"
+        assert resolve_dtype("float32", "cuda:0", FAMILIES[name]) == "float32"  # an explicit dtype wins
+    assert resolve_dtype("auto", "cuda:0") == "float16"  # unknown family: as before
