@@ -39,6 +39,7 @@ class ModelSource:
     dtype: str = "auto"
     allow_pickle: bool = False
     allow_download: bool = False
+    generator: str | None = None  # "package.module:function": an external generator (model/hook.py), no weights
 
 
 @dataclass

@@ -38,11 +38,16 @@ class Plan:
 def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
     s, m = session.settings, manifest.model  # the manifest's paths are already resolved and checked
     source = session.source(session.model_path("model", m.pretrained), config=session.model_path("config", m.config),
-                            lora=session.model_path("lora", m.lora), lora_scale=s.pick("lora_scale", m.lora_scale))
+                            lora=session.model_path("lora", m.lora), lora_scale=s.pick("lora_scale", m.lora_scale),
+                            generator=s.pick("generator", m.generator))
     gen = s.generation(m)
     thresholds = s.thresholds(manifest.thresholds)
     metrics = session.metrics_for(manifest.metrics, thresholds)
     gate = bool(s.lora_gate or m.gate == "lora")
+    if gate and source.generator:
+        from ..model.hook import not_applicable
+
+        raise not_applicable("the LoRA gate")
     if gate and not source.lora:
         from ..errors import MemorizationConfigError
 

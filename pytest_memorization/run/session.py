@@ -38,8 +38,14 @@ class MemorizationSession:
 
     # -- models ---------------------------------------------------------------------------
     def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
-               lora_scale: float | None = None) -> ModelSource:
+               lora_scale: float | None = None, generator: str | None = None) -> ModelSource:
         s = self.settings
+        if generator:
+            if lora:
+                raise MemorizationConfigError(
+                    f"a LoRA ({lora}) and the LoRA gate are not applicable to an external generator ({generator}): "
+                    "they need the model's weights. Remove lora / gate, or test the diffusers checkpoint itself")
+            return ModelSource(pretrained=f"generator:{generator}", generator=generator)
         if not pretrained:
             raise MemorizationConfigError(
                 "no model given: pass --memorization-model PATH (or ini memorization_model, or "
@@ -59,6 +65,11 @@ class MemorizationSession:
         return str(p) if p is not None and p.exists() else s.raw(name)
 
     def model(self, source: ModelSource) -> Any:
+        if source not in self.models and source.generator:
+            from ..model.hook import GeneratorModel
+
+            self.models[source] = GeneratorModel.load(source.generator, search_path=self.settings.rootdir,
+                                                      batch_size=self.settings.batch_size)
         if source not in self.models:
             from ..model.generation import MemorizationModel
             from ..model.loading import load
