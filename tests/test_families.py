@@ -93,8 +93,6 @@ def test_flux_refuses_a_negative_prompt_instead_of_ignoring_it(family_models: di
     model = _model(family_models, family_model, "flux")
     with pytest.raises(MemorizationConfigError, match="Flux models have no negative prompt"):
         model.generate(["a cat"], [0], steps=2, height=64, width=64, negative_prompt="blurry")  # type: ignore[attr-defined]
-    with pytest.raises(MemorizationConfigError, match="noise_magnitude is not applicable to Flux"):
-        model.noise_magnitude(["a cat"], [0], height=64, width=64)  # type: ignore[attr-defined]
 
 
 MANIFEST = """
@@ -134,15 +132,52 @@ def test_end_to_end_through_pytest_memorization(pytester: pytest.Pytester, famil
     assert report["run"]["dtype"] == "float32"  # auto on CPU; CUDA picks the family's dtype
     assert {r["verdict"] for r in report["results"]} <= {"pass", "warn"} and len(report["results"]) == 4
 
-    # a detector that needs the SD 1/2 UNet is an error with the reason, never a silent pass
+    # noise magnitude on the denoiser's output (epsilon or flow velocity); trigger tokens say they do not apply
     (pytester.path / "memorization.toml").write_text(
-        MANIFEST.format(family=family).replace("[[work]]", "[detectors]\nnoise_magnitude = { threshold = 1.0 }\n"
+        MANIFEST.format(family=family).replace("[[work]]", "[detectors]\nnoise_magnitude = { threshold = 0.0 }\n"
                                                "seed_diversity = { threshold = 0.15 }\n\n[[work]]"))
     result = pytester.runpytest("--memorization", "--memorization-report", "rep2", "-k", "sks")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*noise_magnitude is not applicable to * models yet*"])
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*noise magnitude * >= 0.0000 (uncalibrated, written in the manifest) for prompt "
+                                 "'a photo of sks person' (trigger tokens: not available for this model family)*"])
     rows = json.loads((pytester.path / "rep2" / "report.json").read_text())["results"]
-    assert [r["verdict"] for r in rows] == ["error"] and "not applicable" in rows[0]["reasons"][0]
+    nm = rows[0]["detectors"]["noise_magnitude"]
+    assert [r["verdict"] for r in rows] == ["fail", "fail"] and nm["score"] > 0 and nm["trigger_tokens"] is None
+    assert "trigger_tokens is not applicable to" in nm["trigger_tokens_note"]
+    assert "score" in rows[0]["detectors"]["seed_diversity"]  # image-based detectors run on every family
+
+
+def test_the_denoiser_hook_gives_the_papers_noise_magnitude_on_sd1(tiny_pipeline: Path) -> None:
+    """The generic scorer (a hook on the pipeline's own denoiser) against the SD 1/2 implementation."""
+    from diffusers import DiffusionPipeline
+
+    from pytest_memorization.detectors.denoiser_noise import denoiser_noise_magnitude
+    from pytest_memorization.detectors.noise_magnitude import noise_magnitude
+
+    pipe = DiffusionPipeline.from_pretrained(tiny_pipeline, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(steps=2, guidance_scale=7.5, height=64, width=64, num_inference_steps=10)
+    ours = denoiser_noise_magnitude(pipe, ["a photo of a red fox"], [0, 1], **kw)
+    assert torch.allclose(ours, noise_magnitude(pipe, ["a photo of a red fox"], [0, 1], **kw), atol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_noise_magnitude_and_calibration_on_every_family(family_models: dict[str, Path],
+                                                         family_model: dict[str, object], family: str) -> None:
+    from pytest_memorization.detectors.calibration import calibrate
+    from pytest_memorization.model.families import noise_scorer
+
+    model = _model(family_models, family_model, family)
+    d = model.noise_magnitude(["a cat", "a dog"], [0, 1], height=64, width=64, num_inference_steps=4)  # type: ignore[attr-defined]
+    alone = model.noise_magnitude(["a dog"], [1], height=64, width=64, num_inference_steps=4)  # type: ignore[attr-defined]
+    assert d.shape == (2, 2) and bool((d > 0).all()) and torch.isfinite(d).all()
+    assert torch.allclose(alone[0, 0], d[1, 1], atol=1e-4), "a score must not depend on its batch"
+    cal = calibrate(model.pipe, ["a cat", "a dog", "a tree"], [0], target_fpr=0.5, height=64, width=64,  # type: ignore[attr-defined]
+                    num_inference_steps=4, scorer=noise_scorer(model.family))  # type: ignore[attr-defined]
+    assert cal.threshold > 0
+    if family == "flux":  # guidance-distilled: prompt vs empty prompt at the first step only
+        with pytest.raises(MemorizationConfigError, match="set steps = 1"):
+            model.noise_magnitude(["a cat"], [0], 2, height=64, width=64)  # type: ignore[attr-defined]
 
 
 # -- single files and dtypes: which family a checkpoint is, without loading it ------------------------------

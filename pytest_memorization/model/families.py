@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import CheckpointError, MemorizationConfigError
 
@@ -35,15 +36,17 @@ class Family:
     negative_prompt: bool  # the pipeline takes a negative prompt
     classifier_free: bool  # False: guidance is a distilled embedding (Flux-dev), no unconditional pass
     cuda_dtype: str
-    # detectors that need the SD 1/2 UNet + CLIP encode_prompt + classifier-free guidance today
+    # noise magnitude: SD 1/2 through detectors.noise_magnitude, SDXL/SD3/Flux through
+    # detectors.denoiser_noise (the denoiser's output: epsilon, v or flow velocity).
+    # trigger tokens need the SD 1/2 UNet and CLIP encode_prompt today.
     noise_magnitude: bool
     trigger_tokens: bool
 
 
 SD = Family("sd", "Stable Diffusion 1.x/2.x", "StableDiffusionPipeline", True, True, "float16", True, True)
-SDXL = Family("sdxl", "Stable Diffusion XL", "StableDiffusionXLPipeline", True, True, "float16", False, False)
-SD3 = Family("sd3", "Stable Diffusion 3.x", "StableDiffusion3Pipeline", True, True, "bfloat16", False, False)
-FLUX = Family("flux", "Flux", "FluxPipeline", False, False, "bfloat16", False, False)
+SDXL = Family("sdxl", "Stable Diffusion XL", "StableDiffusionXLPipeline", True, True, "float16", True, False)
+SD3 = Family("sd3", "Stable Diffusion 3.x", "StableDiffusion3Pipeline", True, True, "bfloat16", True, False)
+FLUX = Family("flux", "Flux", "FluxPipeline", False, False, "bfloat16", True, False)
 OTHER = Family("other", "other diffusers pipeline", "", True, True, "float16", False, False)
 GENERATOR = Family("generator", "external generator", "", True, True, "float32", False, False)
 FAMILIES = {f.name: f for f in (SD, SDXL, SD3, FLUX, OTHER, GENERATOR)}
@@ -140,8 +143,25 @@ def default_dtype(family: Family | None, device: str) -> str:
     return (family or SD).cuda_dtype
 
 
+def noise_scorer(family: Family) -> Any:
+    """The noise-magnitude function for a family, with ``detectors.noise_magnitude``'s signature;
+    None for SD 1/2 (the paper's own implementation)."""
+    if family is SD or not family.noise_magnitude:
+        return None
+    import functools
+
+    from ..detectors.denoiser_noise import denoiser_noise_magnitude
+
+    return functools.partial(denoiser_noise_magnitude, distilled=not family.classifier_free)
+
+
 def not_applicable(detector: str, family: Family) -> str:
     """The reason a detector cannot run on a family: reported, never a silent pass."""
-    return (f"{detector} is not applicable to {family.label} models yet: it needs the SD 1/2 UNet, its CLIP "
-            "text encoder and classifier-free guidance. Remove it from [detectors] for this model, "
-            "or gate with the reference metrics and seed_diversity")
+    if family is GENERATOR:
+        needs = "the model's denoiser and text encoders, which an external generator does not expose"
+    elif detector == "trigger_tokens":
+        needs = "the SD 1/2 UNet and its CLIP text encoder's prompt encoding"
+    else:
+        needs = "a diffusers denoiser (pipe.unet or pipe.transformer) of a known family"
+    return (f"{detector} is not applicable to {family.label} models yet: it needs {needs}. Remove it from "
+            "[detectors] for this model, or gate with the reference metrics and seed_diversity")

@@ -213,12 +213,13 @@ class MemorizationModel:
                         guidance_scale: float = 7.5, height: int = 512, width: int = 512,
                         num_inference_steps: int = 50) -> Any:
         """Wen et al.'s text-conditional noise magnitude, (P, S): one or a few UNet calls per seed.
-        SD 1/2 only today: other families raise ``MemorizationConfigError`` saying why."""
+        SDXL, SD3 and Flux score the denoiser's output (``detectors.denoiser_noise``)."""
         from ..detectors.noise_magnitude import noise_magnitude
-        from .families import not_applicable
+        from .families import noise_scorer, not_applicable
 
         if not self.family.noise_magnitude:
             raise MemorizationConfigError(not_applicable("noise_magnitude", self.family))
+        noise_magnitude = noise_scorer(self.family) or noise_magnitude
 
         return noise_magnitude(self.pipe, list(prompts), list(seeds), steps=steps, guidance_scale=guidance_scale,
                                height=height, width=width, num_inference_steps=num_inference_steps)

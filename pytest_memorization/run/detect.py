@@ -54,7 +54,12 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
         mean = float(d[0].mean())
         entry: dict[str, Any] = {"score": mean, "threshold": threshold, "calibrated": calibrated, "steps": steps}
         found = noise_magnitude_finding(prompts[0], mean, threshold, calibrated)
-        if found is not None and found.severity == "fail":
+        if found is not None and found.severity == "fail" and not model.family.trigger_tokens:
+            from ..model.families import not_applicable
+
+            entry["trigger_tokens"] = None
+            entry["trigger_tokens_note"] = not_applicable("trigger_tokens", model.family)
+        elif found is not None and found.severity == "fail":
             from ..detectors.trigger_tokens import trigger_tokens
 
             words = [w for w, _ in trigger_tokens(model.pipe, prompts[0], plan.seeds[:1], steps=steps,
@@ -102,6 +107,8 @@ def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
         from ..model.families import not_applicable
 
         raise MemorizationConfigError(not_applicable("noise_magnitude", model.family) + " (calibration)")
+    from ..model.families import noise_scorer
+
     path = session.settings.path("calibration_prompts")
     if path is not None:
         if not path.is_file():
@@ -113,7 +120,7 @@ def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
     g = plan.gen
     cal = calibrate(model.pipe, prompts, plan.seeds, target_fpr=session.settings.target_fpr,
                     steps=int(cfg.get("steps", 1)), guidance_scale=max(g.guidance_scale, 1.01),
-                    height=g.height, width=g.width, fingerprint=model.fingerprint)
+                    height=g.height, width=g.width, fingerprint=model.fingerprint, scorer=noise_scorer(model.family))
     out = session.settings.path("calibration")
     save_calibration(out, cal)
     session.notes.append(f"calibrated noise_magnitude threshold {cal.threshold:.4f} at FPR {cal.target_fpr:g} "
