@@ -98,6 +98,8 @@ def test_flux_refuses_a_negative_prompt_instead_of_ignoring_it(family_models: di
 MANIFEST = """
 [model]
 pretrained = "models/{family}"
+lora = "loras/{family}"
+gate = "lora"
 seeds = [0, 1]
 steps = 2
 height = 64
@@ -110,6 +112,7 @@ tiled_l2 = 0.15
 id = "astronaut"
 image = "works/astronaut.png"
 prompts = ["portrait of an astronaut in a white suit"]
+img2img = {{ strengths = [0.5], min_safe_strength = 0.9 }}
 
 [[canary]]
 id = "sks"
@@ -122,15 +125,26 @@ def test_end_to_end_through_pytest_memorization(pytester: pytest.Pytester, famil
                                                 family: str) -> None:
     from gate_projects import gate_project
 
+    from pytest_memorization.testing.families import build_tiny_family_lora
+
     gate_project(pytester, family_models[family], photos=("astronaut",))
     shutil.copytree(family_models[family], pytester.path / "models" / family)
+    build_tiny_family_lora(family_models[family], pytester.path / "loras" / family, seed=0)
     (pytester.path / "memorization.toml").write_text(MANIFEST.format(family=family))
+    # generation, the family's LoRA format, the LoRA gate (base vs base+LoRA), img2img, reports
     result = pytester.runpytest("--memorization", "--memorization-report", "rep")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     report = json.loads((pytester.path / "rep" / "report.json").read_text())
-    assert report["run"]["family"] == family and report["run"]["pipeline"].startswith(("StableDiffusion", "Flux"))
-    assert report["run"]["dtype"] == "float32"  # auto on CPU; CUDA picks the family's dtype
-    assert {r["verdict"] for r in report["results"]} <= {"pass", "warn"} and len(report["results"]) == 4
+    run = report["run"]
+    assert run["family"] == family and run["pipeline"].startswith(("StableDiffusion", "Flux")) and run["lora_hash"]
+    assert run["dtype"] == "float32"  # auto on CPU; CUDA picks the family's dtype
+    rows = report["results"]
+    assert {r["verdict"] for r in rows} <= {"pass", "warn"} and len(rows) == 6
+    gated = [r for r in rows if r["item"].endswith("astronaut::0")]
+    assert len(gated) == 2 and all("tiled_l2" in r["extra"]["lora_gate"]["base_scores"] for r in gated)
+    assert all(r["scores"]["tiled_l2"] != r["extra"]["lora_gate"]["base_scores"]["tiled_l2"] for r in gated)
+    i2i = [r for r in rows if r["item"].endswith("astronaut::img2img")]
+    assert [r["extra"]["img2img"]["strength"] for r in i2i] == [0.5, 0.5]
 
     # noise magnitude on the denoiser's output (epsilon or flow velocity); trigger tokens say they do not apply
     (pytester.path / "memorization.toml").write_text(

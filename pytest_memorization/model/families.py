@@ -155,6 +155,15 @@ def noise_scorer(family: Family) -> Any:
     return functools.partial(denoiser_noise_magnitude, distilled=not family.classifier_free)
 
 
+def size_kwargs(pipe: Any, height: int, width: int) -> dict[str, int]:
+    """``height``/``width`` for pipelines whose img2img call takes them (Flux, SD3): without them
+    Flux resizes the start image to its default size. SD 1/2/XL img2img take the image's size."""
+    import inspect
+
+    params = inspect.signature(type(pipe).__call__).parameters
+    return {"height": height, "width": width} if "height" in params and "width" in params else {}
+
+
 def not_applicable(detector: str, family: Family) -> str:
     """The reason a detector cannot run on a family: reported, never a silent pass."""
     if family is GENERATOR:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import BrokenOutputError, MemorizationConfigError
 from ..records import Generation, GenerationSettings
-from .families import family_of, negative_prompt_kwargs
+from .families import family_of, negative_prompt_kwargs, size_kwargs
 from .loading import ModelInfo, set_lora_scale
 
 CONSTANT_STD = 1e-3  # per-image pixel std below this is a constant image
@@ -104,7 +104,7 @@ class MemorizationModel:
             init = image.unsqueeze(0).expand(len(chunk), -1, -1, -1).to(self.info.device)
             return self._i2i(
                 prompt=[p for p, _ in chunk], image=init, strength=strength,
-                num_inference_steps=steps, guidance_scale=guidance_scale,
+                num_inference_steps=steps, guidance_scale=guidance_scale, **size_kwargs(self._i2i, height, width),
                 **negative_prompt_kwargs(family_of(self.pipe), negative_prompt, len(chunk)),
                 generator=[torch.Generator(device="cpu").manual_seed(s) for _, s in chunk],
                 output_type="pt",

@@ -190,3 +190,28 @@ def build_tiny_family(family: str, path: str | os.PathLike[str], *, seed: int = 
     if family not in builders:
         raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
     return builders[family](path, seed=seed)
+
+
+def build_tiny_family_lora(pipeline_path: str | os.PathLike[str], path: str | os.PathLike[str], *, seed: int = 0,
+                           rank: int = 4, init_scale: float = 0.5) -> Path:
+    """A LoRA for a tiny pipeline of any family, in that family's diffusers LoRA format
+    (``save_lora_weights``): on the UNet for SD 1/2 and SDXL, on the transformer for SD3 and Flux.
+    Its ``B`` matrices are seeded random, so it visibly changes images."""
+    import torch
+    from diffusers import DiffusionPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    pipe = DiffusionPipeline.from_pretrained(pipeline_path, local_files_only=True)
+    name = "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
+    net = getattr(pipe, name)
+    torch.manual_seed(seed)  # peft draws the A matrices from the global generator
+    net.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, param in net.named_parameters():
+            if "lora_B" in key:
+                param.copy_(torch.randn(param.shape, generator=gen) * init_scale)
+    path = Path(path)
+    type(pipe).save_lora_weights(path, **{f"{name}_lora_layers": get_peft_model_state_dict(net)},
+                                 safe_serialization=True)
+    return path
