@@ -86,6 +86,16 @@ def test_an_in_repo_generator_is_gated_like_a_model(hook_project: pytest.Pyteste
                         ("a bowl of fruit", 0): "pass", ("a bowl of fruit", 1): "pass"}
 
 
+def test_baselines_work_on_a_generators_images(hook_project: pytest.Pytester) -> None:
+    (hook_project.path / "memorization.toml").write_text(MANIFEST.format(generator="mygen:generate", extra=""))
+    hook_project.runpytest("--memorization", "--memorization-save", "base.json").assert_outcomes(passed=1, failed=1)
+    base = json.loads((hook_project.path / "base.json").read_text())
+    assert len(base["entries"]) == 2 and base["fingerprint"]["device"] == "external"
+    result = hook_project.runpytest("--memorization", "--memorization-compare", "base.json")
+    result.assert_outcomes(passed=1, failed=1)  # unchanged: only the copy fails, nothing worsened
+    assert "worsened" not in result.stdout.str()
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     ('\n[detectors]\nnoise_magnitude = { threshold = 1.0 }\n', "*noise_magnitude is not applicable to external generator*"),
     ('gate = "lora"\nlora = "works/astronaut.png"\n', "*LoRA gate are not applicable to an external generator*"),
