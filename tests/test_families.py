@@ -243,3 +243,14 @@ def test_auto_dtype_follows_the_family_on_cuda_only() -> None:
         assert resolve_dtype("auto", "cpu", FAMILIES[name]) == "float32"
         assert resolve_dtype("float32", "cuda:0", FAMILIES[name]) == "float32"  # an explicit dtype wins
     assert resolve_dtype("auto", "cuda:0") == "float16"  # unknown family: as before
+
+
+def test_the_python_assertion_flags_a_prompt_on_another_family_and_says_trigger_tokens_do_not_apply(
+        family_models: dict[str, Path], family_model: dict[str, object]) -> None:
+    from pytest_memorization import assert_not_memorized_prompt
+    from pytest_memorization.errors import MemorizationError
+
+    model = _model(family_models, family_model, "sd3")
+    with pytest.raises(MemorizationError, match=r"'a cat': d = .*trigger tokens: not available for Stable "
+                                                r"Diffusion 3.x models"):
+        assert_not_memorized_prompt(model, "a cat", [0], threshold=0.0, height=64, width=64)
