@@ -120,6 +120,10 @@ def test_the_option_names_the_generator_and_a_bad_name_is_a_clear_error(hook_pro
     result = hook_project.runpytest("--memorization")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*generator 'mygen:nope': mygen has no callable nope*"])
+    (hook_project.path / "memorization.toml").write_text(  # no model in the manifest: the option gives it
+        MANIFEST.format(generator="x:y", extra="").replace('generator = "x:y"\n', ""))
+    hook_project.runpytest("--memorization", "--memorization-generator", "mygen:generate").assert_outcomes(
+        passed=1, failed=1)
     (hook_project.path / "memorization.toml").write_text(MANIFEST.format(generator="mygen.generate", extra=""))
     result = hook_project.runpytest("--memorization")
     result.stdout.fnmatch_lines(["*model.generator*is not \"package.module:function\"*"])
