@@ -8,7 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy.fft  # noqa: F401  - imported here, not first inside a pytester run (it cannot load twice)
 import pytest
+import support  # noqa: F401  - likewise: scikit-image's photos
 import torch
 
 from pytest_memorization.errors import MemorizationConfigError
