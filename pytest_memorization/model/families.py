@@ -20,7 +20,7 @@ trained in bfloat16 and overflow in float16, so ``auto`` picks bfloat16 for them
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,17 @@ def single_file_family(path: Path, config: Path) -> Family:
             f"{path}: cannot tell the model family from its keys or from {config}/model_index.json; "
             "supported single files are SD 1/2, SDXL, SD3 and Flux checkpoints")
     return family
+
+
+def family_hint(kind: str, path: Path | None, hub_folder: Callable[[], Path]) -> Family | None:
+    """The family before loading (it picks the dtype): the checkpoint's keys or model_index.json.
+    A hint only: an unreadable file is reported by the loader's checks that follow, in their order."""
+    try:
+        if kind == "single-file" and path is not None:
+            return family_of_keys(checkpoint_keys(path))
+        return family_of_folder(path if kind == "folder" and path is not None else hub_folder())
+    except CheckpointError:
+        return None
 
 
 def default_dtype(family: Family | None, device: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .._io import atomic_write_text, sha256_file
 from ..errors import CheckpointError
+from .families import SD, default_dtype, family_hint, family_of, single_file_family
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
@@ -90,25 +91,7 @@ def resolve_device(device: str) -> str:
 
 def resolve_dtype(dtype: str, device: str, family: Any = None) -> str:
     """auto: on CUDA the family's dtype (float16 for SD 1/2/XL, bfloat16 for SD3 and Flux), float32 elsewhere."""
-    if dtype != "auto":
-        return dtype
-    from .families import default_dtype
-
-    return default_dtype(family, device)
-
-
-def _family_hint(kind: str, path: Path | None, source: ModelSource) -> Any:
-    """The family before loading (it picks the dtype): model_index.json or the checkpoint's keys."""
-    from .families import checkpoint_keys, family_of_folder, family_of_keys
-
-    try:  # a hint only: an unreadable file is reported by the checks that follow, in their order
-        if kind == "single-file" and path is not None:
-            return family_of_keys(checkpoint_keys(path))
-        if kind == "folder" and path is not None:
-            return family_of_folder(path)
-        return family_of_folder(hub_snapshot(source.pretrained))
-    except CheckpointError:
-        return None
+    return dtype if dtype != "auto" else default_dtype(family, device)
 
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -253,7 +236,7 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
         os.environ["HF_HUB_OFFLINE"] = "1"  # read at first Hugging Face import; set before it
     kind, path = classify(source)
     device = resolve_device(source.device)
-    hint = _family_hint(kind, path, source)
+    hint = family_hint(kind, path, lambda: hub_snapshot(source.pretrained))
     dtype = resolve_dtype(source.dtype, device, hint)
     import diffusers
     from diffusers import DiffusionPipeline
@@ -286,8 +269,6 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
                 f"--memorization-config {cfg}: not a diffusers folder (no model_index.json); point it at a "
                 "pipeline folder of the same architecture as the checkpoint"
             )
-        from .families import SD, single_file_family
-
         family = single_file_family(path, cfg)  # keys vs config folder: a mismatch is a CheckpointError
         pipeline_class = getattr(diffusers, family.pipeline_class)
         kwargs = common if family is SD else {"dtype": common["dtype"]}
@@ -308,8 +289,6 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
         pipe.safety_checker = None  # it blacks out images, which would hide a copy
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
-    from .families import family_of
-
     info = ModelInfo(source=source.pretrained, kind=kind, content_hash=digest, device=device, dtype=dtype,
                      pipeline_class=type(pipe).__name__, extra={"family": family_of(pipe).name})
     if source.lora:
