@@ -30,6 +30,7 @@ class Settings:
     enabled: bool
     required: bool
     model: str | None
+    generator: str | None
     config: str | None
     lora: str | None
     lora_scale: float

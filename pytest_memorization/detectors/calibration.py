@@ -135,8 +135,10 @@ def calibrate(
     num_inference_steps: int = 50,
     negative_prompt: str | None = None,
     batch_size: int = 8,
+    scorer: Any = None,
 ) -> Calibration:
-    """Score ``prompts`` (ordinary, not memorized) and set the threshold at their (1 - target_fpr) quantile."""
+    """Score ``prompts`` (ordinary, not memorized) and set the threshold at their (1 - target_fpr) quantile.
+    ``scorer`` replaces ``noise_magnitude`` (same signature), e.g. ``denoiser_noise_magnitude`` for SDXL/SD3/Flux."""
     from .noise_magnitude import noise_magnitude
 
     if not 0 < target_fpr < 1:
@@ -144,7 +146,7 @@ def calibrate(
     prompts = list(prompts)
     if not prompts:
         raise MemorizationConfigError("calibration: no prompts given")
-    d = noise_magnitude(
+    d = (scorer or noise_magnitude)(
         pipe,
         prompts,
         seeds,

@@ -31,9 +31,10 @@ def noise_magnitude_finding(prompt: str, score: float, threshold: float, calibra
     if score < threshold:
         return None
     label = "calibrated" if calibrated else "uncalibrated, written in the manifest"
+    driven = (f"; memorization driven by: {', '.join(repr(w) for w in trigger_words)}" if trigger_words
+              else " (trigger tokens: not available for this model family)")
     return Finding("noise_magnitude", "fail",
-                   f"noise magnitude {score:.4f} >= {threshold:.4f} ({label}) for prompt {prompt!r}; "
-                   f"memorization driven by: {', '.join(repr(w) for w in trigger_words)}",
+                   f"noise magnitude {score:.4f} >= {threshold:.4f} ({label}) for prompt {prompt!r}{driven}",
                    metric="noise_magnitude", value=score, threshold=threshold)
 
 

@@ -34,7 +34,7 @@ DETECTOR_KEYS: dict[str, tuple[str, ...]] = {
     "noise_magnitude": ("threshold", "steps", "seeds", "gate"),
     "seed_diversity": ("threshold", "seeds", "gate"),
 }
-MODEL_KEYS = ("pretrained", "config", "lora", "lora_scale", "gate", "seeds", "steps", "guidance_scale",
+MODEL_KEYS = ("pretrained", "generator", "config", "lora", "lora_scale", "gate", "seeds", "steps", "guidance_scale",
               "height", "width", "negative_prompt")
 WORK_KEYS = ("id", "image", "sha256", "prompts", "thresholds", "paraphrases", "img2img")
 CANARY_KEYS = ("id", "prompt", "paraphrases")
@@ -56,6 +56,7 @@ class ModelSpec:
     negative_prompt: str | None = None
     gate: str | None = None  # "lora": the LoRA pre-merge gate
     pretrained_kind: str | None = None  # "folder", "file" or "hub"
+    generator: str | None = None  # "package.module:function" (model/hook.py) instead of pretrained
 
 
 @dataclass
@@ -120,10 +121,17 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool) -> ModelSpec:
             except OSError:
                 kind = None
             spec.pretrained, spec.pretrained_kind = str(p), kind
-    elif require_model:
+    elif require_model and "generator" not in m:
         c.fail("model.pretrained", 'missing model: add [model] pretrained = "path/to/diffusers-folder" '
                                    "(or a single .safetensors with config = \"folder\", or a cached hub id), "
                                    "or pass --memorization-model")
+    if "generator" in m:
+        spec.generator = c.string(m["generator"], "model.generator", '"package.module:function"')
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec.generator):
+            c.fail("model.generator", f"{spec.generator!r:.80} is not \"package.module:function\", "
+                                      'e.g. generator = "mygen.api:generate"')
+        if "pretrained" in m:
+            c.fail("model.generator", "give either pretrained (a diffusers model) or generator, not both")
     if "config" in m:
         spec.config = str(c.path(m["config"], "model.config", "folder", must_exist=c.check_images))
     if "lora" in m:

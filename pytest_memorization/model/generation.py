@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import BrokenOutputError
+from ..errors import BrokenOutputError, MemorizationConfigError
 from ..records import Generation, GenerationSettings
+from .families import family_of, negative_prompt_kwargs, size_kwargs
 from .loading import ModelInfo, set_lora_scale
 
 CONSTANT_STD = 1e-3  # per-image pixel std below this is a constant image
@@ -103,8 +104,8 @@ class MemorizationModel:
             init = image.unsqueeze(0).expand(len(chunk), -1, -1, -1).to(self.info.device)
             return self._i2i(
                 prompt=[p for p, _ in chunk], image=init, strength=strength,
-                num_inference_steps=steps, guidance_scale=guidance_scale,
-                negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
+                num_inference_steps=steps, guidance_scale=guidance_scale, **size_kwargs(self._i2i, height, width),
+                **negative_prompt_kwargs(family_of(self.pipe), negative_prompt, len(chunk)),
                 generator=[torch.Generator(device="cpu").manual_seed(s) for _, s in chunk],
                 output_type="pt",
             ).images
@@ -116,7 +117,7 @@ class MemorizationModel:
 
         return self.pipe(
             prompt=[p for p, _ in chunk],
-            negative_prompt=[settings.negative_prompt] * len(chunk) if settings.negative_prompt else None,
+            **negative_prompt_kwargs(family_of(self.pipe), settings.negative_prompt, len(chunk)),
             num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
             height=settings.height, width=settings.width, output_type="pt",
             generator=[torch.Generator(device="cpu").manual_seed(s) for _, s in chunk],
@@ -197,6 +198,11 @@ class MemorizationModel:
             self._lora_scale = old
 
     @property
+    def family(self) -> Any:
+        """The model family (``model.families.Family``): what this pipeline supports."""
+        return family_of(self.pipe)
+
+    @property
     def fingerprint(self) -> str:
         """Model content, LoRA content and current LoRA weight: keys caches of generations."""
         lora = f"{self.info.lora_hash}@{self._lora_scale}" if self.info.lora and self._lora_scale else "none"
@@ -206,8 +212,14 @@ class MemorizationModel:
     def noise_magnitude(self, prompts: Sequence[str], seeds: Sequence[int], steps: int = 1, *,
                         guidance_scale: float = 7.5, height: int = 512, width: int = 512,
                         num_inference_steps: int = 50) -> Any:
-        """Wen et al.'s text-conditional noise magnitude, (P, S): one or a few UNet calls per seed."""
+        """Wen et al.'s text-conditional noise magnitude, (P, S): one or a few UNet calls per seed.
+        SDXL, SD3 and Flux score the denoiser's output (``detectors.denoiser_noise``)."""
         from ..detectors.noise_magnitude import noise_magnitude
+        from .families import noise_scorer, not_applicable
+
+        if not self.family.noise_magnitude:
+            raise MemorizationConfigError(not_applicable("noise_magnitude", self.family))
+        noise_magnitude = noise_scorer(self.family) or noise_magnitude
 
         return noise_magnitude(self.pipe, list(prompts), list(seeds), steps=steps, guidance_scale=guidance_scale,
                                height=height, width=width, num_inference_steps=num_inference_steps)

@@ -19,11 +19,12 @@ from typing import Any
 
 from .._io import atomic_write_text, sha256_file
 from ..errors import CheckpointError
+from .families import SD, default_dtype, family_hint, family_of, single_file_family
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-WEIGHTLESS = {"tokenizer", "tokenizer_2", "scheduler", "feature_extractor", "safety_checker", "image_encoder"}
+WEIGHTLESS = {"tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "feature_extractor", "safety_checker", "image_encoder"}
 LORA_ADAPTER = "memorization_lora"
 
 
@@ -39,6 +40,7 @@ class ModelSource:
     dtype: str = "auto"
     allow_pickle: bool = False
     allow_download: bool = False
+    generator: str | None = None  # "package.module:function": an external generator (model/hook.py), no weights
 
 
 @dataclass
@@ -87,11 +89,9 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
-    """auto: float16 on CUDA, float32 elsewhere."""
-    if dtype != "auto":
-        return dtype
-    return "float16" if device.startswith("cuda") else "float32"
+def resolve_dtype(dtype: str, device: str, family: Any = None) -> str:
+    """auto: on CUDA the family's dtype (float16 for SD 1/2/XL, bfloat16 for SD3 and Flux), float32 elsewhere."""
+    return dtype if dtype != "auto" else default_dtype(family, device)
 
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -236,15 +236,19 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
         os.environ["HF_HUB_OFFLINE"] = "1"  # read at first Hugging Face import; set before it
     kind, path = classify(source)
     device = resolve_device(source.device)
-    dtype = resolve_dtype(source.dtype, device)
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+    hint = family_hint(kind, path, lambda: hub_snapshot(source.pretrained))
+    dtype = resolve_dtype(source.dtype, device, hint)
+    import diffusers
+    from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.disable_progress_bar()  # our own progress bar covers generation
     transformers_logging.disable_progress_bar()
 
-    common: dict[str, Any] = dict(dtype=_torch_dtype(dtype), safety_checker=None, requires_safety_checker=False)
+    common: dict[str, Any] = dict(dtype=_torch_dtype(dtype))
+    if hint is None or hint.name == "sd":  # only SD 1/2 pipelines have a safety checker
+        common.update(safety_checker=None, requires_safety_checker=False)
     if kind == "folder":
         assert path is not None
         check_folder(path, source.allow_pickle)
@@ -265,8 +269,11 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
                 f"--memorization-config {cfg}: not a diffusers folder (no model_index.json); point it at a "
                 "pipeline folder of the same architecture as the checkpoint"
             )
-        pipe = _wrap(lambda: StableDiffusionPipeline.from_single_file(
-            str(path), config=str(cfg), local_files_only=True, **common), path)
+        family = single_file_family(path, cfg)  # keys vs config folder: a mismatch is a CheckpointError
+        pipeline_class = getattr(diffusers, family.pipeline_class)
+        kwargs = common if family is SD else {"dtype": common["dtype"]}
+        pipe = _wrap(lambda: pipeline_class.from_single_file(
+            str(path), config=str(cfg), local_files_only=True, **kwargs), path)
         digest = content_hash(path)
     else:
         if source.allow_download:
@@ -283,7 +290,7 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
     info = ModelInfo(source=source.pretrained, kind=kind, content_hash=digest, device=device, dtype=dtype,
-                     pipeline_class=type(pipe).__name__)
+                     pipeline_class=type(pipe).__name__, extra={"family": family_of(pipe).name})
     if source.lora:
         info.lora, info.lora_hash = source.lora, load_lora(pipe, Path(source.lora).expanduser(), source)
         info.lora_scale = source.lora_scale

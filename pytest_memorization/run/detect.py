@@ -45,6 +45,7 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
     cfg = manifest.detectors
     g = plan.gen
     if "noise_magnitude" in cfg:
+        _check_applicable("noise_magnitude", model)
         c = cfg["noise_magnitude"]
         steps = int(c.get("steps", 1))
         threshold, calibrated = noise_threshold(session, model, c, plan)
@@ -53,7 +54,12 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
         mean = float(d[0].mean())
         entry: dict[str, Any] = {"score": mean, "threshold": threshold, "calibrated": calibrated, "steps": steps}
         found = noise_magnitude_finding(prompts[0], mean, threshold, calibrated)
-        if found is not None and found.severity == "fail":
+        if found is not None and found.severity == "fail" and not model.family.trigger_tokens:
+            from ..model.families import not_applicable
+
+            entry["trigger_tokens"] = None
+            entry["trigger_tokens_note"] = not_applicable("trigger_tokens", model.family)
+        elif found is not None and found.severity == "fail":
             from ..detectors.trigger_tokens import trigger_tokens
 
             words = [w for w, _ in trigger_tokens(model.pipe, prompts[0], plan.seeds[:1], steps=steps,
@@ -81,6 +87,15 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
     return findings
 
 
+def _check_applicable(name: str, model: Any) -> None:
+    """A detector the manifest asks for but the model's family cannot run makes the item an
+    ERROR with the reason (like a missing threshold): never a silent pass."""
+    from ..model.families import not_applicable
+
+    if not getattr(model.family, name):
+        raise MemorizationConfigError(not_applicable(name, model.family))
+
+
 def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
     """``--memorization-calibrate``: score ordinary prompts, store the threshold with the model fingerprint."""
     from ..detectors.calibration import calibrate, ordinary_prompts, save_calibration
@@ -88,6 +103,12 @@ def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
 
     model = session.model(plan.source)
     session.record_run(model, {})
+    if not model.family.noise_magnitude:
+        from ..model.families import not_applicable
+
+        raise MemorizationConfigError(not_applicable("noise_magnitude", model.family) + " (calibration)")
+    from ..model.families import noise_scorer
+
     path = session.settings.path("calibration_prompts")
     if path is not None:
         if not path.is_file():
@@ -99,7 +120,7 @@ def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
     g = plan.gen
     cal = calibrate(model.pipe, prompts, plan.seeds, target_fpr=session.settings.target_fpr,
                     steps=int(cfg.get("steps", 1)), guidance_scale=max(g.guidance_scale, 1.01),
-                    height=g.height, width=g.width, fingerprint=model.fingerprint)
+                    height=g.height, width=g.width, fingerprint=model.fingerprint, scorer=noise_scorer(model.family))
     out = session.settings.path("calibration")
     save_calibration(out, cal)
     session.notes.append(f"calibrated noise_magnitude threshold {cal.threshold:.4f} at FPR {cal.target_fpr:g} "

@@ -17,7 +17,7 @@ def memorization_model(request: pytest.FixtureRequest) -> Any:
     if session is None:
         pytest.skip(SKIP_REASON)
     source = session.source(session.model_path("model"), config=session.model_path("config"),
-                            lora=session.model_path("lora"))
+                            lora=session.model_path("lora"), generator=session.settings.generator)
     return session.model(source)
 
 

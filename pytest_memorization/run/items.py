@@ -74,7 +74,7 @@ class ManifestFile(pytest.File):
     def _model_from_options(self) -> bool:
         from .state import settings_of
 
-        return "model" in settings_of(self.config).explicit
+        return bool({"model", "generator"} & settings_of(self.config).explicit)
 
     @property
     def loaded_plan(self) -> Any:

@@ -38,11 +38,16 @@ class Plan:
 def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
     s, m = session.settings, manifest.model  # the manifest's paths are already resolved and checked
     source = session.source(session.model_path("model", m.pretrained), config=session.model_path("config", m.config),
-                            lora=session.model_path("lora", m.lora), lora_scale=s.pick("lora_scale", m.lora_scale))
+                            lora=session.model_path("lora", m.lora), lora_scale=s.pick("lora_scale", m.lora_scale),
+                            generator=_generator(s, m.generator))
     gen = s.generation(m)
     thresholds = s.thresholds(manifest.thresholds)
     metrics = session.metrics_for(manifest.metrics, thresholds)
     gate = bool(s.lora_gate or m.gate == "lora")
+    if gate and source.generator:
+        from ..model.hook import not_applicable
+
+        raise not_applicable("the LoRA gate")
     if gate and not source.lora:
         from ..errors import MemorizationConfigError
 
@@ -51,6 +56,14 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
     return Plan(source=source, gen=gen, seeds=s.seeds_for(m.seeds),
                 thresholds=thresholds, warn=dict(manifest.warn), metrics=metrics,
                 rules=rules_for(metrics, thresholds, manifest.warn, s.warn_band), lora_gate=gate)
+
+
+def _generator(s: Any, manifest_value: str | None) -> str | None:
+    """The generator hook in use: --memorization-generator, else the manifest's unless --memorization-model
+    names a model (command line > manifest, as for every setting)."""
+    if "model" in s.explicit and "generator" not in s.explicit:
+        return None
+    return s.pick("generator", manifest_value)  # type: ignore[no-any-return]
 
 
 def load_works(plan: Plan, manifest: Manifest) -> list[Work]:

@@ -38,8 +38,14 @@ class MemorizationSession:
 
     # -- models ---------------------------------------------------------------------------
     def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
-               lora_scale: float | None = None) -> ModelSource:
+               lora_scale: float | None = None, generator: str | None = None) -> ModelSource:
         s = self.settings
+        if generator:
+            if lora:
+                raise MemorizationConfigError(
+                    f"a LoRA ({lora}) and the LoRA gate are not applicable to an external generator ({generator}): "
+                    "they need the model's weights. Remove lora / gate, or test the diffusers checkpoint itself")
+            return ModelSource(pretrained=f"generator:{generator}", generator=generator)
         if not pretrained:
             raise MemorizationConfigError(
                 "no model given: pass --memorization-model PATH (or ini memorization_model, or "
@@ -59,6 +65,11 @@ class MemorizationSession:
         return str(p) if p is not None and p.exists() else s.raw(name)
 
     def model(self, source: ModelSource) -> Any:
+        if source not in self.models and source.generator:
+            from ..model.hook import GeneratorModel
+
+            self.models[source] = GeneratorModel.load(source.generator, search_path=self.settings.rootdir,
+                                                      batch_size=self.settings.batch_size)
         if source not in self.models:
             from ..model.generation import MemorizationModel
             from ..model.loading import load
@@ -122,7 +133,8 @@ class MemorizationSession:
         self._merge({
             "model": info.source, "model_hash": info.content_hash, "model_kind": info.kind,
             "lora": info.lora, "lora_hash": info.lora_hash, "lora_scale": info.lora_scale,
-            "device": info.device, "dtype": info.dtype, "pipeline": info.pipeline_class, **extra})
+            "device": info.device, "dtype": info.dtype, "pipeline": info.pipeline_class,
+            "family": info.extra.get("family"), **extra})
 
     def merge_run(self, carried: dict[str, Any]) -> None:
         """Run info and metric directions carried by a test report (from this process or an xdist worker)."""
