@@ -1,5 +1,7 @@
 """Manifests as pytest items: one per work x prompt (seeds inside), per paraphrase, per
-img2img work and per prompt-only canary. Ids look like ``memorization.toml::astronaut::0``.
+img2img work and per prompt-only canary. Ids are pytest-selectable (no ``::`` inside a name):
+``memorization.toml::astronaut[0]``, ``astronaut[0-p1]`` (paraphrase 1 of prompt 0),
+``astronaut[img2img]``, ``canary[id]``, ``canary[id-p1]`` and ``calibrate``.
 
 Setup loads, generates and scores (a run that cannot evaluate is an ERROR); the call
 phase delivers the verdict (a copy is a FAILURE). Without ``--memorization`` the items
@@ -54,15 +56,15 @@ class ManifestFile(pytest.File):
         self._plan: Any = None
         for work in manifest.works:
             for p, prompt in enumerate(work.prompts):
-                yield PromptItem.from_parent(self, name=f"{work.id}::{p}", prompt=prompt, work=work.id)
+                yield PromptItem.from_parent(self, name=f"{work.id}[{p}]", prompt=prompt, work=work.id)
                 for k, para in enumerate(work.paraphrases[p] if p < len(work.paraphrases) else []):
-                    yield PromptItem.from_parent(self, name=f"{work.id}::{p}.p{k + 1}", prompt=para, work=work.id)
+                    yield PromptItem.from_parent(self, name=f"{work.id}[{p}-p{k + 1}]", prompt=para, work=work.id)
             if work.img2img is not None:
-                yield Img2ImgItem.from_parent(self, name=f"{work.id}::img2img", prompt=work.prompts[0], work=work.id)
+                yield Img2ImgItem.from_parent(self, name=f"{work.id}[img2img]", prompt=work.prompts[0], work=work.id)
         for canary in manifest.canaries:
-            yield CanaryItem.from_parent(self, name=f"canary::{canary.id}", prompt=canary.prompt, work=None)
+            yield CanaryItem.from_parent(self, name=f"canary[{canary.id}]", prompt=canary.prompt, work=None)
             for k, para in enumerate(canary.paraphrases):
-                yield CanaryItem.from_parent(self, name=f"canary::{canary.id}.p{k + 1}", prompt=para, work=None)
+                yield CanaryItem.from_parent(self, name=f"canary[{canary.id}-p{k + 1}]", prompt=para, work=None)
         if enabled and self.config.getoption("memorization_calibrate"):
             yield CalibrateItem.from_parent(self, name="calibrate", prompt="", work=None)
 
@@ -91,6 +93,10 @@ class ManifestFile(pytest.File):
 
 class MemorizationItem(pytest.Item):
     def __init__(self, *, prompt: str, work: str | None, **kwargs: Any) -> None:
+        if "nodeid" not in kwargs and kwargs.get("parent") is not None:
+            # Spelled out, so pytest >= 9.2 parses "astronaut[0]" as name + params, as it parses the
+            # ids it reads back from --lf's cache and the command line (else --lf finds no match).
+            kwargs["nodeid"] = f"{kwargs['parent'].nodeid}::{kwargs['name']}"
         super().__init__(**kwargs)
         self.prompt = prompt
         self.work = work
