@@ -48,8 +48,12 @@ class ManifestFile(pytest.File):
         session = session_of(self.config)
         enabled = session is not None
         try:
+            from .state import settings_of
+
+            from_options = self._model_from_options()
             manifest = load_manifest(self.path, allow_outside_root=self._allow_outside(), check_images=enabled,
-                                     require_model=not self._model_from_options())
+                                     require_model=not from_options,
+                                     offline_hub=not from_options and not settings_of(self.config).allow_download)
         except MemorizationConfigError as e:
             raise self.CollectError(str(e)) from None
         self.manifest = manifest
@@ -113,10 +117,30 @@ class MemorizationItem(pytest.Item):
         plan = self.manifest_file.loaded_plan
         return plan.works if plan is not None else []
 
+    kind = "item"
+
     def evaluate(self) -> Any:  # overridden
         raise NotImplementedError
 
+    def baseline_key(self) -> str | None:
+        """The key of this item's baseline entry: what it checks, not where it sits (see judging.baselines)."""
+        from ..judging.baselines import content_key
+
+        mf = self.manifest_file
+        manifest, plan = mf.manifest, mf.plan()
+        root = manifest.project_root or manifest.path.parent
+        try:
+            rel = manifest.path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            rel = manifest.path.name
+        work = next((w for w in plan.works if w.id == self.work), None)
+        spec = next((w for w in manifest.works if w.id == self.work), None)
+        strengths = sorted(spec.img2img.strengths) if self.kind == "img2img" and spec and spec.img2img else None
+        return content_key(manifest=rel, kind=self.kind, work=self.work, work_sha256=work.sha256 if work else None,
+                           prompt=self.prompt, seeds=plan.seeds, settings=plan.gen.key(), extra=strengths)
+
     def setup(self) -> None:
+        from ..judging.baselines import KEY as BASELINE_KEY
         from ..judging.baselines import compare_item
         from ..judging.verdict import decide
         from .outputs import save_images
@@ -127,7 +151,10 @@ class MemorizationItem(pytest.Item):
             pytest.skip("memorization checks are off: run pytest --memorization")
         try:
             self.outcome = self.evaluate()
-            compare_item(session, self.nodeid, self.outcome)
+            key = self.baseline_key()
+            for r in self.outcome.results:
+                r.extra[BASELINE_KEY] = key
+            compare_item(session, self.nodeid, key, self.outcome)
             self.outcome.failures = decide(self.outcome.results, self.outcome.findings)
         except Exception as e:  # the report shows the item as an error row, not as nothing
             attach(self, [error_row(self.nodeid, self.prompt, e)])
@@ -136,6 +163,13 @@ class MemorizationItem(pytest.Item):
         save_images(session, self, self.outcome.results)
 
     def runtest(self) -> None:
+        if self.outcome is not None:  # the warn band, as a pytest warning (as assert_not_memorized does)
+            import warnings
+
+            for r in self.outcome.results:
+                if r.verdict == "warn":
+                    warnings.warn(f"memorization warn band: {self.name}: prompt {r.prompt!r}, seed {r.seed}, work "
+                                  f"'{r.work}': " + "; ".join(r.reasons), UserWarning, stacklevel=2)
         if self.outcome is not None and self.outcome.failures:
             from .state import settings_of
 
@@ -167,6 +201,8 @@ class MemorizationItem(pytest.Item):
 
 
 class PromptItem(MemorizationItem):
+    kind = "prompt"
+
     def evaluate(self) -> Any:
         from .pipeline import check_prompt
 
@@ -174,6 +210,8 @@ class PromptItem(MemorizationItem):
 
 
 class Img2ImgItem(MemorizationItem):
+    kind = "img2img"
+
     def evaluate(self) -> Any:
         from .pipeline import check_img2img
 
@@ -182,6 +220,8 @@ class Img2ImgItem(MemorizationItem):
 
 
 class CanaryItem(MemorizationItem):
+    kind = "canary"
+
     def evaluate(self) -> Any:
         from .pipeline import check_canary
 
@@ -189,7 +229,21 @@ class CanaryItem(MemorizationItem):
 
 
 class CalibrateItem(MemorizationItem):
+    def baseline_key(self) -> str | None:
+        return None  # calibration writes its own file; it has no baseline entry
+
     def evaluate(self) -> Any:
         from .detect import calibrate_item
 
         return self._run(calibrate_item)
+
+
+def calibration_only(session: Any, items: list[pytest.Item]) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """``--memorization-calibrate`` runs the calibration alone: the detector items need its threshold, so
+    the memorization items are deselected (with a note saying how to gate next); other tests still run."""
+    drop = [i for i in items if i.get_closest_marker("memorization") and not isinstance(i, CalibrateItem)]
+    if drop:
+        session.notes.append(f"--memorization-calibrate: ran only the calibration; {len(drop)} memorization "
+                             "item(s) deselected. Gate with the new threshold: pytest --memorization")
+    dropped = {id(i) for i in drop}
+    return [i for i in items if id(i) not in dropped], drop
