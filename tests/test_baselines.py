@@ -17,6 +17,7 @@ from gate_projects import COPY_PROMPT, TINY_MODEL_TOML, gate_project
 TOL = "tiled_l2:0.03,ssim:0.03"
 MAIN = "memorization.toml"
 MOVED = "moved/memorization.toml::target[0]"
+MOVED_PAT = MOVED.replace("[", "[[]")  # for fnmatch
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_a_model_that_moved_toward_a_work_fails_that_item_with_the_numbers(
         "*_ target[[]0]: 'a photo of a red fox' _*",
         f"baseline: tiled_l2 worsened from {before:.4f} to 0.00* (change +0.*, tolerance 0.03) vs base.json",
         "baseline: ssim worsened from 0.* to * (change +0.*, tolerance 0.03) vs base.json",
-        f"FAILED {MOVED} - baseline: tiled_l2 worsened from *"])
+        f"FAILED {MOVED_PAT} - baseline: tiled_l2 worsened from *"])
     out = result.stdout.str()
     assert "Traceback" not in out and "INTERNALERROR" not in out and "copy a protected work" not in out
     rows = json.loads((proj.path / "r" / "report.json").read_text())["results"]
@@ -119,7 +120,7 @@ def test_a_missing_entry_fails_until_update_baseline_adds_it(proj: pytest.Pytest
     result = _compare(proj)
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
-        f"*no baseline entry for {MOVED} in base.json. Add it on purpose with --memorization-compare=base.json "
+        f"*no baseline entry for {MOVED_PAT} in base.json. Add it on purpose with --memorization-compare=base.json "
         "--memorization-update-baseline (entries are never created silently)*"])
     assert MOVED not in _entries(proj)  # compare never writes
     _compare(proj, "--memorization-update-baseline").assert_outcomes(passed=3)
