@@ -73,10 +73,12 @@ def test_an_edited_prompt_is_a_new_entry_and_the_old_one_is_stale_until_pruned(p
     assert "stale baseline entries" not in result.stdout.str()
 
 
-def test_prune_needs_a_baseline_file(proj: pytest.Pytester) -> None:
-    result = proj.runpytest(*OPTS, "--memorization-prune-baseline")
+@pytest.mark.parametrize("flag", ["--memorization-prune-baseline", "--memorization-update-baseline"])
+def test_prune_and_update_need_a_baseline_file(pytester: pytest.Pytester, flag: str) -> None:
+    result = pytester.runpytest(*OPTS, flag)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--memorization-prune-baseline prunes the baseline file of --memorization-save=FILE*"])
+    result.stderr.fnmatch_lines([f"*{flag} writes the baseline file of --memorization-save=FILE or "
+                                 "--memorization-compare=FILE: give one*"])
 
 
 def test_save_and_update_with_a_selection_keep_the_other_entries(proj: pytest.Pytester) -> None:

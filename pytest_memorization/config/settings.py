@@ -133,9 +133,10 @@ def resolve(config: Any) -> Settings:
         hint = "".join(f" Did you mean '{c[0]}'?" for c in close if c)
         raise MemorizationConfigError(f"--memorization-metrics: unknown metric {', '.join(map(repr, unknown))}; "
                                       f"known metrics: {', '.join(METRIC_NAMES)}.{hint}")
-    if values["prune_baseline"] and not (values["save"] or values["compare"]):
-        raise MemorizationConfigError("--memorization-prune-baseline prunes the baseline file of "
-                                      "--memorization-save=FILE or --memorization-compare=FILE: give one")
+    for flag in ("prune_baseline", "update_baseline"):
+        if values[flag] and not (values["save"] or values["compare"]):
+            raise MemorizationConfigError(f"--memorization-{flag.replace('_', '-')} writes the baseline file of "
+                                          "--memorization-save=FILE or --memorization-compare=FILE: give one")
     return Settings(enabled=bool(config.getoption("memorization")), explicit=frozenset(explicit),
                     rootdir=Path(str(config.rootpath)), **values)
 
