@@ -57,6 +57,7 @@ class ModelSpec:
     negative_prompt: str | None = None
     gate: str | None = None  # "lora": the LoRA pre-merge gate
     pretrained_kind: str | None = None  # "folder", "file" or "hub"
+    missing: str | None = None  # why ``pretrained`` is neither a folder nor a cached hub id (an error)
 
 
 @dataclass
@@ -115,10 +116,10 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool, offline_hub: b
         if local is False and HUB_RE.fullmatch(text) and not text.lower().endswith(FILE_SUFFIXES):
             spec.pretrained, spec.pretrained_kind = text, "hub"
             repo = hub_cache_dir() / ("models--" + text.replace("/", "--"))
-            if offline_hub and c.check_images and not repo.is_dir():  # once, here: not per item after imports
-                c.fail("model.pretrained", f"{text!r} is neither a local folder ({c.dir / text} does not exist) "
-                                           f"nor a hub id in the local Hugging Face cache ({repo}). Fix the path, "
-                                           "or cache the model, or pass --memorization-allow-download")
+            if offline_hub and c.check_images and not repo.is_dir():  # once, at collection: not per item
+                spec.missing = (f"{text!r} is neither a local folder ({c.dir / text} does not exist) nor a hub id "
+                                f"in the local Hugging Face cache ({repo}). Fix the path, or cache the model, or "
+                                "pass --memorization-allow-download")
         else:
             p = c.path(text, "model.pretrained", "any", must_exist=c.check_images)
             try:
@@ -320,4 +321,6 @@ def load_manifest(path: str | Path, *, allow_outside_root: bool = False, check_i
             seen[s.id] = f"{kind}[{i}]"
     if not manifest.works and not manifest.canaries:
         c.fail(None, f"lists no works and no canaries, so it would check nothing; add {example} or a [[canary]]")
+    if model.missing:  # reported after the rest of the file was checked, so its other errors come first
+        c.fail("model.pretrained", model.missing)
     return manifest
