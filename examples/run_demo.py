@@ -2,7 +2,7 @@
 
 1. Build (or reuse) the tiny trained models: a memorizer trained on five works, its clean
    twin trained on other images, and a LoRA trained on one face (fixtures/build_models.py).
-2. Run `pytest --memorization --memorization-report report` on this example project.
+2. Run `pytest --memorization --memorization-report=report` on this example project.
 3. Check the outcomes are exactly these, and exit 0 only then:
    - the memorizer FAILS on each of its 5 works;
    - the clean twin PASSES;

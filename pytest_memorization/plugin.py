@@ -29,6 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "memorization(**settings): a memorization test; runs only with --memorization. Keyword "
         "settings (seeds, thresholds, steps, ...) override the command line and ini.")
     try:
+        options.check_value_form(config.invocation_params.args, config.invocation_params.dir)
         settings = resolve(config)
     except MemorizationConfigError as e:
         raise pytest.UsageError(str(e)) from None
@@ -72,6 +73,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if item.get_closest_marker("memorization"):
                 item.add_marker(skip)
         return
+    if settings_of(config).calibrate:
+        from .run.items import calibration_only
+
+        keep, drop = calibration_only(session_of(config), items)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
     shard = settings_of(config).shard
     if shard:
         from .run.sharding import split
@@ -80,6 +88,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    run = session_of(items[0].config) if items else None
+    if run is not None:
+        run.deselected.update(i.nodeid for i in items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    run = session_of(session.config)
+    if run is not None:
+        from .run.state import record_collected
+
+        record_collected(run, session)
 
 
 @pytest.hookimpl(wrapper=True)

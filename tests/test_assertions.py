@@ -81,3 +81,35 @@ def test_failure_message_and_warn_band_through_pytester(pytester: pytest.Pyteste
     ])
     assert "assertions.py" not in result.stdout.str(), "__tracebackhide__ must hide our internals"
     result.stdout.fnmatch_lines(["*UserWarning: memorization warn band*tiled_l2*within warn band*"])
+
+
+def test_python_tests_get_the_same_report(project: pytest.Pytester) -> None:
+    """Work paths are read from the test file's folder; the report names the model of the
+    memorization_model fixture and shows the work's thumbnail, as for manifest items."""
+    from support import save_photo
+
+    sub = project.mkdir("sub")
+    save_photo("astronaut", project.mkdir("sub/works") / "astro.png")
+    (sub / "test_api.py").write_text(
+        "from pytest_memorization import assert_not_memorized\n\n"
+        "def test_model(memorization_model):\n"
+        "    gen = memorization_model.generate(['a photo of a red fox'], [0], steps=2, height=64, width=64)\n"
+        "    assert_not_memorized(gen, ['works/astro.png'])\n")
+    result = project.runpytest("--memorization", "-p", "no:cacheprovider", "--memorization-report=r")
+    result.assert_outcomes(passed=1)
+    import json
+
+    doc = json.loads((project.path / "r" / "report.json").read_text())
+    assert doc["run"]["model_hash"] and "unknown model" not in result.stdout.str()
+    (row,) = doc["results"]
+    assert row["item"] == "sub/test_api.py::test_model" and row["work"] == "astro"
+    assert row["work_image"] and (project.path / "r" / row["work_image"]).is_file()
+
+
+def test_a_missing_model_for_the_fixture_is_our_error_not_a_traceback(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_model(memorization_model):\n    pass\n")
+    result = pytester.runpytest("--memorization", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*memorization_model: no model given: pass --memorization-model*"])
+    out = result.stdout.str()
+    assert "Traceback" not in out and "fixtures.py" not in out and "session.py" not in out

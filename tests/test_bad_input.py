@@ -95,7 +95,7 @@ CASES = [
     ("lora-missing", nothing, ["--memorization-lora", "loras/none"], FAILED, "*CheckpointError: LoRA loras/none not found*pytorch_lora_weights.safetensors*"),
     ("lpips-weights-missing", nothing, ["--memorization-threshold", "lpips=0.3", "--memorization-weights-dir", "weights"], FAILED, "*alexnet-owt-7be5be79.pth*"),
     ("noise-magnitude-uncalibrated", edit("[[work]]", "[detectors]\nnoise_magnitude = { steps = 1 }\n\n[[work]]"), [], FAILED, "*noise_magnitude has no threshold*--memorization-calibrate*"),
-    ("baseline-missing", nothing, ["--memorization-compare", "old.json"], FAILED, "*--memorization-compare */old.json: no such baseline*--memorization-save*"),
+    ("baseline-missing", nothing, ["--memorization-compare", "old.json"], FAILED, "*--memorization-compare=*/old.json: no such baseline*--memorization-save=*"),
     ("baseline-corrupt", write("old.json", "{oops"), ["--memorization-compare", "old.json"], FAILED, "*old.json: not a readable baseline JSON*"),
 ]
 

@@ -16,7 +16,8 @@ from gate_projects import COPY_PROMPT, TINY_MODEL_TOML, gate_project
 
 TOL = "tiled_l2:0.03,ssim:0.03"
 MAIN = "memorization.toml"
-MOVED = "moved/memorization.toml::target::0"
+MOVED = "moved/memorization.toml::target[0]"
+MOVED_PAT = MOVED.replace("[", "[[]")  # for fnmatch
 
 
 @pytest.fixture
@@ -52,6 +53,11 @@ def _compare(p: pytest.Pytester, *args: str) -> pytest.RunResult:
     return _run(p, "--memorization-compare", "base.json", "--memorization-compare-fail", TOL, *args)
 
 
+def _entries(p: pytest.Pytester, name: str = "base.json") -> dict[str, dict]:
+    """node id -> entry (scores); baseline keys are content hashes, the node id is kept beside them."""
+    return {e["item"]: e for e in json.loads((p.path / name).read_text())["entries"].values()}
+
+
 def _no_temp_files(folder: Path) -> None:
     assert not [f.name for f in folder.iterdir() if f.name.endswith(".tmp")]
 
@@ -59,8 +65,12 @@ def _no_temp_files(folder: Path) -> None:
 def test_save_then_compare_an_unchanged_model_passes(proj: pytest.Pytester) -> None:
     _run(proj, "--memorization-save", "base.json").assert_outcomes(passed=3)
     base = json.loads((proj.path / "base.json").read_text())
-    assert sorted(base["entries"]) == ["memorization.toml::astronaut::0", "memorization.toml::coffee::0", MOVED]
-    assert set(base["entries"][MOVED]) == {"tiled_l2", "ssim"}
+    assert base["schema"] == 2
+    assert sorted(_entries(proj)) == ["memorization.toml::astronaut[0]", "memorization.toml::coffee[0]", MOVED]
+    assert set(_entries(proj)[MOVED]["scores"]) == {"tiled_l2", "ssim"}
+    # readable keys: manifest path (relative to ITS project root) | work | kind | content hash
+    assert sorted(k.rsplit("|", 1)[0] for k in base["entries"]) == [
+        "memorization.toml|astronaut|prompt", "memorization.toml|coffee|prompt", "moved/memorization.toml|target|prompt"]
     fp = base["fingerprint"]
     assert fp["steps"] == 2 and fp["height"] == 64 and fp["seeds"] == [0, 1]
     assert fp["metrics"]["tiled_l2"].startswith("tiled_l2-v1")
@@ -75,17 +85,26 @@ def test_a_model_that_moved_toward_a_work_fails_that_item_with_the_numbers(
     # Thresholds nothing can cross (tiled_l2 of a PNG-quantised copy is > 0; ssim <= 1): only the baseline fails.
     gates = ("--memorization-threshold", "tiled_l2=0.0,ssim=1.5")
     _run(proj, "--memorization-save", "base.json", *gates).assert_outcomes(passed=3)
-    before = json.loads((proj.path / "base.json").read_text())["entries"][MOVED]["tiled_l2"]
+    before = _entries(proj)[MOVED]["scores"]["tiled_l2"]
     assert before > 0.2
-    # The work file now holds what the model draws for its prompt: same path, new bytes (new sha256).
+    # The model now draws the work for its prompt. (The work image is part of the entry's key, so the
+    # old scores are moved onto the key of the new content, as a model that drifted would produce them.)
+    doc = json.loads((proj.path / "base.json").read_text())
     (proj.path / "works" / "chelsea.png").write_bytes(model_copy_png)
+    _run(proj, "--memorization-save", "new.json", *gates).assert_outcomes(passed=3)
+    new = json.loads((proj.path / "new.json").read_text())
+    old_key = next(k for k, e in doc["entries"].items() if e["item"] == MOVED)
+    new_key = next(k for k, e in new["entries"].items() if e["item"] == MOVED)
+    assert new_key != old_key
+    doc["entries"][new_key] = doc["entries"].pop(old_key)
+    (proj.path / "base.json").write_text(json.dumps(doc))
     result = _compare(proj, *gates, "--memorization-report", "r")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
-        "*_ target::0: 'a photo of a red fox' _*",
+        "*_ target[[]0]: 'a photo of a red fox' _*",
         f"baseline: tiled_l2 worsened from {before:.4f} to 0.00* (change +0.*, tolerance 0.03) vs base.json",
         "baseline: ssim worsened from 0.* to * (change +0.*, tolerance 0.03) vs base.json",
-        f"FAILED {MOVED} - baseline: tiled_l2 worsened from *"])
+        f"FAILED {MOVED_PAT} - baseline: tiled_l2 worsened from *"])
     out = result.stdout.str()
     assert "Traceback" not in out and "INTERNALERROR" not in out and "copy a protected work" not in out
     rows = json.loads((proj.path / "r" / "report.json").read_text())["results"]
@@ -101,11 +120,11 @@ def test_a_missing_entry_fails_until_update_baseline_adds_it(proj: pytest.Pytest
     result = _compare(proj)
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
-        f"*no baseline entry for {MOVED} in base.json. Add it on purpose with --memorization-compare <file> "
+        f"*no baseline entry for {MOVED_PAT} in base.json. Add it on purpose with --memorization-compare=base.json "
         "--memorization-update-baseline (entries are never created silently)*"])
-    assert MOVED not in json.loads((proj.path / "base.json").read_text())["entries"]  # compare never writes
+    assert MOVED not in _entries(proj)  # compare never writes
     _compare(proj, "--memorization-update-baseline").assert_outcomes(passed=3)
-    assert MOVED in json.loads((proj.path / "base.json").read_text())["entries"]
+    assert MOVED in _entries(proj)
     _no_temp_files(proj.path)
     _compare(proj).assert_outcomes(passed=3)
 
@@ -115,7 +134,9 @@ def test_stale_entries_are_listed_in_the_summary(proj: pytest.Pytester) -> None:
     (proj.path / "moved" / "memorization.toml").unlink()
     result = _compare(proj)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*= memorization =*", f"stale baseline entries (no item ran for them): {MOVED}"])
+    result.stdout.fnmatch_lines(["*= memorization =*", "stale baseline entries (their item's content changed or it "
+                                 "no longer exists; drop them with --memorization-prune-baseline): "
+                                 "moved/memorization.toml|target|prompt|*"])
 
 
 def test_a_metric_version_change_is_an_error_for_every_item(proj: pytest.Pytester) -> None:

@@ -38,7 +38,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def _baseline(path: Path, entries: dict, seeds: list[int], model: str = "abc") -> Path:
-    path.write_text(json.dumps({"schema": 1, "fingerprint": {"model_hash": model, "seeds": seeds, "steps": 2},
+    path.write_text(json.dumps({"schema": 2, "fingerprint": {"model_hash": model, "seeds": seeds, "steps": 2},
                                 "entries": entries}))
     return path
 

@@ -105,3 +105,22 @@ def test_a_detector_failure_on_a_work_prompt_fails_the_item(canary_project: pyte
     result.stdout.fnmatch_lines(["*noise magnitude * >= 0.0000 (uncalibrated*memorization driven by:*"])
     rows = json.loads((root / "rep" / "report.json").read_text())["results"]
     assert rows and all(r["verdict"] == "fail" for r in rows)
+
+
+def test_calibrate_in_one_run_then_gate(canary_project: pytest.Pytester) -> None:
+    """The README's command as written: calibration runs alone (the canary, which needs its threshold,
+    is deselected with a note) and exits 0; the next plain run gates the canary with that threshold."""
+    root = canary_project.path
+    (root / "memorization.toml").write_text(MANIFEST.format(threshold=""))
+    result = canary_project.runpytest("--memorization", "--memorization-calibrate",
+                                      "--memorization-calibration-prompts=prompts.txt", "--memorization-target-fpr=0.1")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["--memorization-calibrate: ran only the calibration; 1 memorization item(s) "
+                                 "deselected. Gate with the new threshold: pytest --memorization",
+                                 "*calibrated noise_magnitude threshold * at FPR 0.1 on 10 ordinary prompts*"])
+    assert "no threshold" not in result.stdout.str()
+    result = canary_project.runpytest("--memorization", "--memorization-report=rep")
+    nm = json.loads((root / "rep" / "report.json").read_text())["results"][0]["detectors"]["noise_magnitude"]
+    assert nm["calibrated"] is True
+    result.assert_outcomes(**({"failed": 1} if nm["score"] >= nm["threshold"] else {"passed": 1}))

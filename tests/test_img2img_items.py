@@ -48,7 +48,7 @@ def test_img2img_fails_only_at_or_above_the_safe_strength(i2i_project: pytest.Py
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*img2img from 'chelsea' at strength 0.1 (>= min_safe_strength 0.05) still yields a copy*"])
     report = json.loads((i2i_project.path / "rep" / "report.json").read_text())
-    rows = [r for r in report["results"] if r["item"].endswith("coffee::img2img")]
+    rows = [r for r in report["results"] if r["item"].endswith("coffee[img2img]")]
     assert sorted((r["extra"]["img2img"]["strength"], r["seed"]) for r in rows) == [(0.1, 0), (0.1, 1), (1.0, 0), (1.0, 1)]
     low = [r for r in rows if r["extra"]["img2img"]["strength"] == 0.1]
     assert all(r["verdict"] == "warn" and "below min_safe_strength" in " ".join(r["reasons"]) for r in low)

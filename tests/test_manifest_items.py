@@ -56,10 +56,10 @@ prompts = ["{COPY_PROMPT}"]
 def test_items_are_collected_with_ids_and_skipped_without_the_flag(gate: pytest.Pytester) -> None:
     result = gate.runpytest("--co", "-q", "--memorization")
     result.stdout.fnmatch_lines([
-        "lora_repo/memorization.toml::fox::0",
-        "memorization.toml::astronaut::0", "memorization.toml::astronaut::0.p1",
-        "memorization.toml::astronaut::1", "memorization.toml::astronaut::1.p1",
-        "memorization.toml::coffee::0", "*6 tests collected*"])
+        "lora_repo/memorization.toml::fox[[]0]",
+        "memorization.toml::astronaut[[]0]", "memorization.toml::astronaut[[]0-p1]",
+        "memorization.toml::astronaut[[]1]", "memorization.toml::astronaut[[]1-p1]",
+        "memorization.toml::coffee[[]0]", "*6 tests collected*"])
     result = gate.runpytest("-rs")
     result.assert_outcomes(skipped=6)
     result.stdout.fnmatch_lines(["*memorization checks are off: run pytest --memorization*"])
@@ -69,7 +69,7 @@ def test_a_copy_fails_with_a_clear_message_and_the_rest_pass(gate: pytest.Pytest
     result = gate.runpytest("--memorization", "--memorization-report", "report")
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines([
-        "*fox::0: 'a photo of a red fox'*",
+        "*fox[[]0]: 'a photo of a red fox'*",
         "*memorization: 1 of 1 generated images copy a protected work*",
         f"*work 'fox' <- prompt '{COPY_PROMPT}', seed 0: tiled_l2 0.0* <= 0.15 against 'fox'*",
         "*image saved: */report/images/fox_0-*-s0.png (seed 0)*",
@@ -80,7 +80,7 @@ def test_a_copy_fails_with_a_clear_message_and_the_rest_pass(gate: pytest.Pytest
         by_item.setdefault(r["item"], []).append(r)
         assert (gate.path / "report" / r["image"]).is_file()
     assert len(report["results"]) == 2 * 5 + 1  # 2 seeds x 5 items, 1 seed x 1 item
-    assert [r["verdict"] for r in by_item["lora_repo/memorization.toml::fox::0"]] == ["fail"]
+    assert [r["verdict"] for r in by_item["lora_repo/memorization.toml::fox[0]"]] == ["fail"]
     assert all(r["verdict"] in ("pass", "warn") for k, rs in by_item.items() if "fox" not in k for r in rs)
     assert report["run"]["metrics"]["tiled_l2"].startswith("tiled_l2-v1")
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from gate_projects import COPY_PROMPT, TINY_MODEL_TOML, gate_project
 
-FOX = "copies/memorization.toml::fox::0"
+FOX = "copies/memorization.toml::fox[0]"
 RUN_KEYS = ("model", "model_hash", "device", "dtype", "versions", "metrics", "steps", "guidance_scale",
             "height", "width", "seeds", "started", "finished")
 
@@ -76,7 +76,7 @@ def test_report_json_junit_step_summary_and_terminal_summary(
     assert set(run["metrics"]) == {"tiled_l2", "ssim"} and run["versions"]["torch"]
     assert run["started"] <= run["finished"]
     rows = _by_key(doc)
-    assert sorted(rows) == sorted([(FOX, 0), *((f"memorization.toml::{w}::0", s)
+    assert sorted(rows) == sorted([(FOX, 0), *((f"memorization.toml::{w}[0]", s)
                                                  for w in ("astronaut", "coffee") for s in (0, 1))])
     assert doc["summary"] == {"error": 0, "fail": 1, "warn": 0, "pass": 4, "total": 5, "worst": "fail"}
     for r in doc["results"]:
@@ -118,7 +118,7 @@ def test_report_json_junit_step_summary_and_terminal_summary(
         "*= memorization =*",
         "memorization: FAIL: 5 images (0 error, 1 fail, 0 warn, 4 pass); model *",
         "worst items:",
-        f"  FAIL  {FOX} seed 0: work fox: *",
+        f"  FAIL  {FOX.replace('[', '[[]')} seed 0: work fox: *",
         f"report: {proj.path / 'r' / 'index.html'}",
     ])
 
@@ -177,8 +177,9 @@ def test_xdist_workers_merge_into_one_report(proj: pytest.Pytester) -> None:
     s_base = json.loads((proj.path / "serial.json").read_text())
     p_base = json.loads((proj.path / "par.json").read_text())
     assert p_base["entries"].keys() == s_base["entries"].keys()
-    for item, entry in s_base["entries"].items():
-        assert p_base["entries"][item] == pytest.approx(entry, abs=1e-6), item
+    for key, entry in s_base["entries"].items():  # content keys: the same in both
+        assert p_base["entries"][key]["item"] == entry["item"]
+        assert p_base["entries"][key]["scores"] == pytest.approx(entry["scores"], abs=1e-6), key
     assert p_base["fingerprint"]["model_hash"] == s_base["fingerprint"]["model_hash"]
 
 
@@ -192,7 +193,7 @@ def test_ctrl_c_flushes_a_partial_report_marked_incomplete(proj: pytest.Pytester
     assert result.ret == pytest.ExitCode.INTERRUPTED
     doc = _report(proj.path / "r")
     assert doc["complete"] is False
-    assert sorted(_by_key(doc)) == [("memorization.toml::astronaut::0", 0), ("memorization.toml::astronaut::0", 1)]
+    assert sorted(_by_key(doc)) == [("memorization.toml::astronaut[0]", 0), ("memorization.toml::astronaut[0]", 1)]
     assert doc["summary"]["total"] == 2 and doc["run"]["model_hash"]
     assert all((proj.path / "r" / r["image"]).is_file() for r in doc["results"])
     assert (proj.path / "r" / "index.html").is_file()

@@ -218,7 +218,8 @@ OPTIONS: Sequence[Option] = (
     Option("save", "Write a baseline JSON with each item's worst score per metric.", None),
     Option("compare", "Compare with this baseline JSON; see --memorization-compare-fail.", None),
     Option("compare_fail", "Tolerated worsening per metric vs the baseline, e.g. clip:0.02,tiled_l2:0.03.", {}, _tolerances),
-    Option("update_baseline", "Rewrite the entries of the baseline given by --memorization-compare.", False, _bool, flag=True, ini_type="bool"),
+    Option("update_baseline", "Rewrite the entries of the baseline given by --memorization-compare for the items that ran.", False, _bool, flag=True, ini_type="bool"),
+    Option("prune_baseline", "Drop stale baseline entries (items whose content changed or that no longer exist) from the --memorization-save or --memorization-compare file.", False, _bool, flag=True, ini_type="bool"),
     Option("calibrate", "Score ordinary prompts and store the noise-magnitude threshold for this model.", False, _bool, flag=True, ini_type="bool"),
     Option("calibration", "Calibration file (read, and written by --memorization-calibrate).", "memorization-calibration.json"),
     Option("calibration_prompts", "Text file of ordinary prompts for calibration (default: the bundled list).", None),
@@ -302,3 +303,29 @@ def markdown_table() -> str:
         default = "off" if o.flag else ("-" if o.default in (None, {}, []) else f"`{o.default}`")
         rows.append(f"| {cli} | `memorization_{o.name}` | {default} | {o.help} |")
     return "\n".join(rows)
+
+
+def check_value_form(args: Sequence[str], invocation_dir: Any) -> None:
+    """Refuse ``--memorization-X VALUE`` (space, not ``=``) where VALUE is an existing path outside the
+    invocation folder: pytest picks the root folder and the ini from the paths on the command line
+    before plugin options exist, so it took VALUE for a test path, and the root (and the ini, and
+    ``memorization_required``) moved with it. ``--memorization-X=VALUE`` is never taken for a path."""
+    from pathlib import Path
+
+    here = Path(invocation_dir).resolve()
+    takes_value = {f"--memorization-{o.dashed}" for o in OPTIONS if o.cli and not o.flag}
+    for opt, value in zip(args, args[1:]):
+        if str(opt) not in takes_value or str(value).startswith("-"):
+            continue
+        p = Path(str(value).split("::")[0]).expanduser()
+        try:
+            p = (p if p.is_absolute() else here / p).resolve()
+            outside = p.exists() and p != here and here not in p.parents
+        except (OSError, ValueError):
+            continue
+        if outside:
+            raise MemorizationConfigError(
+                f"{opt} {value}: write {opt}={value} (with '='). Written with a space, pytest reads {value} as a "
+                "test path while it picks the root folder and the ini file (before plugin options exist), so "
+                "the root and the ini moved outside this project and its settings (memorization_required "
+                "among them) were not read")

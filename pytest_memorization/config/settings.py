@@ -8,6 +8,7 @@ command line or ini set is in ``explicit`` (it beats a manifest value). ``genera
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from ..errors import MemorizationConfigError
+from ..metrics import METRIC_NAMES
 from ..records import GenerationSettings
 from .options import OPTIONS, OptionError
 
@@ -53,6 +55,7 @@ class Settings:
     compare: str | None
     compare_fail: dict[str, float]
     update_baseline: bool
+    prune_baseline: bool
     calibrate: bool
     calibration: str
     calibration_prompts: str | None
@@ -132,6 +135,16 @@ def resolve(config: Any) -> Settings:
         else:
             values[opt.name] = opt.parse(opt, raw)
         explicit.add(opt.name)
+    unknown = [m for m in values["metrics"] or [] if m not in METRIC_NAMES]
+    if unknown:  # before anything imports torch: a typo is a usage error, not an error per item
+        close = [difflib.get_close_matches(m, METRIC_NAMES, n=1) for m in unknown]
+        hint = "".join(f" Did you mean '{c[0]}'?" for c in close if c)
+        raise MemorizationConfigError(f"--memorization-metrics: unknown metric {', '.join(map(repr, unknown))}; "
+                                      f"known metrics: {', '.join(METRIC_NAMES)}.{hint}")
+    for flag in ("prune_baseline", "update_baseline"):
+        if values[flag] and not (values["save"] or values["compare"]):
+            raise MemorizationConfigError(f"--memorization-{flag.replace('_', '-')} writes the baseline file of "
+                                          "--memorization-save=FILE or --memorization-compare=FILE: give one")
     return Settings(enabled=bool(config.getoption("memorization")), explicit=frozenset(explicit),
                     rootdir=Path(str(config.rootpath)), **values)
 

@@ -1,15 +1,23 @@
 """Baselines: catch a model that got WORSE than before, not only one that crosses a line.
 
-A baseline holds, for each item and metric, the worst-case score over its images, and
-the environment fingerprint (model and LoRA hashes, versions, device, dtype, each
-metric's ``version``, steps, guidance, size, seeds). ``compare_item`` fails the item
-itself (not the session) when a score worsened beyond its tolerance. A metric
-``version`` mismatch is an error (scores are not comparable); other fingerprint
-differences are warnings that list them. Writes are atomic.
+A baseline holds, per item CONTENT, the worst-case score of each metric over its images, and
+the environment fingerprint (model and LoRA hashes, versions, device, dtype, each metric's
+``version``, steps, guidance, size, seeds). An entry's key is a hash of what the item checks:
+the manifest path relative to the manifest's project root (never pytest's rootdir, so a
+baseline compares from any checkout or ``--rootdir``), the kind of item, the work id and the
+sha256 of its image, the prompt text, the seeds and the generation settings; the node id is
+kept beside the scores for people. An edited prompt is a new entry (missing until added on
+purpose) and the old entry is stale.
+
+``compare_item`` fails the item itself (not the session) when a score worsened beyond its
+tolerance. A metric ``version`` mismatch is an error (scores are not comparable); other
+fingerprint differences are warnings. Saving merges into the file: entries of items that did
+not run are kept, stale ones go only with ``--memorization-prune-baseline``. Writes are atomic.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -21,16 +29,30 @@ from ..metrics import KNOWN_DIRECTIONS
 from ..metrics.base import worsening
 from ..records import Finding, Outcome
 
-SCHEMA = 1
+SCHEMA = 2
 FINGERPRINT_KEYS = ("model_hash", "lora_hash", "lora_scale", "device", "dtype", "steps", "guidance_scale",
                     "height", "width", "seeds")
+KEY = "baseline_key"  # where each manifest row carries its entry key (``ImageResult.extra``)
 
 
-def worst_scores(results: list[dict[str, Any]], directions: dict[str, str]) -> dict[str, dict[str, float]]:
-    """item -> metric -> worst score (min distance / max similarity) over the item's images."""
-    out: dict[str, dict[str, float]] = {}
+def content_key(*, manifest: str, kind: str, work: str | None, work_sha256: str | None, prompt: str,
+                seeds: list[int], settings: dict[str, Any], extra: Any = None) -> str:
+    """A readable, content-derived entry key: ``<manifest>|<work>|<kind>|<16 hex of sha256>``."""
+    content = {"manifest": manifest, "kind": kind, "work": work, "work_sha256": work_sha256, "prompt": prompt,
+               "seeds": list(seeds), "settings": settings, "extra": extra}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return f"{manifest}|{work or '-'}|{kind}|{digest}"
+
+
+def worst_scores(results: list[dict[str, Any]], directions: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """entry key -> {"item": node id, "prompt": ..., "scores": metric -> worst score (min distance /
+    max similarity; detectors: max)} over the rows of manifest items (rows without a key are skipped)."""
+    out: dict[str, dict[str, Any]] = {}
     for r in results:
-        entry = out.setdefault(r["item"], {})
+        key = r.get("extra", {}).get(KEY)
+        if key is None:
+            continue
+        entry = out.setdefault(key, {"item": r["item"], "prompt": r.get("prompt", ""), "scores": {}})["scores"]
         for m, v in r["scores"].items():
             d = directions.get(m, "distance")
             if m not in entry or worsening(entry[m], v, d) > 0:
@@ -53,14 +75,31 @@ def load_baseline(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise BaselineError(f"--memorization-compare {path}: no such baseline. Create it with "
-                            f"--memorization-save {path} on a run you trust") from None
+        raise BaselineError(f"--memorization-compare={path}: no such baseline. Create it with "
+                            f"--memorization-save={path} on a run you trust") from None
     except (OSError, ValueError) as e:
-        raise BaselineError(f"{path}: not a readable baseline JSON ({e}); recreate it with --memorization-save") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("entries"), dict):
-        raise BaselineError(f"{path}: not a pytest-memorization baseline (schema {SCHEMA}); recreate it with "
-                            "--memorization-save")
+        raise BaselineError(f"{path}: not a readable baseline JSON ({e}); re-create it with "
+                            f"pytest --memorization --memorization-save={path}") from None
+    if isinstance(data, dict) and data.get("schema") == 1:
+        raise BaselineError(f"{path}: an old baseline (schema 1, entries keyed by node id); entries are now keyed "
+                            "by content (manifest, work image, prompt, seeds, settings). Re-create it on a run you "
+                            f"trust: pytest --memorization --memorization-save={path}")
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("entries"), dict) \
+            or not all(isinstance(e, dict) and isinstance(e.get("scores"), dict) for e in data["entries"].values()):
+        raise BaselineError(f"{path}: not a pytest-memorization baseline (schema {SCHEMA}); re-create it with "
+                            f"pytest --memorization --memorization-save={path}")
     return data
+
+
+def stale_keys(entries: dict[str, Any], results: list[dict[str, Any]], known_items: set[str] | None) -> list[str]:
+    """Entries no item of this run stands for: their item ran with other content (an edited prompt,
+    a changed work image, other seeds or settings), or no collected item has their node id (a removed
+    work). Entries of deselected items are not stale. ``known_items`` None (an xdist controller,
+    which collects nothing): only the first kind is known."""
+    ran_keys = {r.get("extra", {}).get(KEY) for r in results}
+    ran_items = {r["item"] for r in results if r.get("extra", {}).get(KEY)}
+    return sorted(k for k, e in entries.items() if k not in ran_keys and (
+        e.get("item") in ran_items or (known_items is not None and e.get("item") not in known_items)))
 
 
 def directions_of(state: Any) -> dict[str, str]:
@@ -69,12 +108,25 @@ def directions_of(state: Any) -> dict[str, str]:
     return {**KNOWN_DIRECTIONS, **state.metric_directions, **{m.name: m.direction for m in state.metrics.values()}}
 
 
-def save_baseline(path: Path, state: Any, run: dict[str, Any], *, update: bool = False) -> None:
-    entries = worst_scores(state.results, directions_of(state))
-    if update and path.exists():
-        old = load_baseline(path)
-        entries = {**old["entries"], **entries}
-    atomic_write_json(path, {"schema": SCHEMA, "fingerprint": fingerprint(run), "entries": entries})
+def save_baseline(path: Path, state: Any, run: dict[str, Any], *, add: bool = True, prune: bool = False) -> int:
+    """Merge this run's entries into ``path`` (entries of items that did not run are kept; a schema-1
+    or unreadable file is replaced: that is how one re-creates it); with ``prune`` drop stale ones.
+    Returns the number of entries dropped."""
+    entries = worst_scores(state.results, directions_of(state)) if add else {}
+    old: dict[str, Any] = {}
+    fp = fingerprint(run)
+    if path.exists():
+        try:
+            doc = load_baseline(path)
+            old = doc["entries"]
+            fp = fp if add else doc.get("fingerprint", fp)
+        except BaselineError:
+            if not add:
+                raise
+    drop = set(stale_keys(old, state.results, state.known_items)) if prune else set()
+    merged = {k: v for k, v in {**old, **entries}.items() if k not in drop}
+    atomic_write_json(path, {"schema": SCHEMA, "fingerprint": fp, "entries": dict(sorted(merged.items()))})
+    return len(drop)
 
 
 def _baseline(state: Any) -> dict[str, Any] | None:
@@ -85,24 +137,29 @@ def _baseline(state: Any) -> dict[str, Any] | None:
     return state.baseline
 
 
-def compare_item(state: Any, nodeid: str, outcome: Outcome) -> None:
-    """Compare one item with the baseline: add ``baseline.*`` findings to the image rows with the
-    worsened score, or to the whole item when its entry is missing."""
+def compare_item(state: Any, nodeid: str, key: str | None, outcome: Outcome) -> None:
+    """Compare one item with the baseline entry of its content ``key``: add ``baseline.*`` findings to
+    the image rows with the worsened score, or to the whole item when its entry is missing."""
     base = _baseline(state)
-    if base is None:
+    if base is None or key is None:
         return
     _check_fingerprint(state, base)
     if state.settings.update_baseline:
         return
     rows = [r.to_json() for r in outcome.results]
-    mine = worst_scores(rows, directions_of(state)).get(nodeid, {})
-    old = base["entries"].get(nodeid)
-    if old is None:
+    mine = worst_scores(rows, directions_of(state)).get(key, {}).get("scores", {})
+    entry = base["entries"].get(key)
+    compare = state.settings.compare
+    if entry is None:
+        was = sorted(k for k, e in base["entries"].items() if e.get("item") == nodeid)
+        why = (f" its prompt, work image, seeds or generation settings changed since the baseline was written "
+               f"(the old entry {was[0]} is now stale; drop it with --memorization-prune-baseline).") if was else ""
         outcome.findings.append(Finding(
             "baseline.missing", "fail",
-            f"no baseline entry for {nodeid} in {state.settings.compare}. Add it on purpose with "
-            "--memorization-compare <file> --memorization-update-baseline (entries are never created silently)"))
+            f"no baseline entry for {nodeid} in {compare}.{why} Add it on purpose with "
+            f"--memorization-compare={compare} --memorization-update-baseline (entries are never created silently)"))
         return
+    old = entry["scores"]
     tolerances = state.settings.compare_fail or default_tolerances(outcome.results)
     dirs = directions_of(state)
     for metric, tol in tolerances.items():
@@ -112,7 +169,7 @@ def compare_item(state: Any, nodeid: str, outcome: Outcome) -> None:
         if delta > tol:
             found = Finding("baseline.worsened", "fail",
                             f"baseline: {metric} worsened from {old[metric]:.4f} to {mine[metric]:.4f} "
-                            f"(change {delta:+.4f}, tolerance {tol:g}) vs {state.settings.compare}",
+                            f"(change {delta:+.4f}, tolerance {tol:g}) vs {compare}",
                             metric=metric, value=mine[metric])
             for r in outcome.results:
                 if r.scores.get(metric) == mine[metric] or r.detectors.get(metric, {}).get("score") == mine[metric]:
@@ -152,12 +209,11 @@ def _check_fingerprint(state: Any, base: dict[str, Any]) -> None:
 
 
 def stale_entries(state: Any) -> list[str]:
-    """Baseline entries that match no item of this run (renamed or removed works)."""
+    """The baseline's stale entries (see ``stale_keys``), for the summary and report."""
     try:  # under pytest-xdist only the workers compared, so the controller loads the baseline here
         base = _baseline(state)
     except BaselineError:  # already reported by every item
         return []
-    if base is None:
+    if base is None or not state.results:
         return []
-    ran = {r["item"] for r in state.results}
-    return sorted(set(base["entries"]) - ran) if ran else []
+    return stale_keys(base["entries"], state.results, state.known_items)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import hub_cache_dir
 from ..errors import ManifestError
 from .check import (
     MAX_PARAPHRASES,
@@ -57,6 +58,7 @@ class ModelSpec:
     gate: str | None = None  # "lora": the LoRA pre-merge gate
     pretrained_kind: str | None = None  # "folder", "file" or "hub"
     generator: str | None = None  # "package.module:function" (model/hook.py) instead of pretrained
+    missing: str | None = None  # why ``pretrained`` is neither a folder nor a cached hub id (an error)
 
 
 @dataclass
@@ -100,7 +102,7 @@ class Manifest:
         return self.path.parent
 
 
-def _model(c: Checker, data: dict[str, Any], require_model: bool) -> ModelSpec:
+def _model(c: Checker, data: dict[str, Any], require_model: bool, offline_hub: bool = False) -> ModelSpec:
     spec = ModelSpec()
     if "model" not in data and not require_model:
         return spec
@@ -114,6 +116,11 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool) -> ModelSpec:
             pass
         if local is False and HUB_RE.fullmatch(text) and not text.lower().endswith(FILE_SUFFIXES):
             spec.pretrained, spec.pretrained_kind = text, "hub"
+            repo = hub_cache_dir() / ("models--" + text.replace("/", "--"))
+            if offline_hub and c.check_images and not repo.is_dir():  # once, at collection: not per item
+                spec.missing = (f"{text!r} is neither a local folder ({c.dir / text} does not exist) nor a hub id "
+                                f"in the local Hugging Face cache ({repo}). Fix the path, or cache the model, or "
+                                "pass --memorization-allow-download")
         else:
             p = c.path(text, "model.pretrained", "any", must_exist=c.check_images)
             try:
@@ -280,13 +287,13 @@ def _entries(c: Checker, data: dict[str, Any], name: str, example: str) -> list[
 
 
 def load_manifest(path: str | Path, *, allow_outside_root: bool = False, check_images: bool = True,
-                  require_model: bool = True) -> Manifest:
+                  require_model: bool = True, offline_hub: bool = False) -> Manifest:
     """Read and validate a manifest. Raises ``ManifestError`` (never anything else) on any problem.
 
     Relative paths are read from the manifest's folder and may not leave ``project_root(path)``
     unless ``allow_outside_root``. ``check_images=False`` skips opening (and hashing) the works.
     ``require_model=False`` accepts a manifest without ``[model] pretrained`` (the command line
-    gives the model).
+    gives the model). ``offline_hub``: a hub id must already be in the local cache (checked here, once).
     """
     p = Path(path).expanduser().absolute()
     data = read_toml(p)
@@ -295,7 +302,7 @@ def load_manifest(path: str | Path, *, allow_outside_root: bool = False, check_i
     except (OSError, RuntimeError, ValueError) as e:
         raise ManifestError(p, f"cannot locate the project root ({e}); check the path") from None
     c.table(data, "", TOP_KEYS, "[model] ... [[work]] ...")
-    model = _model(c, data, require_model)
+    model = _model(c, data, require_model, offline_hub)
     manifest = Manifest(path=p, model=model, project_root=c.root)
     if "thresholds" in data:
         manifest.thresholds = c.thresholds(data["thresholds"], "thresholds")
@@ -322,4 +329,6 @@ def load_manifest(path: str | Path, *, allow_outside_root: bool = False, check_i
             seen[s.id] = f"{kind}[{i}]"
     if not manifest.works and not manifest.canaries:
         c.fail(None, f"lists no works and no canaries, so it would check nothing; add {example} or a [[canary]]")
+    if model.missing:  # reported after the rest of the file was checked, so its other errors come first
+        c.fail("model.pretrained", model.missing)
     return manifest

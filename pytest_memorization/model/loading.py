@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_text, sha256_file
+from .._io import atomic_write_text, hub_cache_dir, sha256_file
 from ..errors import CheckpointError
 from .families import SD, default_dtype, family_hint, family_of, single_file_family
 
@@ -57,14 +57,6 @@ class ModelInfo:
     lora_scale: float = 1.0
     pipeline_class: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
 
 
 def resolve_device(device: str) -> str:

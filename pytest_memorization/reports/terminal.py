@@ -68,6 +68,9 @@ def summary_lines(
         lines.append("worst items:" if bad else "closest to a threshold (all passed):")
     for r in shown:
         d = describe(r, run)
+        if r["verdict"] == "error" and r["seed"] < 0:  # nothing was generated: say what errored, not "-"
+            lines.append(f"  {d['verdict']:5} {d['item']}: not evaluated: {d['reason'] or 'unknown error'}")
+            continue
         lines.append(
             f"  {d['verdict']:5} {d['item']} seed {d['seed']}: work {d['work']}: "
             f"{d['metric']} {d['score']} ({d['threshold']}) prompt '{d['prompt']}'"

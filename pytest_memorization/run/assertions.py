@@ -19,9 +19,20 @@ from ..records import Generation, ImageResult, Work
 from .state import active, attach, current_item
 
 
+def _near_test(path: str | Path) -> Path:
+    """A relative work path is read from the running test file's folder (like a manifest's paths are
+    read from the manifest's folder); outside a test, or when only the working folder has it, from there."""
+    p = Path(path).expanduser()
+    item = current_item()
+    if p.is_absolute() or item is None or getattr(item, "path", None) is None:
+        return p
+    near = Path(item.path).parent / p
+    return near if near.exists() or not p.exists() else p
+
+
 def as_works(works: Any) -> list[Work]:
     """Works as ``Work`` objects from a mapping id -> (path | PIL | array | tensor), or a sequence
-    of paths (id = file stem) or ``Work`` objects."""
+    of paths (id = file stem) or ``Work`` objects. Relative paths: see ``_near_test``."""
     from ..images import from_any, sha256_file
 
     items: list[tuple[str, Any]]
@@ -41,9 +52,10 @@ def as_works(works: Any) -> list[Work]:
         if isinstance(v, Work):
             out.append(v)
         elif isinstance(v, (str, Path)):
-            if not Path(v).is_file():
-                raise MemorizationConfigError(f"protected work '{wid}': image file {v} not found")
-            out.append(Work(wid, from_any(v), Path(v), sha256_file(Path(v))))
+            p = _near_test(v)
+            if not p.is_file():
+                raise MemorizationConfigError(f"protected work '{wid}': image file {v} not found (looked for {p})")
+            out.append(Work(wid, from_any(p), p, sha256_file(p)))
         else:
             out.append(Work(wid, from_any(v)))
     if not out:
@@ -107,7 +119,7 @@ def evaluate(images: Any, works: Any, *, thresholds: Mapping[str, float] | None 
     for r, img in zip(results, images):
         r.pixels = img
     decide(results)
-    attach(item, results)
+    attach(item, results, work_list)
     return results
 
 

@@ -16,9 +16,16 @@ def memorization_model(request: pytest.FixtureRequest) -> Any:
     session = session_of(request.config)
     if session is None:
         pytest.skip(SKIP_REASON)
-    source = session.source(session.model_path("model"), config=session.model_path("config"),
-                            lora=session.model_path("lora"), generator=session.settings.generator)
-    return session.model(source)
+    from ..errors import MemorizationConfigError
+
+    try:
+        source = session.source(session.model_path("model"), config=session.model_path("config"),
+                                lora=session.model_path("lora"), generator=session.settings.generator)
+        model = session.model(source)
+    except MemorizationConfigError as e:  # our message (checkpoint errors included), not a traceback
+        pytest.fail(f"memorization_model: {e}", pytrace=False)
+    session.record_run(model, {})  # the report names the model of Python tests too
+    return model
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Manifests as pytest items: one per work x prompt (seeds inside), per paraphrase, per
-img2img work and per prompt-only canary. Ids look like ``memorization.toml::astronaut::0``.
+img2img work and per prompt-only canary. Ids are pytest-selectable (no ``::`` inside a name):
+``memorization.toml::astronaut[0]``, ``astronaut[0-p1]`` (paraphrase 1 of prompt 0),
+``astronaut[img2img]``, ``canary[id]``, ``canary[id-p1]`` and ``calibrate``.
 
 Setup loads, generates and scores (a run that cannot evaluate is an ERROR); the call
 phase delivers the verdict (a copy is a FAILURE). Without ``--memorization`` the items
@@ -46,23 +48,27 @@ class ManifestFile(pytest.File):
         session = session_of(self.config)
         enabled = session is not None
         try:
+            from .state import settings_of
+
+            from_options = self._model_from_options()
             manifest = load_manifest(self.path, allow_outside_root=self._allow_outside(), check_images=enabled,
-                                     require_model=not self._model_from_options())
+                                     require_model=not from_options,
+                                     offline_hub=not from_options and not settings_of(self.config).allow_download)
         except MemorizationConfigError as e:
             raise self.CollectError(str(e)) from None
         self.manifest = manifest
         self._plan: Any = None
         for work in manifest.works:
             for p, prompt in enumerate(work.prompts):
-                yield PromptItem.from_parent(self, name=f"{work.id}::{p}", prompt=prompt, work=work.id)
+                yield PromptItem.from_parent(self, name=f"{work.id}[{p}]", prompt=prompt, work=work.id)
                 for k, para in enumerate(work.paraphrases[p] if p < len(work.paraphrases) else []):
-                    yield PromptItem.from_parent(self, name=f"{work.id}::{p}.p{k + 1}", prompt=para, work=work.id)
+                    yield PromptItem.from_parent(self, name=f"{work.id}[{p}-p{k + 1}]", prompt=para, work=work.id)
             if work.img2img is not None:
-                yield Img2ImgItem.from_parent(self, name=f"{work.id}::img2img", prompt=work.prompts[0], work=work.id)
+                yield Img2ImgItem.from_parent(self, name=f"{work.id}[img2img]", prompt=work.prompts[0], work=work.id)
         for canary in manifest.canaries:
-            yield CanaryItem.from_parent(self, name=f"canary::{canary.id}", prompt=canary.prompt, work=None)
+            yield CanaryItem.from_parent(self, name=f"canary[{canary.id}]", prompt=canary.prompt, work=None)
             for k, para in enumerate(canary.paraphrases):
-                yield CanaryItem.from_parent(self, name=f"canary::{canary.id}.p{k + 1}", prompt=para, work=None)
+                yield CanaryItem.from_parent(self, name=f"canary[{canary.id}-p{k + 1}]", prompt=para, work=None)
         if enabled and self.config.getoption("memorization_calibrate"):
             yield CalibrateItem.from_parent(self, name="calibrate", prompt="", work=None)
 
@@ -91,6 +97,10 @@ class ManifestFile(pytest.File):
 
 class MemorizationItem(pytest.Item):
     def __init__(self, *, prompt: str, work: str | None, **kwargs: Any) -> None:
+        if "nodeid" not in kwargs and kwargs.get("parent") is not None:
+            # Spelled out, so pytest >= 9.2 parses "astronaut[0]" as name + params, as it parses the
+            # ids it reads back from --lf's cache and the command line (else --lf finds no match).
+            kwargs["nodeid"] = f"{kwargs['parent'].nodeid}::{kwargs['name']}"
         super().__init__(**kwargs)
         self.prompt = prompt
         self.work = work
@@ -107,10 +117,30 @@ class MemorizationItem(pytest.Item):
         plan = self.manifest_file.loaded_plan
         return plan.works if plan is not None else []
 
+    kind = "item"
+
     def evaluate(self) -> Any:  # overridden
         raise NotImplementedError
 
+    def baseline_key(self) -> str | None:
+        """The key of this item's baseline entry: what it checks, not where it sits (see judging.baselines)."""
+        from ..judging.baselines import content_key
+
+        mf = self.manifest_file
+        manifest, plan = mf.manifest, mf.plan()
+        root = manifest.project_root or manifest.path.parent
+        try:
+            rel = manifest.path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            rel = manifest.path.name
+        work = next((w for w in plan.works if w.id == self.work), None)
+        spec = next((w for w in manifest.works if w.id == self.work), None)
+        strengths = sorted(spec.img2img.strengths) if self.kind == "img2img" and spec and spec.img2img else None
+        return content_key(manifest=rel, kind=self.kind, work=self.work, work_sha256=work.sha256 if work else None,
+                           prompt=self.prompt, seeds=plan.seeds, settings=plan.gen.key(), extra=strengths)
+
     def setup(self) -> None:
+        from ..judging.baselines import KEY as BASELINE_KEY
         from ..judging.baselines import compare_item
         from ..judging.verdict import decide
         from .outputs import save_images
@@ -121,7 +151,10 @@ class MemorizationItem(pytest.Item):
             pytest.skip("memorization checks are off: run pytest --memorization")
         try:
             self.outcome = self.evaluate()
-            compare_item(session, self.nodeid, self.outcome)
+            key = self.baseline_key()
+            for r in self.outcome.results:
+                r.extra[BASELINE_KEY] = key
+            compare_item(session, self.nodeid, key, self.outcome)
             self.outcome.failures = decide(self.outcome.results, self.outcome.findings)
         except Exception as e:  # the report shows the item as an error row, not as nothing
             attach(self, [error_row(self.nodeid, self.prompt, e)])
@@ -130,6 +163,13 @@ class MemorizationItem(pytest.Item):
         save_images(session, self, self.outcome.results)
 
     def runtest(self) -> None:
+        if self.outcome is not None:  # the warn band, as a pytest warning (as assert_not_memorized does)
+            import warnings
+
+            for r in self.outcome.results:
+                if r.verdict == "warn":
+                    warnings.warn(f"memorization warn band: {self.name}: prompt {r.prompt!r}, seed {r.seed}, work "
+                                  f"'{r.work}': " + "; ".join(r.reasons), UserWarning, stacklevel=2)
         if self.outcome is not None and self.outcome.failures:
             from .state import settings_of
 
@@ -161,6 +201,8 @@ class MemorizationItem(pytest.Item):
 
 
 class PromptItem(MemorizationItem):
+    kind = "prompt"
+
     def evaluate(self) -> Any:
         from .pipeline import check_prompt
 
@@ -168,6 +210,8 @@ class PromptItem(MemorizationItem):
 
 
 class Img2ImgItem(MemorizationItem):
+    kind = "img2img"
+
     def evaluate(self) -> Any:
         from .pipeline import check_img2img
 
@@ -176,6 +220,8 @@ class Img2ImgItem(MemorizationItem):
 
 
 class CanaryItem(MemorizationItem):
+    kind = "canary"
+
     def evaluate(self) -> Any:
         from .pipeline import check_canary
 
@@ -183,7 +229,21 @@ class CanaryItem(MemorizationItem):
 
 
 class CalibrateItem(MemorizationItem):
+    def baseline_key(self) -> str | None:
+        return None  # calibration writes its own file; it has no baseline entry
+
     def evaluate(self) -> Any:
         from .detect import calibrate_item
 
         return self._run(calibrate_item)
+
+
+def calibration_only(session: Any, items: list[pytest.Item]) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """``--memorization-calibrate`` runs the calibration alone: the detector items need its threshold, so
+    the memorization items are deselected (with a note saying how to gate next); other tests still run."""
+    drop = [i for i in items if i.get_closest_marker("memorization") and not isinstance(i, CalibrateItem)]
+    if drop:
+        session.notes.append(f"--memorization-calibrate: ran only the calibration; {len(drop)} memorization "
+                             "item(s) deselected. Gate with the new threshold: pytest --memorization")
+    dropped = {id(i) for i in drop}
+    return [i for i in items if id(i) not in dropped], drop

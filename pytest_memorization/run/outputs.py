@@ -15,7 +15,7 @@ import pytest
 
 from ..judging.baselines import directions_of
 from .session import MemorizationSession
-from .state import RESULTS_KEY
+from .state import RESULTS_KEY, WORKS_KEY
 
 
 def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.TestReport) -> None:
@@ -52,7 +52,8 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
         return
     from ..reports.pngs import generated_png_path, save_image, write_work_images
 
-    works = item.works() if hasattr(item, "works") else []  # manifest items: the plan's loaded works
+    # manifest items: the plan's loaded works; Python tests: those given to assert_not_memorized
+    works = item.works() if hasattr(item, "works") else list(item.stash.get(WORKS_KEY, {}).values())
     work_tensors = {w.id: w.image for w in works}
     written = session.works_written
     todo = {k: v for k, v in work_tensors.items() if k not in written}
@@ -86,13 +87,16 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     for r in state.results:
         r.get("extra", {}).pop("base_pixels", None)
     errored = sorted({r["item"] for r in state.results if r["verdict"] == "error"})
-    if (s.save or s.update_baseline) and (interrupted or errored):
+    if (s.save or s.update_baseline or s.prune_baseline) and (interrupted or errored):
         state.notes.append(f"ERROR: baseline not written: {len(errored)} item(s) errored or the run was "
                            "interrupted, so it would be incomplete. Fix the errors and run again.")
-    elif s.save:
-        save_baseline(s.path("save"), state, run)
-    elif s.compare and s.update_baseline:
-        save_baseline(s.path("compare"), state, run, update=True)
+    else:
+        target = s.path("save") if s.save else s.path("compare") if s.update_baseline or s.prune_baseline else None
+        if target is not None:
+            dropped = save_baseline(target, state, run, add=bool(s.save or s.update_baseline), prune=s.prune_baseline)
+            if dropped:
+                state.notes.append(f"pruned {dropped} stale baseline entr{'y' if dropped == 1 else 'ies'} from {target}")
+            state.baseline = None  # list stale entries against the file as written
     state.stale = stale_entries(state)
     state.complete = not interrupted  # the terminal summary (printed after this) says INCOMPLETE
     report_dir = s.path("report")
@@ -127,6 +131,7 @@ def summary_lines(state: MemorizationSession) -> list[str]:
     if retries:
         out.append(f"out of memory {retries} time(s): the batch size was halved and the batch retried")
     if state.stale:
-        out.append(f"stale baseline entries (no item ran for them): {', '.join(state.stale)}")
+        out.append(f"stale baseline entries (their item's content changed or it no longer exists; drop them with "
+                   f"--memorization-prune-baseline): {', '.join(state.stale)}")
     out.extend(state.notes)
     return out

@@ -168,4 +168,6 @@ def check_canary(session: MemorizationSession, manifest: Manifest, plan: Plan, i
 def _run_extra(plan: Plan) -> dict[str, Any]:
     g = plan.gen
     return {"metrics": _versions(plan), "steps": g.steps, "guidance_scale": g.guidance_scale,
-            "height": g.height, "width": g.width, "seeds": plan.seeds, "thresholds": plan.thresholds}
+            "height": g.height, "width": g.width, "seeds": plan.seeds,
+            # the thresholds in force: the manifest's and the command line's, and each metric's default
+            "thresholds": {n: r.threshold for n, r in plan.rules.items() if r.threshold is not None}}

@@ -34,6 +34,8 @@ class MemorizationSession:
         self.baseline: dict[str, Any] | None = None  # the loaded --memorization-compare file
         self.baseline_checked = False
         self.baseline_error: str | None = None
+        self.known_items: set[str] | None = None  # collected node ids, deselected ones included (None: unknown)
+        self.deselected: set[str] = set()
         self._cache: Any = None
 
     # -- models ---------------------------------------------------------------------------

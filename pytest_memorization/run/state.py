@@ -25,6 +25,7 @@ SKIP_REASON = "memorization checks are off: run pytest --memorization"
 SETTINGS_KEY = pytest.StashKey["Settings"]()
 SESSION_KEY = pytest.StashKey["MemorizationSession"]()
 RESULTS_KEY = pytest.StashKey[list]()  # the ImageResult rows of the running item
+WORKS_KEY = pytest.StashKey[dict]()  # work id -> Work, for a Python test's report thumbnails
 
 _current_item: contextvars.ContextVar[Any] = contextvars.ContextVar("memorization_item", default=None)
 _active: list[MemorizationSession] = []  # the running session (at most one per process)
@@ -67,7 +68,20 @@ def current_item() -> Any:
     return _current_item.get()
 
 
-def attach(item: Any, results: list[ImageResult]) -> None:
-    """Attach results to the running test item (they travel with its report)."""
+def attach(item: Any, results: list[ImageResult], works: list[Any] | None = None) -> None:
+    """Attach results (and the works they were scored against) to the running test item (they travel
+    with its report)."""
     if item is not None:
         item.stash.setdefault(RESULTS_KEY, []).extend(results)
+        item.stash.setdefault(WORKS_KEY, {}).update({w.id: w for w in works or []})
+
+
+def record_collected(session: Any, pytest_session: pytest.Session) -> None:
+    """The node ids this run knows (selected and deselected), for telling stale baseline entries from
+    those of deselected items. They stay unknown (None) when the run did not collect everything: an
+    xdist controller collects nothing, node ids on the command line and --lf collect only some items."""
+    config = pytest_session.config
+    if config.pluginmanager.getplugin("dsession") is not None or config.getoption("lf", False) \
+            or any("::" in str(a) for a in config.args):
+        return
+    session.known_items = {i.nodeid for i in pytest_session.items} | session.deselected

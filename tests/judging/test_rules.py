@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from pytest_memorization.judging.baselines import compare_item
+from pytest_memorization.judging.baselines import KEY, compare_item
 from pytest_memorization.judging.detectors import noise_magnitude_finding, seed_diversity_finding
 from pytest_memorization.judging.img2img import img2img_findings
 from pytest_memorization.judging.lora_gate import lora_gate_findings
@@ -130,26 +130,36 @@ class _State:
         from pytest_memorization.config.settings import for_tests
 
         self.settings = for_tests(compare="base.json")
-        self.baseline = {"schema": 1, "fingerprint": {}, "entries": entries}
+        self.baseline = {"schema": 2, "fingerprint": {}, "entries": entries}
         self.baseline_checked, self.baseline_error = True, None
         self.runs: dict[str, dict] = {}
         self.metric_directions: dict[str, str] = {}
         self.metrics: dict = {}
 
 
+CONTENT = "memorization.toml|w|prompt|0123456789abcdef"  # an entry's content key
+
+
+def _keyed(rows: list) -> list:
+    for r in rows:
+        r.extra[KEY] = CONTENT
+    return rows
+
+
 @pytest.mark.parametrize("before, fails", [(0.40, True), (0.21, False)])
 def test_baseline_rule_fails_a_worsened_item_and_passes_an_unchanged_one(before: float, fails: bool) -> None:
-    rows = _rows(_scores([[0.2, 0.6]], [[0.1, 0.1]]))
+    rows = _keyed(_rows(_scores([[0.2, 0.6]], [[0.1, 0.1]])))
     outcome = Outcome(rows)
-    compare_item(_State({"item": {"tiled_l2": before, "ssim": 0.1}}), "item", outcome)
+    entry = {"item": "item", "prompt": "", "scores": {"tiled_l2": before, "ssim": 0.1}}
+    compare_item(_State({CONTENT: entry}), "item", CONTENT, outcome)
     decide(outcome.results, outcome.findings)
     assert (rows[0].verdict == "fail") is fails
     assert any(f.rule == "baseline.worsened" for f in rows[0].findings) is fails
 
 
 def test_baseline_rule_fails_a_missing_entry() -> None:
-    outcome = Outcome(_rows(_scores([[0.4, 0.6]], [[0.1, 0.1]])))
-    compare_item(_State({}), "item", outcome)
+    outcome = Outcome(_keyed(_rows(_scores([[0.4, 0.6]], [[0.1, 0.1]]))))
+    compare_item(_State({}), "item", CONTENT, outcome)
     lines = decide(outcome.results, outcome.findings)
     assert outcome.results[0].verdict == "fail" and lines[0].startswith("no baseline entry for item")
 
