@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config.policy import lora_gate_problem, steps_problem
 from ..errors import ManifestError
 from .check import (
     MAX_PARAPHRASES,
@@ -134,6 +135,8 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool) -> ModelSpec:
         spec.seeds = c.seeds(m["seeds"], "model.seeds")
     if "steps" in m:
         spec.steps = c.integer(m["steps"], "model.steps", 1, "write e.g. steps = 25")
+        if problem := steps_problem(spec.steps):
+            c.fail("model.steps", problem)
     if "guidance_scale" in m:
         spec.guidance_scale = c.number(m["guidance_scale"], "model.guidance_scale", 0.0, 100.0,
                                        fix="e.g. guidance_scale = 7.5")
@@ -154,6 +157,8 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool) -> ModelSpec:
         if spec.lora is None:
             c.fail("model.gate", 'gate = "lora" compares the model with and without its LoRA, but no lora is '
                                  'given; add lora = "path/to/lora" to [model] or remove gate')
+        if spec.lora_scale is not None and (problem := lora_gate_problem(spec.lora_scale)):
+            c.fail("model.lora_scale", problem)
         spec.gate = "lora"
     return spec
 
@@ -221,10 +226,14 @@ def _work(c: Checker, w: Any, i: int, example: str) -> WorkSpec:
         strengths = [c.number(x, f"{k}.strengths[{j}]", 0.0, 1.0, open_low=True, fix=fix) for j, x in enumerate(s)]
         if len(set(strengths)) != len(strengths):
             c.fail(f"{k}.strengths", f"{strengths} repeats a strength; list each once")
-        safe = None
-        if "min_safe_strength" in t:
-            safe = c.number(t["min_safe_strength"], f"{k}.min_safe_strength", 0.0, 1.0, open_low=True,
-                            fix="e.g. min_safe_strength = 0.5")
+        if "min_safe_strength" not in t:  # without it every copy would only be a warning
+            c.fail(f"{k}.min_safe_strength", "missing; without it a copy at any strength is only a warning, so "
+                                             "this check could never fail: write e.g. min_safe_strength = 0.5")
+        safe = c.number(t["min_safe_strength"], f"{k}.min_safe_strength", 0.0, 1.0, open_low=True,
+                        fix="e.g. min_safe_strength = 0.5")
+        if max(strengths) < safe:
+            c.fail(f"{k}.min_safe_strength", f"{safe:g} is above every strength {strengths}, so no strength is "
+                                             f"checked and this check could never fail; add a strength >= {safe:g}")
         spec.img2img = Img2ImgSpec(strengths=strengths, min_safe_strength=safe)
     return spec
 
@@ -292,7 +301,7 @@ def load_manifest(path: str | Path, *, allow_outside_root: bool = False, check_i
     if "thresholds" in data:
         manifest.thresholds = c.thresholds(data["thresholds"], "thresholds")
     if "warn" in data:
-        manifest.warn = c.thresholds(data["warn"], "warn")
+        manifest.warn = c.thresholds(data["warn"], "warn", gating=False)
     if "metrics" in data:
         names = metric_names()
         metrics = c.strings(data["metrics"], "metrics", '["tiled_l2", "ssim"]')
