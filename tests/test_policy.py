@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
-
 from gate_projects import COPY_PROMPT, TINY_MODEL_TOML, gate_project
+
 from pytest_memorization.config.policy import MIN_STEPS, stricter, threshold_problem, with_floors
 from pytest_memorization.metrics import KNOWN_BOUNDS, KNOWN_DIRECTIONS, METRIC_NAMES
 
