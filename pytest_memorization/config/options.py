@@ -171,8 +171,8 @@ def _steps(opt: Option, v: Any) -> int:
 def _tolerances(opt: Option, v: Any) -> dict[str, float]:
     tol = parse_metric_values(v, f"--memorization-{opt.dashed}", ":")
     for k, x in tol.items():
-        if x < 0:
-            raise OptionError(opt, v, f"tolerance for {k} must be >= 0")
+        if not 0 <= x < float("inf"):  # an infinite tolerance would never fail
+            raise OptionError(opt, v, f"tolerance for {k} must be a finite number >= 0")
     return tol
 
 

@@ -11,6 +11,7 @@ differences are warnings that list them. Writes are atomic.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,14 @@ def load_baseline(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("entries"), dict):
         raise BaselineError(f"{path}: not a pytest-memorization baseline (schema {SCHEMA}); recreate it with "
                             "--memorization-save")
+    for item, entry in data["entries"].items():  # a NaN baseline score would never count as worsened
+        if not isinstance(entry, dict):
+            raise BaselineError(f"{path}: entry {item!r} is not a table of metric scores; recreate it with "
+                                "--memorization-save")
+        for metric, v in entry.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise BaselineError(f"{path}: entry {item!r}, key {metric!r} is {v!r}, not a finite number; "
+                                    "recreate the baseline with --memorization-save on a run you trust")
     return data
 
 
