@@ -14,7 +14,6 @@ from typing import Any
 from ..errors import MemorizationConfigError, MetricFailedError
 from ..records import Work
 
-
 BOUND_SLACK = 1e-3  # rounding past a metric's bound (an SSIM of 1.0000001) is not a broken metric
 
 
