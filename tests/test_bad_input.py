@@ -59,6 +59,17 @@ def nothing(root: Path) -> None:
     pass
 
 
+def link_out(name: str) -> Callable[[Path], None]:
+    """Move models/tiny/<name> out of the model folder and leave a symlink to it in its place."""
+    def apply(root: Path) -> None:
+        p = root / "models" / "tiny" / name
+        away = root / "elsewhere" / name.replace("/", "_")
+        away.parent.mkdir(exist_ok=True)
+        p.rename(away)
+        p.symlink_to(away, target_is_directory=away.is_dir())
+    return apply
+
+
 def both(*changes: Callable[[Path], None]) -> Callable[[Path], None]:
     def apply(root: Path) -> None:
         for change in changes:
@@ -126,6 +137,8 @@ CASES = [
     # checkpoints, LoRA, weights, baselines: the run starts, the item is an ERROR
     ("model-missing", nothing, ["--memorization-model", "models/none"], FAILED, "*CheckpointError: model 'models/none' not found*"),
     ("model-no-unet-weights", remove("models/tiny/unet/diffusion_pytorch_model.safetensors"), [], FAILED, "*CheckpointError: */unet: no weights file for component 'unet'*"),
+    ("model-component-linked-out", link_out("unet"), [], FAILED, "*CheckpointError: */models/tiny/unet links to */elsewhere/unet, outside the model folder*--memorization-allow-outside-root*"),
+    ("model-weights-linked-out", link_out("vae/diffusion_pytorch_model.safetensors"), [], FAILED, "*CheckpointError: */vae/diffusion_pytorch_model.safetensors links to *outside the model folder*"),
     ("model-pickle", write("models/m.ckpt", b"x"), ["--memorization-model", "models/m.ckpt"], FAILED, "*CheckpointError: */models/m.ckpt: pickle checkpoints (.ckpt) can run code*--memorization-allow-pickle*"),
     ("lora-missing", nothing, ["--memorization-lora", "loras/none"], FAILED, "*CheckpointError: LoRA loras/none not found*pytorch_lora_weights.safetensors*"),
     ("lpips-weights-missing", nothing, ["--memorization-threshold", "lpips=0.3", "--memorization-weights-dir", "weights"], FAILED, "*alexnet-owt-7be5be79.pth*"),

@@ -223,12 +223,17 @@ class MemorizationModel:
         path = self._cache_path(job, settings)
         if path is None or not path.is_file():
             return None
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         try:
-            return load_file(str(path))["image"]
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                seal = (f.metadata() or {}).get("seal")
+                image = f.get_tensor("image")
         except Exception:  # a damaged cache entry is regenerated, never trusted
             return None
+        if seal != self._seal(path, image):
+            return None  # edited, forged or from another machine: regenerate
+        return image
 
     def _cache_put(self, job: tuple[str, int], settings: GenerationSettings, image: Any) -> None:
         path = self._cache_path(job, settings)
@@ -236,10 +241,21 @@ class MemorizationModel:
             return
         from safetensors.torch import save_file
 
-        from .._io import atomic_path
+        from .._io import atomic_path, mark_cache_dir
 
+        assert self.cache_dir is not None
+        mark_cache_dir(self.cache_dir)
+        image = image.detach().to("cpu").contiguous()
         with atomic_path(path) as tmp:
-            save_file({"image": image.contiguous()}, str(tmp))
+            save_file({"image": image}, str(tmp), metadata={"seal": self._seal(path, image)})
+
+    @staticmethod
+    def _seal(path: Path, image: Any) -> str:
+        """HMAC of the entry's inputs (its name is the hash of model, prompt, seed and settings) and pixels."""
+        from .._io import seal
+        from ..metrics.cache import tensor_bytes
+
+        return seal(f"generation|{path.stem}", [tensor_bytes(image)])
 
 
 def _settings(settings: GenerationSettings | None, overrides: dict[str, Any]) -> GenerationSettings:

@@ -35,6 +35,7 @@ class MemorizationSession:
         self.baseline_checked = False
         self.baseline_error: str | None = None
         self._cache: Any = None
+        self._cache_marked = False
 
     # -- models ---------------------------------------------------------------------------
     def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
@@ -47,7 +48,8 @@ class MemorizationSession:
         return ModelSource(
             pretrained=str(pretrained), config=config, lora=lora,
             lora_scale=float(lora_scale if lora_scale is not None else s.lora_scale),
-            device=s.device, dtype=s.dtype, allow_pickle=s.allow_pickle, allow_download=s.allow_download)
+            device=s.device, dtype=s.dtype, allow_pickle=s.allow_pickle, allow_download=s.allow_download,
+            allow_outside_root=s.allow_outside_root)
 
     def model_path(self, name: str, manifest_value: str | None = None) -> str | None:
         """``model``, ``config`` or ``lora``: command line / ini beat the manifest; an existing local
@@ -72,8 +74,14 @@ class MemorizationSession:
 
     @property
     def cache_dir(self) -> Path:
+        """The cache folder, with a ``.gitignore`` of ``*`` written inside it (never committed)."""
         path = self.settings.path("cache_dir")
         assert path is not None
+        if not self._cache_marked:
+            from .._io import mark_cache_dir
+
+            mark_cache_dir(path)
+            self._cache_marked = True
         return path
 
     # -- metrics --------------------------------------------------------------------------
