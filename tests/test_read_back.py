@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from gate_projects import COPY_PROMPT, TINY_MODEL_TOML, gate_project
+
 from pytest_memorization import _io
 
 
