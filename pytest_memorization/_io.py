@@ -43,6 +43,21 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
+def replace_dir(staging: Path, final: Path) -> None:
+    """Put the folder ``staging`` in the place of ``final``: the old folder is moved aside first and
+    removed after, so ``final`` never holds a mix of an old and a new run."""
+    import shutil
+
+    old = None
+    if final.is_symlink() or final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+
+
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 

@@ -78,9 +78,9 @@ def both(*changes: Callable[[Path], None]) -> Callable[[Path], None]:
 
 
 def calibration(threshold: str) -> str:
-    return ('{"schema_version": 1, "threshold": %s, "target_fpr": 0.01, "n_prompts": 100, "seeds": [0], "steps": 1, '
-            '"settings": {}, "fingerprint": "any", "scores": {}, "empirical_fpr": 0.01, "fpr_resolution": 0.01}'
-            % threshold)
+    return ('{"schema_version": 1, "threshold": ' + threshold + ', "target_fpr": 0.01, "n_prompts": 100, '
+            '"seeds": [0], "steps": 1, "settings": {}, "fingerprint": "any", "scores": {}, "empirical_fpr": 0.01, '
+            '"fpr_resolution": 0.01}')
 
 
 NOISE = edit("[[work]]", "[detectors]\nnoise_magnitude = { steps = 1 }\n\n[[work]]")
@@ -148,8 +148,8 @@ CASES = [
     ("calibration-nan", both(NOISE, write("memorization-calibration.json", calibration("NaN"))), [], FAILED, "*memorization-calibration.json: key 'threshold' is nan, not a finite number*"),
     ("calibration-infinity", both(NOISE, write("memorization-calibration.json", calibration("Infinity"))), [], FAILED, "*key 'threshold' is inf, not a finite number*"),
     ("calibration-string", both(NOISE, write("memorization-calibration.json", calibration('"0.5"'))), [], FAILED, "*key 'threshold' is '0.5', not a finite number*"),
-    ("baseline-nan", write("old.json", '{"schema": 1, "entries": {"%s": {"tiled_l2": NaN}}}' % ITEM), ["--memorization-compare", "old.json"], FAILED, "*old.json: entry *'tiled_l2' is nan, not a finite number*"),
-    ("baseline-string", write("old.json", '{"schema": 1, "entries": {"%s": {"ssim": "0.9"}}}' % ITEM), ["--memorization-compare", "old.json"], FAILED, "*old.json: entry *'ssim' is '0.9', not a finite number*"),
+    ("baseline-nan", write("old.json", '{"schema": 1, "entries": {"' + ITEM + '": {"tiled_l2": NaN}}}'), ["--memorization-compare", "old.json"], FAILED, "*old.json: entry *'tiled_l2' is nan, not a finite number*"),
+    ("baseline-string", write("old.json", '{"schema": 1, "entries": {"' + ITEM + '": {"ssim": "0.9"}}}'), ["--memorization-compare", "old.json"], FAILED, "*old.json: entry *'ssim' is '0.9', not a finite number*"),
     ("opt-compare-fail-inf", nothing, ["--memorization-compare-fail", "tiled_l2:inf"], USAGE, "*--memorization-compare-fail*tolerance for tiled_l2 must be a finite number*"),
     ("opt-gate-tolerance-inf", nothing, ["--memorization-lora-gate-tolerance", "ssim:Infinity"], USAGE, "*--memorization-lora-gate-tolerance*must be a finite number*"),
     ("baseline-corrupt", write("old.json", "{oops"), ["--memorization-compare", "old.json"], FAILED, "*old.json: not a readable baseline JSON*"),

@@ -30,7 +30,9 @@ class MemorizationSession:
         self.checks_seen = 0  # memorization items that reached their call phase (controller side)
         self.metric_directions: dict[str, str] = {}
         self.stale: list[str] = []  # baseline entries no item ran for (set at session finish)
-        self.complete = True  # False when the run was interrupted
+        self.complete = True  # False when the run was interrupted, crashed or could not collect
+        self.incomplete: list[str] = []  # why the run is incomplete (crashes, internal/collection errors)
+        self.running: set[str] = set()  # items started and not finished (controller side)
         self.baseline: dict[str, Any] | None = None  # the loaded --memorization-compare file
         self.baseline_checked = False
         self.baseline_error: str | None = None
