@@ -125,6 +125,11 @@ CASES = [
     ("opt-steps-1", nothing, ["--memorization-steps", "1"], USAGE, "*--memorization-steps*fewer than the minimum 2*"),
     ("ini-steps-0", write("pytest.ini", "[pytest]\nmemorization_steps = 0\n"), [], USAGE, "*(ini memorization_steps) = '0': expected an integer >= 1*"),
     ("opt-lora-scale-0-gate", nothing, ["--memorization-lora-gate", "--memorization-lora-scale", "0"], USAGE, "*--memorization-lora-scale*LoRA scale 0 under the LoRA gate*"),
+    # output paths of the wrong kind
+    ("opt-report-is-a-file", write("rep.txt", "x"), ["--memorization-report", "rep.txt"], USAGE, "*--memorization-report rep.txt: */rep.txt is a file, expected a folder*"),
+    ("ini-report-is-a-file", both(write("rep.txt", "x"), write("pytest.ini", "[pytest]\nmemorization_report = rep.txt\n")), ["--memorization-report", "rep.txt"], USAGE, "*rep.txt is a file, expected a folder*"),
+    ("opt-save-is-a-folder", write("saved/keep", "x"), ["--memorization-save", "saved"], USAGE, "*--memorization-save saved: */saved is a folder, expected a file*"),
+    ("opt-compare-is-a-folder", write("saved/keep", "x"), ["--memorization-compare", "saved"], USAGE, "*--memorization-compare saved: */saved is a folder, expected a file*"),
     # options
     ("opt-seeds", nothing, ["--memorization-seeds", "0,x"], USAGE, "*--memorization-seeds*'x' is not a non-negative integer*"),
     ("opt-threshold", nothing, ["--memorization-threshold", "tiled_l2"], USAGE, "*--memorization-threshold*not METRIC=VALUE*"),

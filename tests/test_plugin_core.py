@@ -73,7 +73,7 @@ def test_bad_option_values_are_usage_errors_naming_the_option(pytester: pytest.P
         (["--memorization-batch-size", "0"], "*--memorization-batch-size*expected an integer >= 1*"),
         (["--memorization-device", "gpu"], "*--memorization-device*expected auto, cpu, mps, cuda or cuda:N*"),
         (["--memorization-threshold", "clip"], "*--memorization-threshold*'clip' is not METRIC=VALUE*"),
-        (["--memorization-compare-fail", "clip:-1"], "*--memorization-compare-fail*must be >= 0*"),
+        (["--memorization-compare-fail", "clip:-1"], "*--memorization-compare-fail*must be a finite number >= 0*"),
         (["--memorization-shard", "3/2"], "*--memorization-shard*expected I/N with 0 <= I < N*"),
         (["--memorization-report-works", "all"], "*--memorization-report-works*embed, thumbnail, omit*"),
         (["--memorization-dtype", "int8"], "*--memorization-dtype*float32, float16, bfloat16*"),
