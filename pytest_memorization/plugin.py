@@ -14,7 +14,7 @@ import pytest
 
 from .config import options
 from .config.settings import resolve
-from .errors import MemorizationConfigError
+from .errors import MemorizationConfigError, printable
 from .run import state
 from .run.fixtures import memorization_model, memorization_settings  # noqa: F401  (registers the fixtures)
 from .run.state import SKIP_REASON, session_of, settings_of
@@ -56,7 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for manifest in settings.manifest:
         path = Path(manifest).resolve()
         if not path.is_file():
-            raise pytest.UsageError(f"--memorization-manifest {manifest}: no such file ({path})")
+            raise pytest.UsageError(printable(f"--memorization-manifest {manifest}: no such file ({path})"))
         if not any(path == Path(a).resolve() or Path(a).resolve() in path.parents for a in config.args):
             config.args.append(str(path))
 
@@ -176,7 +176,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         if lines:
             terminalreporter.write_sep("=", "memorization")
             for line in lines:
-                terminalreporter.write_line(line)
+                terminalreporter.write_line(printable(line))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -208,3 +208,25 @@ def test_bad_input(case: str, change: Callable[[Path], None], args: list[str], s
         assert all(r["verdict"] == "error" for r in report["results"])
     if baseline_before is not None:
         assert (root / "old.json").read_bytes() == baseline_before
+
+
+FORGED = "\\u001b[2J\\r\\n::error file=x::forged"  # TOML escapes: ESC, CR, a newline and a workflow command
+INJECTIONS = [
+    ("manifest-key", edit("prompts =", f'"pro{FORGED}" = ["x"]\nprompts ='), [], COLLECT),
+    ("work-prompt", both(edit('"portrait of an astronaut"', f'"portrait{FORGED}"'),
+                         edit("[[work]]", "[thresholds]\ntiled_l2 = 1.0\n\n[[work]]")), [], FAILED),
+    ("option-path", nothing, ["--memorization-manifest", "a\x1b[31m\n::error::b.toml"], USAGE),
+    ("model-path", nothing, ["--memorization-model", "m\r\n::notice::x"], FAILED),
+]
+
+
+@pytest.mark.parametrize("case, change, args, status", INJECTIONS, ids=[c[0] for c in INJECTIONS])
+def test_control_characters_in_printed_values_are_escaped(case: str, change: Callable[[Path], None], args: list[str],
+                                                          status: int, bad_project: pytest.Pytester) -> None:
+    change(bad_project.path)
+    result = bad_project.runpytest("--memorization", "--memorization-report", "rep", *args)
+    assert result.ret == status, result.stdout.str()[-2000:]
+    out = "\n".join(result.stdout.lines + result.stderr.lines)
+    assert "\x1b" not in out and "\r" not in out
+    assert not [line for line in out.splitlines() if line.lstrip().startswith("::")], "a forged workflow command"
+    assert "\\x1b" in out or "\\x0d" in out  # shown, escaped
