@@ -70,6 +70,21 @@ def link_out(name: str) -> Callable[[Path], None]:
     return apply
 
 
+def image(name: str, size: tuple[int, int], frames: int = 1, fmt: str = "PNG") -> Callable[[Path], None]:
+    """Write a work image: all zeros (a bomb compresses to a few KB), or ``frames`` frames of noise."""
+    def apply(root: Path) -> None:
+        import numpy as np
+        from PIL import Image
+
+        if frames == 1 and size[0] * size[1] > 10**6:
+            Image.new("L", size).save(root / name, fmt)
+            return
+        rng = np.random.default_rng(0)
+        imgs = [Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(frames)]
+        imgs[0].save(root / name, fmt, save_all=frames > 1, append_images=imgs[1:])
+    return apply
+
+
 def both(*changes: Callable[[Path], None]) -> Callable[[Path], None]:
     def apply(root: Path) -> None:
         for change in changes:
@@ -97,6 +112,14 @@ CASES = [
     ("sha256-mismatch", edit('prompts =', 'sha256 = "' + "0" * 64 + '"\nprompts ='), [], COLLECT, "*key 'work[[]0].sha256': */astronaut.png has changed: expected sha256 000*"),
     ("duplicate-id", edit("[[work]]", '[[work]]\nid = "astronaut"\nimage = "works/astronaut.png"\nprompts = ["x"]\n\n[[work]]'), [], COLLECT, "*duplicate id 'astronaut'*ids must be unique*"),
     ("empty-prompts", edit('prompts = ["portrait of an astronaut"]', "prompts = []"), [], COLLECT, "*key 'work[[]0].prompts': is empty; list at least one*"),
+    ("work-90-megapixels", image("works/astronaut.png", (10000, 9000)), [], COLLECT, "*key 'work[[]0].image': */astronaut.png: image is 10000x9000 = 90 MP, more than 50 MP; downscale it*"),
+    ("work-60-megapixels", image("works/astronaut.png", (10000, 6000)), [], COLLECT, "*image is 10000x6000 = 60 MP, more than 50 MP*"),
+    ("work-1x1", image("works/astronaut.png", (1, 1)), [], COLLECT, "*key 'work[[]0].image': */astronaut.png: 1x1 is too small to compare*"),
+    ("work-tiny", image("works/astronaut.png", (12, 40)), [], COLLECT, "*astronaut.png: 12x40 is too small to compare (less than 16 pixels a side*"),
+    ("work-animated-png", image("works/astronaut.png", (32, 32), frames=2), [], COLLECT, "*astronaut.png: animated image (2 frames); only its first frame would be compared*"),
+    ("work-animated-gif", both(image("works/anim.gif", (32, 32), frames=3, fmt="GIF"), edit("works/astronaut.png", "works/anim.gif")), [], COLLECT, "*anim.gif: animated image (3 frames)*"),
+    ("generation-height", edit("height = 64", "height = 65536"), [], COLLECT, "*key 'model.height': 65536 is more than 4096 pixels*"),
+    ("generation-width", edit("width = 64", "width = 8192"), [], COLLECT, "*key 'model.width': 8192 is more than 4096 pixels*"),
     ("threshold-type", edit("[[work]]", '[thresholds]\ntiled_l2 = "0.15"\n\n[[work]]'), [], COLLECT, "*key 'thresholds.tiled_l2': '0.15' is a string, not a number*"),
     ("threshold-range", edit("[[work]]", "[thresholds]\ntiled_l2 = 1.5\n\n[[work]]"), [], COLLECT, "*key 'thresholds.tiled_l2': 1.5 is out of range*[[]0, 1]*"),
     ("threshold-unknown-metric", edit("[[work]]", "[thresholds]\nclipp = 0.9\n\n[[work]]"), [], COLLECT, "*unknown metric 'clipp'; did you mean 'clip'?*"),

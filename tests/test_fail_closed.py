@@ -160,3 +160,38 @@ def test_calibration_refuses_ordinary_scores_that_are_not_finite(value: float, m
     with pytest.raises(MemorizationConfigError, match=r"calibration: the noise magnitude of 1 ordinary prompt\(s\) is not a finite "
                                         r"number \(first: 'b'\)"):
         calibration.calibrate(None, ["a", "b", "c"], [0, 1], fingerprint="m", height=8, width=8)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(),
+])
+def test_cpu_out_of_memory_is_recognised(model: MemorizationModel, monkeypatch: pytest.MonkeyPatch,
+                                         error: BaseException) -> None:
+    def no_ram(chunk: list[Any], settings: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(model, "_call", no_ram)
+    with pytest.raises(BrokenOutputError, match=r"out of memory on cpu even with batch size 1 \(64x64"):
+        model.generate(["a cat"], [0, 1], steps=2, height=64, width=64)
+
+
+@pytest.mark.parametrize("height, width", [(65536, 65536), (64, 8192), (4, 64)])
+def test_a_generation_size_out_of_bounds_is_refused_before_generating(model: MemorizationModel, height: int,
+                                                                      width: int) -> None:
+    with pytest.raises(MemorizationConfigError, match=rf"generation size {height}x{width} is outside 8 .. 4096"):
+        model.generate(["a cat"], [0], steps=2, height=height, width=width)
+
+
+@pytest.mark.parametrize("colour", [(0, 0, 0), (200, 10, 10)])
+def test_a_constant_work_is_compared_with_a_warning_naming_it(tmp_path: Path, colour: tuple[int, int, int]) -> None:
+    from PIL import Image
+
+    from pytest_memorization.images import check_work
+
+    Image.new("RGB", (32, 32), colour).save(tmp_path / "flat.png")
+    assert f"flat.png: the work is a single colour {colour}" in (check_work(tmp_path / "flat.png") or "")
+    noisy = Image.effect_noise((32, 32), 40).convert("RGB")
+    noisy.save(tmp_path / "noisy.png")
+    assert check_work(tmp_path / "noisy.png") is None

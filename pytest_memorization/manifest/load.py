@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config.policy import lora_gate_problem, steps_problem
 from ..errors import ManifestError
+from ..records import MAX_GENERATION_SIDE
 from .check import (
     MAX_PARAPHRASES,
     METRIC_RANGES,
@@ -146,6 +147,9 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool) -> ModelSpec:
             if isinstance(v, bool) or not isinstance(v, int) or v < 8 or v % 8:
                 c.fail(f"model.{side}", f"{v!r:.60} is not a positive multiple of 8; diffusion models need "
                                         f"multiples of 8, e.g. {side} = 512")
+            if v > MAX_GENERATION_SIDE:
+                c.fail(f"model.{side}", f"{v} is more than {MAX_GENERATION_SIDE} pixels; generate at the model's "
+                                        f"size, e.g. {side} = 512")
             setattr(spec, side, v)
     if "negative_prompt" in m:
         if not isinstance(m["negative_prompt"], str):
@@ -164,7 +168,7 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool) -> ModelSpec:
 
 
 def _image(c: Checker, w: dict[str, Any], key: str) -> tuple[Path, str | None]:
-    from ..images import ImageError, check_image, sha256_file
+    from ..images import ImageError, check_work, sha256_file
 
     image = c.path(w["image"], f"{key}.image", "file", must_exist=c.check_images)
     sha = None
@@ -175,9 +179,13 @@ def _image(c: Checker, w: dict[str, Any], key: str) -> tuple[Path, str | None]:
                                     f"compute it with `sha256sum {image.name}`")
     if c.check_images:
         try:
-            check_image(image)
+            note = check_work(image)
         except ImageError as e:
             c.fail(f"{key}.image", f"{e}")
+        if note:
+            import warnings
+
+            warnings.warn(f"{c.file}: key '{key}.image': {note}", UserWarning, stacklevel=2)
         if sha is not None:
             try:
                 actual = sha256_file(image)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BrokenOutputError
-from ..records import Generation, GenerationSettings
+from ..records import MAX_GENERATION_SIDE, Generation, GenerationSettings
 from .loading import ModelInfo, set_lora_scale
 
 CONSTANT_STD = 1e-3  # per-image pixel std below this is a constant image
@@ -55,7 +55,9 @@ def check_images(images: Any, prompts: Sequence[str], seeds: Sequence[int], dtyp
 def _is_oom(e: BaseException) -> bool:
     import torch
 
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+    text = str(e).lower()
+    return (isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in text
+            or "can't allocate memory" in text)  # CPU: "DefaultCPUAllocator: can't allocate memory"
 
 
 class MemorizationModel:
@@ -144,7 +146,7 @@ class MemorizationModel:
                 try:
                     with torch.no_grad():
                         imgs = call([jobs[i] for i in idx]).float().cpu()
-                except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+                except (RuntimeError, MemoryError, torch.cuda.OutOfMemoryError) as e:
                     if not _is_oom(e):
                         raise
                     if size == 1:
@@ -264,4 +266,11 @@ def _settings(settings: GenerationSettings | None, overrides: dict[str, Any]) ->
     unknown = set(overrides) - fields
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; settings are {sorted(fields)}")
-    return dataclasses.replace(settings or GenerationSettings(), **overrides)
+    out = dataclasses.replace(settings or GenerationSettings(), **overrides)
+    if max(out.height, out.width) > MAX_GENERATION_SIDE or min(out.height, out.width) < 8:
+        from ..errors import MemorizationConfigError
+
+        raise MemorizationConfigError(
+            f"generation size {out.height}x{out.width} is outside 8 .. {MAX_GENERATION_SIDE} pixels a side; "
+            "set height and width to the model's size (e.g. 512)")
+    return out
