@@ -90,7 +90,15 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
     todo = {k: v for k, v in work_tensors.items() if k not in written}
     if todo:
         written.update(write_work_images(report_dir, todo, session.settings.report_works))
+    omit = session.settings.report_works == "omit"
     for r in results:
+        if omit and ("img2img" in r.extra or r.verdict in ("fail", "warn")):
+            # an img2img output or a (near-)copy shows the work itself: omit means no work pixels
+            r.image = None
+            r.extra.pop("base_pixels", None)
+            r.extra["image_omitted"] = "report-works=omit: this image reproduces or starts from the work"
+            r.work_image = written.get(r.work) if r.work is not None else None
+            continue
         tag = f"s{r.extra['img2img']['strength']:g}" if "img2img" in r.extra else ""
         if r.pixels is not None and r.image is None:
             r.image = generated_png_path(report_dir, r.item, r.seed, tag)
