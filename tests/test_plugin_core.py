@@ -100,10 +100,14 @@ def test_precedence_marker_over_command_line_over_ini(project: pytest.Pytester) 
         def test_marker(memorization_settings):
             assert memorization_settings["seeds"] == [1, 2]       # marker beats command line
             assert memorization_settings["thresholds"] == {"ssim": 0.5, "tiled_l2": 0.2}
+
+        @pytest.mark.memorization(thresholds={"tiled_l2": 0.05, "ssim": 0.95})
+        def test_laxer_marker(memorization_settings):  # thresholds: the strictest wins (config/policy.py)
+            assert memorization_settings["thresholds"] == {"ssim": 0.9, "tiled_l2": 0.2}
     """)
     result = project.runpytest("--memorization", "--memorization-seeds", "7",
                                "--memorization-threshold", "tiled_l2=0.2")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 def test_readme_documents_every_option() -> None:
