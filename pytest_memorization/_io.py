@@ -51,6 +51,21 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
+def replace_dir(staging: Path, final: Path) -> None:
+    """Put the folder ``staging`` in the place of ``final``: the old folder is moved aside first and
+    removed after, so ``final`` never holds a mix of an old and a new run."""
+    import shutil
+
+    old = None
+    if final.is_symlink() or final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+
+
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
@@ -66,3 +81,55 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
                 h.update(chunk)
         _SHA_CACHE[key] = h.hexdigest()
     return _SHA_CACHE[key]
+
+
+# -- sealed caches -----------------------------------------------------------------------------
+# A cache entry carries an HMAC of its inputs and content, keyed by a secret that lives outside the
+# project (so a cache committed in a pull request, or edited on disk, cannot forge one): a
+# mismatch means "recompute", never "trust".
+_SECRET: list[bytes] = []
+
+
+def cache_secret() -> bytes:
+    """This machine's cache key: $MEMORIZATION_CACHE_KEY_FILE, else ~/.cache/pytest-memorization/cache.key
+    (created once, mode 0600). Unwritable: a key for this process only (caches then just miss)."""
+    if _SECRET:
+        return _SECRET[0]
+    env = os.environ.get("MEMORIZATION_CACHE_KEY_FILE")
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = Path(env) if env else base / "pytest-memorization" / "cache.key"
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(os.urandom(32).hex().encode())
+        key = path.read_bytes().strip()
+        if len(key) < 32:
+            raise OSError(f"{path} is too short")
+    except OSError:
+        key = os.urandom(32)
+    _SECRET.append(key)
+    return key
+
+
+def seal(inputs: str, chunks: Iterator[bytes] | list[bytes]) -> str:
+    """HMAC-SHA256 of a cache entry's inputs (what it was computed from) and content."""
+    import hmac
+
+    h = hmac.new(cache_secret(), inputs.encode(), hashlib.sha256)
+    for c in chunks:
+        h.update(len(c).to_bytes(8, "big"))
+        h.update(c)
+    return h.hexdigest()
+
+
+def mark_cache_dir(path: str | os.PathLike[str]) -> None:
+    """Create a cache folder with a ``.gitignore`` of ``*`` in it, so it is never committed."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        with contextlib.suppress(OSError):
+            atomic_write_text(ignore, "# written by pytest-memorization: a local cache, never commit it\n*\n")

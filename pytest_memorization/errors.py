@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import re
 
-class MemorizationError(AssertionError):
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
+_COMMAND = re.compile(r"^(\s*):", re.MULTILINE)  # a line starting '::' is a GitHub workflow command
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print: control characters (ESC, CR, ...) as ``\\xNN``, and no line starting
+    with '::' (a value with a newline cannot forge terminal lines' colours or GitHub annotations)."""
+    s = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    return _COMMAND.sub(lambda m: m.group(1) + "\\x3a", s) if "::" in s else s
+
+
+class _Printable(Exception):
+    def __str__(self) -> str:
+        return printable(super().__str__())
+
+
+class MemorizationError(_Printable, AssertionError):
     """A generated image is too close to a protected work (or a gate crossed a tolerance)."""
 
 
-class MemorizationConfigError(Exception):
+class MemorizationConfigError(_Printable):
     """Bad input: a manifest, option, image, checkpoint or weights file. Never a pass."""
 
 
@@ -29,11 +46,11 @@ class WeightsNotFoundError(MemorizationConfigError):
     """A metric needs pretrained weights that are not on this machine."""
 
 
-class MetricFailedError(Exception):
+class MetricFailedError(_Printable):
     """A metric could not run or returned NaN: the run cannot certify anything."""
 
 
-class BrokenOutputError(Exception):
+class BrokenOutputError(_Printable):
     """Generated images are NaN, black, blank or constant: a broken run, never a pass."""
 
 

@@ -25,10 +25,12 @@ from typing import Any
 from ._io import sha256_file  # noqa: F401  (public: works are identified by it)
 from .errors import MemorizationConfigError
 
-__all__ = ["ImageError", "load_image", "check_image", "sha256_file", "fit_to", "from_any", "to_tensor"]
+__all__ = ["ImageError", "load_image", "check_image", "check_work", "sha256_file", "fit_to", "from_any", "to_tensor"]
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I" (32-bit int) is read as 16-bit
 _CHANNELS = (1, 2, 3, 4)
+MAX_PIXELS = 50_000_000  # a protected work larger than this is refused before decoding
+MIN_WORK_SIDE = 16  # a smaller work is upscaled to a blur
 
 
 class ImageError(MemorizationConfigError, ValueError):
@@ -45,6 +47,9 @@ def _open(path: str | Path) -> Any:
         if not p.is_file():
             raise ImageError(f"{p}: no such image file; {fix}")
         img = Image.open(p)
+        if img.width * img.height > MAX_PIXELS:  # read from the header, before decoding anything
+            raise ImageError(f"{p}: image is {img.width}x{img.height} = {img.width * img.height / 1e6:.0f} MP, more "
+                             f"than {MAX_PIXELS / 1e6:.0f} MP; downscale it (the gate compares at the generation size)")
         img.load()  # decodes everything: truncated or corrupt data fails here, not later
     except ImageError:
         raise
@@ -55,6 +60,24 @@ def _open(path: str | Path) -> Any:
     if img.width < 1 or img.height < 1:
         raise ImageError(f"{p}: image has no pixels ({img.width}x{img.height}); {fix}")
     return img
+
+
+def check_work(path: str | Path) -> str | None:
+    """A protected work must be a still image of at least ``MIN_WORK_SIDE`` pixels a side (else
+    ``ImageError``); returns a warning when it is a single colour (every flat image matches it)."""
+    img = _open(path)
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        raise ImageError(f"{path}: animated image ({frames} frames); only its first frame would be compared. "
+                         "Export each frame you protect as a still PNG and list it as a work")
+    if min(img.width, img.height) < MIN_WORK_SIDE:
+        raise ImageError(f"{path}: {img.width}x{img.height} is too small to compare (less than {MIN_WORK_SIDE} pixels "
+                         "a side; it would be upscaled to a blur); use the original at full size")
+    extrema = img.convert("RGB").getextrema()
+    if all(lo == hi for lo, hi in extrema):
+        return (f"{path}: the work is a single colour {tuple(lo for lo, _ in extrema)}: any flat generated image "
+                "matches it, and no real copy is told apart; compared anyway")
+    return None
 
 
 def check_image(path: str | Path) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import pytest
 
 from .config import options
 from .config.settings import resolve
-from .errors import MemorizationConfigError
+from .errors import MemorizationConfigError, printable
 from .run import state
 from .run.fixtures import memorization_model, memorization_settings  # noqa: F401  (registers the fixtures)
 from .run.state import SKIP_REASON, session_of, settings_of
@@ -45,11 +45,19 @@ def pytest_configure(config: pytest.Config) -> None:
         import os
 
         os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
-    state.start(config, settings, MemorizationSession(settings, verbosity=config.get_verbosity()))
+    run = MemorizationSession(settings, verbosity=config.get_verbosity())
+    state.start(config, settings, run)
+    if not hasattr(config, "workerinput"):  # the controller checks output paths and starts the staging folder
+        from .run.outputs import prepare
+
+        try:
+            prepare(run)
+        except MemorizationConfigError as e:
+            raise pytest.UsageError(str(e)) from None
     for manifest in settings.manifest:
         path = Path(manifest).resolve()
         if not path.is_file():
-            raise pytest.UsageError(f"--memorization-manifest {manifest}: no such file ({path})")
+            raise pytest.UsageError(printable(f"--memorization-manifest {manifest}: no such file ({path})"))
         if not any(path == Path(a).resolve() or Path(a).resolve() in path.parents for a in config.args):
             config.args.append(str(path))
 
@@ -124,10 +132,44 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
+    session = state.active()
+    if session is not None:
+        session.running.add(nodeid)  # removed at logfinish: what remains crashed or was killed
+
+
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    session = state.active()
+    if session is not None:
+        session.running.discard(nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem: str, report: Any, sched: Any) -> None:  # pytest-xdist
+    session = state.active()
+    if session is not None:
+        session.incomplete.append(f"a pytest-xdist worker died while running {crashitem}")
+
+
+def pytest_internalerror(excrepr: Any, excinfo: Any) -> None:
+    session = state.active()
+    if session is not None:
+        session.incomplete.append(f"internal error: {excinfo.typename}: {str(excinfo.value)[:200]}")
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    session = state.active()
+    if session is not None and report.failed:  # with --continue-on-collection-errors the run goes on
+        session.incomplete.append(f"could not collect {report.nodeid or 'the test paths'}")
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     session = state.active()
     if session is None:
         return
+    why = getattr(report, "memorization_incomplete", None)
+    if why:
+        session.incomplete.append(str(why))
     if report.when == "call" and "memorization" in report.keywords:
         session.checks_seen += 1  # counted where every worker's reports arrive
     run = getattr(report, "memorization_run", None)
@@ -156,7 +198,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         if lines:
             terminalreporter.write_sep("=", "memorization")
             for line in lines:
-                terminalreporter.write_line(line)
+                terminalreporter.write_line(printable(line))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

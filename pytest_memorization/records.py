@@ -14,6 +14,8 @@ Verdict = Literal["pass", "warn", "fail", "error"]
 VERDICTS: tuple[Verdict, ...] = ("error", "fail", "warn", "pass")  # most severe first: the one severity order
 SEVERITY: dict[str, int] = {v: i for i, v in enumerate(VERDICTS)}
 
+MAX_GENERATION_SIDE = 4096  # pixels; 65536 x 65536 was a 1,000-line traceback, then out of memory
+
 
 @dataclass(frozen=True)
 class GenerationSettings:

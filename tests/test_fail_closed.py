@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from pytest_memorization.errors import BrokenOutputError, MetricFailedError
+from pytest_memorization.errors import BrokenOutputError, MemorizationConfigError, MetricFailedError
 from pytest_memorization.metrics.base import Metric
 from pytest_memorization.metrics.matrix import score_matrices
 from pytest_memorization.model.generation import MemorizationModel, check_images
@@ -121,3 +121,77 @@ def test_memorization_given_but_nothing_ran_fails_the_run(project: pytest.Pytest
     result = project.runpytest("--memorization", "-k", "other")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*--memorization was given but no memorization check ran*certifies nothing*"])
+
+
+class _OutOfRange(_Broken):
+    lower_bound, upper_bound = 0.0, 1.0
+
+    def compare(self, a: Any, b: Any) -> Any:
+        return torch.full((a.shape[0], b.shape[0]), 1.0 + float(self.mode))
+
+
+@pytest.mark.parametrize("excess", ["0.5", "-1.5"])
+def test_a_metric_score_outside_its_range_is_an_error(excess: str) -> None:
+    works = [Work("w", torch.rand(3, 16, 16))]
+    with pytest.raises(MetricFailedError, match=r"metric 'broken' returned scores in .* outside its range \[0.0, 1.0\]"):
+        score_matrices({"broken": _OutOfRange(excess)}, torch.rand(2, 3, 16, 16), works)
+
+
+def test_rounding_just_past_a_bound_is_not_an_error() -> None:
+    works = [Work("w", torch.rand(3, 16, 16))]
+    s = score_matrices({"broken": _OutOfRange("1e-6")}, torch.rand(2, 3, 16, 16), works)
+    assert float(s["broken"].max()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_calibration_refuses_ordinary_scores_that_are_not_finite(value: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from pytest_memorization.detectors import calibration
+
+    noise_magnitude = importlib.import_module("pytest_memorization.detectors.noise_magnitude")
+
+    def fake(pipe: Any, prompts: list[str], seeds: Any, **kw: Any) -> Any:
+        d = torch.rand(len(prompts), len(seeds))
+        d[1, 0] = value
+        return d
+
+    monkeypatch.setattr(noise_magnitude, "noise_magnitude", fake)
+    with pytest.raises(MemorizationConfigError, match=r"calibration: the noise magnitude of 1 ordinary prompt\(s\) is not a finite "
+                                        r"number \(first: 'b'\)"):
+        calibration.calibrate(None, ["a", "b", "c"], [0, 1], fingerprint="m", height=8, width=8)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(),
+])
+def test_cpu_out_of_memory_is_recognised(model: MemorizationModel, monkeypatch: pytest.MonkeyPatch,
+                                         error: BaseException) -> None:
+    def no_ram(chunk: list[Any], settings: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(model, "_call", no_ram)
+    with pytest.raises(BrokenOutputError, match=r"out of memory on cpu even with batch size 1 \(64x64"):
+        model.generate(["a cat"], [0, 1], steps=2, height=64, width=64)
+
+
+@pytest.mark.parametrize("height, width", [(65536, 65536), (64, 8192), (4, 64)])
+def test_a_generation_size_out_of_bounds_is_refused_before_generating(model: MemorizationModel, height: int,
+                                                                      width: int) -> None:
+    with pytest.raises(MemorizationConfigError, match=rf"generation size {height}x{width} is outside 8 .. 4096"):
+        model.generate(["a cat"], [0], steps=2, height=height, width=width)
+
+
+@pytest.mark.parametrize("colour", [(0, 0, 0), (200, 10, 10)])
+def test_a_constant_work_is_compared_with_a_warning_naming_it(tmp_path: Path, colour: tuple[int, int, int]) -> None:
+    from PIL import Image
+
+    from pytest_memorization.images import check_work
+
+    Image.new("RGB", (32, 32), colour).save(tmp_path / "flat.png")
+    assert f"flat.png: the work is a single colour {colour}" in (check_work(tmp_path / "flat.png") or "")
+    noisy = Image.effect_noise((32, 32), 40).convert("RGB")
+    noisy.save(tmp_path / "noisy.png")
+    assert check_work(tmp_path / "noisy.png") is None

@@ -56,3 +56,14 @@ def test_img2img_fails_only_at_or_above_the_safe_strength(i2i_project: pytest.Py
     assert [c["strength"] for c in curve] == [0.1, 1.0]
     assert curve[0]["tiled_l2"] < 0.15 < curve[1]["tiled_l2"], "similarity must fall as strength rises"
     assert len({r["image"] for r in rows}) == 4 and all((i2i_project.path / "rep" / r["image"]).is_file() for r in rows)
+
+
+def test_report_works_omit_publishes_no_img2img_output(i2i_project: pytest.Pytester) -> None:
+    """img2img outputs start from the work (at low strength they are reconstructions of it)."""
+    result = i2i_project.runpytest("--memorization", "--memorization-report", "rep", "-k", "img2img",
+                                   "--memorization-report-works", "omit")
+    result.assert_outcomes(failed=1, passed=1)
+    report = json.loads((i2i_project.path / "rep" / "report.json").read_text())
+    assert report["results"] and all(r["image"] is None and r["work_image"] is None for r in report["results"])
+    assert all("report-works=omit" in r["extra"]["image_omitted"] for r in report["results"])
+    assert not list((i2i_project.path / "rep").rglob("*.png"))

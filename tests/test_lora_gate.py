@@ -9,7 +9,8 @@ timesteps), which lets a few hundred CPU steps learn something visible at 2 samp
 
 The LoRA moves the images toward the face without reaching a copy: the gate must PASS it with
 the numbers recorded, FAIL it when a threshold lies between its images and their base images
-(the crossing rule), pass at ``--memorization-lora-scale 0``, and take the base images of later
+(the crossing rule), refuse ``--memorization-lora-scale 0`` (the gate would compare the base model
+with itself), pass at a tiny nonzero scale, and take the base images of later
 runs from the on-disk generation cache. The failing case on a LoRA that really copies is the
 demo's face LoRA (tests/test_demo.py).
 """
@@ -129,8 +130,12 @@ def test_a_lora_that_moves_toward_the_face_but_stays_far_passes_and_crossing_fai
     crossed.stdout.fnmatch_lines([f"*LoRA gate: prompt '{PROMPT}', seed *: tiled_l2 0.* <= {between:g} against 'face' "
                                   "with the LoRA, but not without it (base 0.*): the LoRA makes a copy*"])
 
-    # The same LoRA at weight 0 is the base model: nothing moves, the run passes.
-    again = gate.runpytest("--memorization", "--memorization-report", "r2", "--memorization-lora-scale", "0")
+    # At weight 0 the gate compares the base model with itself and could never fail: refused.
+    zero = gate.runpytest("--memorization", "--memorization-report", "r0", "--memorization-lora-scale", "0")
+    zero.assert_outcomes(errors=1)
+    zero.stdout.fnmatch_lines(["*LoRA scale 0 under the LoRA gate compares the base model with itself*"])
+    # At a tiny weight the LoRA barely moves anything: the run passes, base images from the cache.
+    again = gate.runpytest("--memorization", "--memorization-report", "r2", "--memorization-lora-scale", "0.0001")
     again.assert_outcomes(passed=1)
     again.stdout.fnmatch_lines(["*2 base-model images came from the generation cache*"])
     rows2 = _rows(gate.path / "r2")
@@ -138,5 +143,5 @@ def test_a_lora_that_moves_toward_the_face_but_stays_far_passes_and_crossing_fai
     for r in rows2:
         assert r["verdict"] in ("pass", "warn")
         base = r["extra"]["lora_gate"]["base_scores"]
-        assert base == pytest.approx(r["scores"], abs=1e-6)
+        assert base == pytest.approx(r["scores"], abs=1e-3)
         assert (gate.path / "r2" / r["extra"]["lora_gate"]["base_image"]).is_file()

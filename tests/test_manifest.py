@@ -314,7 +314,7 @@ def test_bad_manifest(proj: Path, changes: dict[str, Any], key: str | None, word
 
 def test_good_variants_of_the_cases_load(proj: Path) -> None:
     """The boundaries just inside every range are accepted (the checks are not too strict)."""
-    good = mutate(base(), {"thresholds": {"tiled_l2": 1, "lpips": 1.99, "ssim": -1, "clip": 1.0, "sscd": 0},
+    good = mutate(base(), {"thresholds": {"tiled_l2": 1, "lpips": 1.99, "ssim": -1, "clip": 0.999, "sscd": 0},
                            "model.lora_scale": 0, "model.guidance_scale": 0, "model.height": 8,
                            "work.0.img2img": {"strengths": [1.0, 0.01], "min_safe_strength": 1.0},
                            "work.0.paraphrases": 0, "canary.0.paraphrases": [],

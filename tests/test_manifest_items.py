@@ -86,14 +86,18 @@ def test_a_copy_fails_with_a_clear_message_and_the_rest_pass(gate: pytest.Pytest
 
 
 def test_command_line_beats_the_manifest(gate: pytest.Pytester) -> None:
-    # a threshold of 0 cannot be crossed by a PNG-quantised copy; seeds override the manifest's
-    result = gate.runpytest("--memorization", "--memorization-threshold", "tiled_l2=0.0",
-                            "--memorization-metrics", "tiled_l2",
-                            "--memorization-seeds", "0", "--memorization-report", "r", "lora_repo")
-    result.assert_outcomes(passed=1)
-    report = json.loads((gate.path / "r" / "report.json").read_text())
-    assert [r["seed"] for r in report["results"]] == [0]
-    assert report["results"][0]["thresholds"] == {"tiled_l2": 0.0}
+    # seeds override the manifest's; for thresholds the strictest wins (config/policy.py): a
+    # tighter command-line threshold is used, a laxer one leaves the manifest's 0.15
+    toml = gate.path / "lora_repo" / "memorization.toml"
+    toml.write_text(toml.read_text().replace("[[work]]", "[thresholds]\ntiled_l2 = 0.15\n\n[[work]]", 1))
+    for given, used in (("0.3", 0.3), ("0.05", 0.15)):
+        result = gate.runpytest("--memorization", "--memorization-threshold", f"tiled_l2={given}",
+                                "--memorization-metrics", "tiled_l2",
+                                "--memorization-seeds", "0", "--memorization-report", "r", "lora_repo")
+        result.assert_outcomes(failed=1)
+        report = json.loads((gate.path / "r" / "report.json").read_text())
+        assert [r["seed"] for r in report["results"]] == [0]
+        assert report["results"][0]["thresholds"] == {"tiled_l2": used}
 
 
 def test_a_bad_manifest_is_a_collection_error_and_nothing_runs(gate: pytest.Pytester) -> None:

@@ -73,7 +73,7 @@ def test_bad_option_values_are_usage_errors_naming_the_option(pytester: pytest.P
         (["--memorization-batch-size", "0"], "*--memorization-batch-size*expected an integer >= 1*"),
         (["--memorization-device", "gpu"], "*--memorization-device*expected auto, cpu, mps, cuda or cuda:N*"),
         (["--memorization-threshold", "clip"], "*--memorization-threshold*'clip' is not METRIC=VALUE*"),
-        (["--memorization-compare-fail", "clip:-1"], "*--memorization-compare-fail*must be >= 0*"),
+        (["--memorization-compare-fail", "clip:-1"], "*--memorization-compare-fail*must be a finite number >= 0*"),
         (["--memorization-shard", "3/2"], "*--memorization-shard*expected I/N with 0 <= I < N*"),
         (["--memorization-report-works", "all"], "*--memorization-report-works*embed, thumbnail, omit*"),
         (["--memorization-dtype", "int8"], "*--memorization-dtype*float32, float16, bfloat16*"),
@@ -100,10 +100,14 @@ def test_precedence_marker_over_command_line_over_ini(project: pytest.Pytester) 
         def test_marker(memorization_settings):
             assert memorization_settings["seeds"] == [1, 2]       # marker beats command line
             assert memorization_settings["thresholds"] == {"ssim": 0.5, "tiled_l2": 0.2}
+
+        @pytest.mark.memorization(thresholds={"tiled_l2": 0.05, "ssim": 0.95})
+        def test_laxer_marker(memorization_settings):  # thresholds: the strictest wins (config/policy.py)
+            assert memorization_settings["thresholds"] == {"ssim": 0.9, "tiled_l2": 0.2}
     """)
     result = project.runpytest("--memorization", "--memorization-seeds", "7",
                                "--memorization-threshold", "tiled_l2=0.2")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 def test_readme_documents_every_option() -> None:

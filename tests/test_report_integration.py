@@ -131,8 +131,9 @@ def test_report_works_modes(proj: pytest.Pytester, mode: str) -> None:
     doc = _report(proj.path / "r")
     written = sorted((proj.path / "r" / "works").glob("*.png")) if (proj.path / "r" / "works").is_dir() else []
     (row,) = doc["results"]
-    if mode == "omit":
-        assert written == [] and row["work_image"] is None
+    if mode == "omit":  # the failing image is a copy of the work: not published either
+        assert written == [] and row["work_image"] is None and row["image"] is None
+        assert not list((proj.path / "r").rglob("*.png"))
         return
     assert [f"works/{p.name}" for p in written] == [row["work_image"]]
     size = Image.open(written[0]).size

@@ -147,14 +147,32 @@ def parse_metric_values(value: Any, where: str, sep: str = "=") -> dict[str, flo
 
 
 def _thresholds(opt: Option, v: Any) -> dict[str, float]:
-    return parse_metric_values(v, f"--memorization-{opt.dashed}", "=")
+    """Checked exactly as a manifest's thresholds (``policy.threshold_problem``)."""
+    from .policy import threshold_problem
+
+    values = parse_metric_values(v, f"--memorization-{opt.dashed}", "=")
+    for name, x in values.items():
+        problem = threshold_problem(name, x)
+        if problem:
+            raise OptionError(opt, v, problem)
+    return values
+
+
+def _steps(opt: Option, v: Any) -> int:
+    from .policy import steps_problem
+
+    n = _int(1)(opt, v)
+    problem = steps_problem(n)
+    if problem:
+        raise OptionError(opt, v, problem)
+    return n
 
 
 def _tolerances(opt: Option, v: Any) -> dict[str, float]:
     tol = parse_metric_values(v, f"--memorization-{opt.dashed}", ":")
     for k, x in tol.items():
-        if x < 0:
-            raise OptionError(opt, v, f"tolerance for {k} must be >= 0")
+        if not 0 <= x < float("inf"):  # an infinite tolerance would never fail
+            raise OptionError(opt, v, f"tolerance for {k} must be a finite number >= 0")
     return tol
 
 
@@ -206,7 +224,7 @@ OPTIONS: Sequence[Option] = (
     Option("dtype", "auto (CUDA: float16 for SD 1/2/XL, bfloat16 for SD3/Flux; float32 elsewhere), float32, float16 or bfloat16.", "auto", _choice(*DTYPES)),
     Option("batch_size", "Images per pipeline call; halved automatically on GPU out-of-memory.", 8, _int(1)),
     Option("seeds", "Seeds for every prompt, e.g. 0,1,2,3 or 0-7 (overrides the manifest).", None, _seeds),
-    Option("steps", "Denoising steps (overrides the manifest).", None, _int(1)),
+    Option("steps", "Denoising steps (overrides the manifest); at least 2.", None, _steps),
     Option("metrics", "Metrics to score, comma-separated (default: those with a threshold).", None, _names),
     Option("threshold", "Threshold override METRIC=VALUE; repeatable or comma-separated.", {}, _thresholds, repeat=True),
     Option("align", "Alignment-tolerant tiled L2 and SSIM: the best score over small shifts and rescalings of each generated image; false compares pixels as they are.", True, _bool, ini_type="bool"),

@@ -3,6 +3,8 @@
 Precedence, in one place: a test's marker > command line > ini > manifest > default. What the
 command line or ini set is in ``explicit`` (it beats a manifest value). ``generation`` and
 ``seeds`` apply it to the manifest's ``[model]`` table, for manifest items and Python tests alike.
+Thresholds are the exception: there the strictest wins (``policy``), so a manifest or a marker
+can tighten the CI's thresholds but never relax them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pytest
 from ..errors import MemorizationConfigError
 from ..metrics import METRIC_NAMES
 from ..records import GenerationSettings
-from .options import OPTIONS, OptionError
+from .options import BY_NAME, OPTIONS, OptionError
+from .policy import lora_gate_problem, with_floors
 
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3)
 DEFAULT_METRICS: tuple[str, ...] = ("tiled_l2", "ssim")
@@ -80,8 +83,9 @@ class Settings:
         return manifest_value
 
     def thresholds(self, manifest: dict[str, float] | None = None) -> dict[str, float]:
-        """ini/command-line thresholds win over the manifest's, metric by metric."""
-        return {**(manifest or {}), **self.threshold}
+        """Strictest wins, metric by metric: the ini/command-line thresholds are floors that the
+        manifest can tighten, never relax (``policy.with_floors``)."""
+        return with_floors(manifest or {}, self.threshold)
 
     def path(self, name: str) -> Path | None:
         v = getattr(self, name)
@@ -145,6 +149,8 @@ def resolve(config: Any) -> Settings:
         if values[flag] and not (values["save"] or values["compare"]):
             raise MemorizationConfigError(f"--memorization-{flag.replace('_', '-')} writes the baseline file of "
                                           "--memorization-save=FILE or --memorization-compare=FILE: give one")
+    if values["lora_gate"] and lora_gate_problem(values["lora_scale"]):
+        raise OptionError(BY_NAME["lora_scale"], values["lora_scale"], str(lora_gate_problem(values["lora_scale"])))
     return Settings(enabled=bool(config.getoption("memorization")), explicit=frozenset(explicit),
                     rootdir=Path(str(config.rootpath)), **values)
 

@@ -159,6 +159,11 @@ def calibrate(
         batch_size=batch_size,
     )
     scores = d.mean(dim=1).tolist()
+    bad = [p for p, s in zip(prompts, scores) if not math.isfinite(s)]
+    if bad:  # a NaN threshold would flag nothing
+        raise MemorizationConfigError(
+            f"calibration: the noise magnitude of {len(bad)} ordinary prompt(s) is not a finite number (first: "
+            f"{bad[0]!r}); check the model's outputs (float16 overflow: use --memorization-dtype float32)")
     n = len(scores)
     threshold = inverted_cdf_quantile(scores, 1 - target_fpr)
     above = sum(s > threshold for s in scores)
@@ -230,6 +235,15 @@ def load_calibration(path: str | os.PathLike[str], *, fingerprint: str) -> Calib
     missing = sorted(required - set(data))
     if missing:
         raise MemorizationConfigError(f"{path}: missing key(s) {', '.join(missing)}; recreate it with {RECALIBRATE}")
+    for key in ("threshold", "target_fpr"):  # json reads NaN and Infinity; a NaN threshold flags nothing
+        v = data[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise MemorizationConfigError(
+                f"{path}: key '{key}' is {v!r}, not a finite number; the calibration certifies nothing. "
+                f"Recreate it with {RECALIBRATE}")
+    if isinstance(data["steps"], bool) or not isinstance(data["steps"], int):
+        raise MemorizationConfigError(f"{path}: key 'steps' is {data['steps']!r}, not an integer; recreate it "
+                                      f"with {RECALIBRATE}")
     cal = Calibration(**{k: v for k, v in data.items() if k in names})
     if cal.fingerprint != fingerprint:
         raise MemorizationConfigError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,12 @@ def load_baseline(path: Path) -> dict[str, Any]:
             or not all(isinstance(e, dict) and isinstance(e.get("scores"), dict) for e in data["entries"].values()):
         raise BaselineError(f"{path}: not a pytest-memorization baseline (schema {SCHEMA}); re-create it with "
                             f"pytest --memorization --memorization-save={path}")
+    for key, entry in data["entries"].items():  # a NaN baseline score would never count as worsened
+        for metric, v in entry["scores"].items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise BaselineError(f"{path}: entry {key!r}, score {metric!r} is {v!r}, not a finite number; "
+                                    f"re-create the baseline on a run you trust: pytest --memorization "
+                                    f"--memorization-save={path}")
     return data
 
 

@@ -165,7 +165,10 @@ class Checker:
             self.fail(key, f"{kinds[kind]} {full} does not exist; fix the path ({where})")
         return full
 
-    def thresholds(self, v: Any, key: str) -> dict[str, float]:
+    def thresholds(self, v: Any, key: str, gating: bool = True) -> dict[str, float]:
+        """A metric -> threshold table; ``gating``: also refuse values that can never flag a copy."""
+        from ..config.policy import threshold_problem
+
         names = metric_names()
         table = self.table(v, key, (), "{ clip = 0.95, tiled_l2 = 0.15 }") if not isinstance(v, dict) else v
         out: dict[str, float] = {}
@@ -176,6 +179,8 @@ class Checker:
             lo, hi, hi_in = METRIC_RANGES.get(name, (-math.inf, math.inf, True))
             example = f"e.g. {name} = {METRIC_EXAMPLES[name]}" if name in METRIC_EXAMPLES else ""
             out[name] = self.number(x, k, lo, hi, open_high=not hi_in, fix=example)
+            if gating and (problem := threshold_problem(name, out[name])):
+                self.fail(k, problem)
         return out
 
     def seeds(self, v: Any, key: str) -> list[int]:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .._io import hub_cache_dir
+from ..config.policy import lora_gate_problem, steps_problem
 from ..errors import ManifestError
+from ..records import MAX_GENERATION_SIDE
 from .check import (
     MAX_PARAPHRASES,
     METRIC_RANGES,
@@ -149,6 +151,8 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool, offline_hub: b
         spec.seeds = c.seeds(m["seeds"], "model.seeds")
     if "steps" in m:
         spec.steps = c.integer(m["steps"], "model.steps", 1, "write e.g. steps = 25")
+        if problem := steps_problem(spec.steps):
+            c.fail("model.steps", problem)
     if "guidance_scale" in m:
         spec.guidance_scale = c.number(m["guidance_scale"], "model.guidance_scale", 0.0, 100.0,
                                        fix="e.g. guidance_scale = 7.5")
@@ -158,6 +162,9 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool, offline_hub: b
             if isinstance(v, bool) or not isinstance(v, int) or v < 8 or v % 8:
                 c.fail(f"model.{side}", f"{v!r:.60} is not a positive multiple of 8; diffusion models need "
                                         f"multiples of 8, e.g. {side} = 512")
+            if v > MAX_GENERATION_SIDE:
+                c.fail(f"model.{side}", f"{v} is more than {MAX_GENERATION_SIDE} pixels; generate at the model's "
+                                        f"size, e.g. {side} = 512")
             setattr(spec, side, v)
     if "negative_prompt" in m:
         if not isinstance(m["negative_prompt"], str):
@@ -169,12 +176,14 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool, offline_hub: b
         if spec.lora is None:
             c.fail("model.gate", 'gate = "lora" compares the model with and without its LoRA, but no lora is '
                                  'given; add lora = "path/to/lora" to [model] or remove gate')
+        if spec.lora_scale is not None and (problem := lora_gate_problem(spec.lora_scale)):
+            c.fail("model.lora_scale", problem)
         spec.gate = "lora"
     return spec
 
 
 def _image(c: Checker, w: dict[str, Any], key: str) -> tuple[Path, str | None]:
-    from ..images import ImageError, check_image, sha256_file
+    from ..images import ImageError, check_work, sha256_file
 
     image = c.path(w["image"], f"{key}.image", "file", must_exist=c.check_images)
     sha = None
@@ -185,9 +194,13 @@ def _image(c: Checker, w: dict[str, Any], key: str) -> tuple[Path, str | None]:
                                     f"compute it with `sha256sum {image.name}`")
     if c.check_images:
         try:
-            check_image(image)
+            note = check_work(image)
         except ImageError as e:
             c.fail(f"{key}.image", f"{e}")
+        if note:
+            import warnings
+
+            warnings.warn(f"{c.file}: key '{key}.image': {note}", UserWarning, stacklevel=2)
         if sha is not None:
             try:
                 actual = sha256_file(image)
@@ -236,10 +249,14 @@ def _work(c: Checker, w: Any, i: int, example: str) -> WorkSpec:
         strengths = [c.number(x, f"{k}.strengths[{j}]", 0.0, 1.0, open_low=True, fix=fix) for j, x in enumerate(s)]
         if len(set(strengths)) != len(strengths):
             c.fail(f"{k}.strengths", f"{strengths} repeats a strength; list each once")
-        safe = None
-        if "min_safe_strength" in t:
-            safe = c.number(t["min_safe_strength"], f"{k}.min_safe_strength", 0.0, 1.0, open_low=True,
-                            fix="e.g. min_safe_strength = 0.5")
+        if "min_safe_strength" not in t:  # without it every copy would only be a warning
+            c.fail(f"{k}.min_safe_strength", "missing; without it a copy at any strength is only a warning, so "
+                                             "this check could never fail: write e.g. min_safe_strength = 0.5")
+        safe = c.number(t["min_safe_strength"], f"{k}.min_safe_strength", 0.0, 1.0, open_low=True,
+                        fix="e.g. min_safe_strength = 0.5")
+        if max(strengths) < safe:
+            c.fail(f"{k}.min_safe_strength", f"{safe:g} is above every strength {strengths}, so no strength is "
+                                             f"checked and this check could never fail; add a strength >= {safe:g}")
         spec.img2img = Img2ImgSpec(strengths=strengths, min_safe_strength=safe)
     return spec
 
@@ -307,7 +324,7 @@ def load_manifest(path: str | Path, *, allow_outside_root: bool = False, check_i
     if "thresholds" in data:
         manifest.thresholds = c.thresholds(data["thresholds"], "thresholds")
     if "warn" in data:
-        manifest.warn = c.thresholds(data["warn"], "warn")
+        manifest.warn = c.thresholds(data["warn"], "warn", gating=False)
     if "metrics" in data:
         names = metric_names()
         metrics = c.strings(data["metrics"], "metrics", '["tiled_l2", "ssim"]')

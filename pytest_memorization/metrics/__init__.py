@@ -35,6 +35,12 @@ KNOWN_DIRECTIONS: dict[str, str] = {
     "tiled_l2": "distance", "ssim": "similarity", "lpips": "distance", "clip": "similarity", "sscd": "similarity",
     "phash": "distance",
 }
+# Each built-in metric's range (lower, upper; None = unbounded), readable without torch. A test
+# checks it against the classes' own ``lower_bound``/``upper_bound``.
+KNOWN_BOUNDS: dict[str, tuple[float, float | None]] = {
+    "tiled_l2": (0.0, 1.0), "ssim": (-1.0, 1.0), "lpips": (0.0, None), "clip": (-1.0, 1.0), "sscd": (-1.0, 1.0),
+    "phash": (0.0, 64.0),
+}
 WEIGHT_FREE: tuple[str, ...] = ("tiled_l2", "ssim", "phash")
 
 
@@ -72,4 +78,4 @@ def get_metric(name: str, **options: Any) -> Metric:
     return cls(**options)
 
 
-__all__ = ["KNOWN_DIRECTIONS", "METRIC_NAMES", "WEIGHT_FREE", "get_metric", "metric_class", "metric_options"]
+__all__ = ["KNOWN_BOUNDS", "KNOWN_DIRECTIONS", "METRIC_NAMES", "WEIGHT_FREE", "get_metric", "metric_class", "metric_options"]

@@ -47,6 +47,8 @@ class ReferenceCache:
                     return None
                 n = int(meta["count"])
                 items = [f.get_tensor(str(i)) for i in range(n)]
+            if meta.get("seal") != _seal(metric, key_sha256, meta.get("kind", ""), items):
+                return None  # edited, forged or from another machine: recompute
         except Exception:  # noqa: BLE001 - a corrupt entry is recomputed, never trusted
             return None
         device = getattr(metric, "device", "cpu")
@@ -57,6 +59,9 @@ class ReferenceCache:
         from safetensors.torch import save_file
 
         p = self.path(metric, key_sha256)
+        from .._io import mark_cache_dir
+
+        mark_cache_dir(self.dir)
         p.parent.mkdir(parents=True, exist_ok=True)
         items = list(feats) if isinstance(feats, (list, tuple)) else [feats]
         tensors = {str(i): t.detach().to("cpu").contiguous() for i, t in enumerate(items)}
@@ -66,6 +71,7 @@ class ReferenceCache:
             "kind": "list" if isinstance(feats, (list, tuple)) else "tensor",
             "count": str(len(items)),
         }
+        meta["seal"] = _seal(metric, key_sha256, meta["kind"], list(tensors.values()))
         from .._io import atomic_path
 
         with atomic_path(p) as tmp:
@@ -103,6 +109,21 @@ class ReferenceCache:
         for k, f in zip(keys, out):
             self.memo[(metric.version, k)] = f
         return out
+
+
+def tensor_bytes(t: Any) -> bytes:
+    """A tensor's dtype, shape and raw bytes, for sealing."""
+    import torch
+
+    t = t.detach().to("cpu").contiguous()
+    data = t.float() if t.dtype == torch.bfloat16 else t  # numpy has no bfloat16
+    return f"{t.dtype}{tuple(t.shape)}".encode() + data.reshape(-1).numpy().tobytes()
+
+
+def _seal(metric: Metric, key: str, kind: str, items: Sequence[Any]) -> str:
+    from .._io import seal
+
+    return seal(f"reference-features|{metric.version}|{key}|{kind}|{len(items)}", [tensor_bytes(t) for t in items])
 
 
 def reference_features(

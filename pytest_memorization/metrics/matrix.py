@@ -14,6 +14,8 @@ from typing import Any
 from ..errors import MemorizationConfigError, MetricFailedError
 from ..records import Work
 
+BOUND_SLACK = 1e-3  # rounding past a metric's bound (an SSIM of 1.0000001) is not a broken metric
+
 
 def fit_works(works: Sequence[Work], height: int, width: int) -> Any:
     """Stack the works at the generation size (resize policy: ``images.fit_to``)."""
@@ -58,6 +60,11 @@ def score_matrices(metrics: Mapping[str, Any], images: Any, works: Sequence[Work
         if not torch.isfinite(s).all():
             raise MetricFailedError(f"metric '{name}' returned NaN or Inf scores; the run certifies nothing. "
                                     "Check its weights and the images' value range")
+        lo, hi = getattr(metric, "lower_bound", None), getattr(metric, "upper_bound", None)
+        if (lo is not None and float(s.min()) < lo - BOUND_SLACK) or (hi is not None and float(s.max()) > hi + BOUND_SLACK):
+            raise MetricFailedError(f"metric '{name}' returned scores in [{float(s.min()):.4g}, {float(s.max()):.4g}], "
+                                    f"outside its range [{lo}, {hi}]; the run certifies nothing. Check its weights "
+                                    "and the images' value range")
         out[name] = s
     return out
 

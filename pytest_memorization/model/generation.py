@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BrokenOutputError, MemorizationConfigError
-from ..records import Generation, GenerationSettings
+from ..records import MAX_GENERATION_SIDE, Generation, GenerationSettings
 from .families import family_of, negative_prompt_kwargs, size_kwargs
 from .loading import ModelInfo, set_lora_scale
 
@@ -56,7 +56,9 @@ def check_images(images: Any, prompts: Sequence[str], seeds: Sequence[int], dtyp
 def _is_oom(e: BaseException) -> bool:
     import torch
 
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+    text = str(e).lower()
+    return (isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in text
+            or "can't allocate memory" in text)  # CPU: "DefaultCPUAllocator: can't allocate memory"
 
 
 class MemorizationModel:
@@ -145,7 +147,7 @@ class MemorizationModel:
                 try:
                     with torch.no_grad():
                         imgs = call([jobs[i] for i in idx]).float().cpu()
-                except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+                except (RuntimeError, MemoryError, torch.cuda.OutOfMemoryError) as e:
                     if not _is_oom(e):
                         raise
                     if size == 1:
@@ -235,12 +237,17 @@ class MemorizationModel:
         path = self._cache_path(job, settings)
         if path is None or not path.is_file():
             return None
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         try:
-            return load_file(str(path))["image"]
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                seal = (f.metadata() or {}).get("seal")
+                image = f.get_tensor("image")
         except Exception:  # a damaged cache entry is regenerated, never trusted
             return None
+        if seal != self._seal(path, image):
+            return None  # edited, forged or from another machine: regenerate
+        return image
 
     def _cache_put(self, job: tuple[str, int], settings: GenerationSettings, image: Any) -> None:
         path = self._cache_path(job, settings)
@@ -248,10 +255,21 @@ class MemorizationModel:
             return
         from safetensors.torch import save_file
 
-        from .._io import atomic_path
+        from .._io import atomic_path, mark_cache_dir
 
+        assert self.cache_dir is not None
+        mark_cache_dir(self.cache_dir)
+        image = image.detach().to("cpu").contiguous()
         with atomic_path(path) as tmp:
-            save_file({"image": image.contiguous()}, str(tmp))
+            save_file({"image": image}, str(tmp), metadata={"seal": self._seal(path, image)})
+
+    @staticmethod
+    def _seal(path: Path, image: Any) -> str:
+        """HMAC of the entry's inputs (its name is the hash of model, prompt, seed and settings) and pixels."""
+        from .._io import seal
+        from ..metrics.cache import tensor_bytes
+
+        return seal(f"generation|{path.stem}", [tensor_bytes(image)])
 
 
 def _settings(settings: GenerationSettings | None, overrides: dict[str, Any]) -> GenerationSettings:
@@ -260,4 +278,11 @@ def _settings(settings: GenerationSettings | None, overrides: dict[str, Any]) ->
     unknown = set(overrides) - fields
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; settings are {sorted(fields)}")
-    return dataclasses.replace(settings or GenerationSettings(), **overrides)
+    out = dataclasses.replace(settings or GenerationSettings(), **overrides)
+    if max(out.height, out.width) > MAX_GENERATION_SIDE or min(out.height, out.width) < 8:
+        from ..errors import MemorizationConfigError
+
+        raise MemorizationConfigError(
+            f"generation size {out.height}x{out.width} is outside 8 .. {MAX_GENERATION_SIDE} pixels a side; "
+            "set height and width to the model's size (e.g. 512)")
+    return out

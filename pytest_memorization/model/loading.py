@@ -41,6 +41,7 @@ class ModelSource:
     allow_pickle: bool = False
     allow_download: bool = False
     generator: str | None = None  # "package.module:function": an external generator (model/hook.py), no weights
+    allow_outside_root: bool = False  # component folders/files that resolve outside the model folder
 
 
 @dataclass
@@ -121,14 +122,42 @@ def _sha256(path: Path) -> str:
 
 
 def content_hash(path: Path) -> str:
-    """sha256 over every file's relative path and bytes (a folder) or over the file's bytes."""
+    """sha256 over every file's relative path and bytes (a folder) or over the file's bytes.
+    Symlinked folders and files are followed (two UNets behind symlinks hash differently); a
+    folder reached twice through links (a cycle) is read once."""
     if path.is_file():
         return _sha256(path)
+    files: list[Path] = []
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [Path(folder) / n for n in names if not n.startswith(".") and (Path(folder) / n).is_file()]
     h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file() and not q.name.startswith(".")):
+    for p in sorted(files):
         h.update(str(p.relative_to(path)).encode())
         h.update(_sha256(p).encode())
     return h.hexdigest()
+
+
+def check_inside(path: Path, allow_outside: bool) -> None:
+    """Every component folder and file of a model folder resolves inside it (a link out of it would
+    load weights from elsewhere), unless allowed."""
+    if allow_outside:
+        return
+    root = path.resolve()
+    for folder, dirs, names in os.walk(path, followlinks=False):
+        for n in [*dirs, *names]:
+            p = Path(folder) / n
+            if p.is_symlink() and not p.resolve().is_relative_to(root):
+                raise CheckpointError(
+                    f"{p} links to {p.resolve()}, outside the model folder {root}; copy the component into the "
+                    "folder, or pass --memorization-allow-outside-root (ini memorization_allow_outside_root) "
+                    "to load it")
 
 
 def _weights_in(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -244,6 +273,7 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
     if kind == "folder":
         assert path is not None
         check_folder(path, source.allow_pickle)
+        check_inside(path, source.allow_outside_root)
         pipe = _wrap(lambda: DiffusionPipeline.from_pretrained(
             path, local_files_only=True, use_safetensors=not source.allow_pickle or None, **common), path)
         digest = content_hash(path)

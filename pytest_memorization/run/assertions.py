@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config.policy import with_floors
 from ..config.settings import DEFAULT_METRICS
 from ..errors import MemorizationConfigError, MemorizationError
 from ..records import Generation, ImageResult, Work
@@ -108,7 +109,8 @@ def evaluate(images: Any, works: Any, *, thresholds: Mapping[str, float] | None 
     seeds = list(seeds) if seeds is not None else list(range(n))
     check_images(images, prompts, seeds)
     t0, w0, m0, band = _defaults()
-    t = {**t0, **(thresholds or {})}
+    floors = active().settings.threshold if active() is not None else {}  # type: ignore[union-attr]
+    t = with_floors({**t0, **(thresholds or {})}, floors)  # a marker or argument cannot relax the CI's
     names = list(metrics or m0 or list(dict.fromkeys([*DEFAULT_METRICS, *t])))
     chosen = {name: _metric(name) for name in names}
     work_list = as_works(works)

@@ -30,7 +30,8 @@ def memorization_model(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture
 def memorization_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Settings for this test: marker keywords > command line > ini > default.
+    """Settings for this test: marker keywords > command line > ini > default (thresholds: the
+    strictest of the marker's and the command line's / ini's wins).
 
     Keys: seeds, steps, guidance_scale, height, width, thresholds, warn, metrics.
     """
@@ -52,4 +53,7 @@ def memorization_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
                                     f"{sorted(unknown)}; known: {sorted(merged)}")
         for k, v in marker.kwargs.items():
             merged[k] = {**merged[k], **v} if k in ("thresholds", "warn") else v
+        from ..config.policy import with_floors
+
+        merged["thresholds"] = with_floors(merged["thresholds"], s.threshold)  # the CI's are floors
     return merged

@@ -9,20 +9,60 @@ only): write everything once, from every worker's rows.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ..errors import MemorizationConfigError
 from ..judging.baselines import directions_of
 from .session import MemorizationSession
 from .state import RESULTS_KEY, WORKS_KEY
+
+
+def staging_dir(session: MemorizationSession) -> Path | None:
+    """Where this run writes its report until it is finished: a sibling of the report folder, which
+    then replaces it in one move (``_io.replace_dir``), so a report never mixes two runs."""
+    d = session.settings.path("report")
+    return None if d is None else d.parent / f".{d.name}.partial"
+
+
+def prepare(session: MemorizationSession) -> None:
+    """Controller only, before any item: check the output paths' types, start a fresh staging folder."""
+    import shutil
+
+    s = session.settings
+    for name, want in (("report", "folder"), ("save", "file"), ("compare", "file")):
+        p = s.path(name)
+        if p is None:
+            continue
+        wrong = p.is_file() if want == "folder" else p.is_dir()
+        if wrong:
+            raise MemorizationConfigError(
+                f"--memorization-{name} {s.raw(name)}: {p} is a {'file' if want == 'folder' else 'folder'}, "
+                f"expected a {want}" + (" (the report is a folder: report.json, index.html, images/)"
+                                        if name == "report" else " (a baseline JSON file)"))
+    staging = staging_dir(session)
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.mkdir(parents=True)
+        except OSError as e:
+            raise MemorizationConfigError(f"--memorization-report {s.raw('report')}: cannot create {staging}: "
+                                          f"{e}; choose a writable folder") from None
 
 
 def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.TestReport) -> None:
     results = item.stash.get(RESULTS_KEY, [])
     if not results:
         return
-    save_images(session, item, results)
+    try:
+        save_images(session, item, results)
+    except OSError as e:  # a full disk, a read-only folder: the report cannot be complete
+        for r in results:
+            r.image = None
+        report.memorization_incomplete = (  # type: ignore[attr-defined]
+            f"could not write the images of {item.nodeid}: {e}; free space or choose another --memorization-report")
     report_dir = session.settings.path("report")
     if results:
         item.user_properties.append(("memorization.prompt", results[0].prompt))
@@ -47,7 +87,7 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
 def save_images(session: MemorizationSession, item: pytest.Item, results: list[Any]) -> None:
     """Write each generated image (and LoRA-gate base image) as a PNG, once; the works per the
     --memorization-report-works mode. No-op without --memorization-report."""
-    report_dir = session.settings.path("report")
+    report_dir = staging_dir(session)
     if report_dir is None:
         return
     from ..reports.pngs import generated_png_path, save_image, write_work_images
@@ -59,7 +99,15 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
     todo = {k: v for k, v in work_tensors.items() if k not in written}
     if todo:
         written.update(write_work_images(report_dir, todo, session.settings.report_works))
+    omit = session.settings.report_works == "omit"
     for r in results:
+        if omit and ("img2img" in r.extra or r.verdict in ("fail", "warn")):
+            # an img2img output or a (near-)copy shows the work itself: omit means no work pixels
+            r.image = None
+            r.extra.pop("base_pixels", None)
+            r.extra["image_omitted"] = "report-works=omit: this image reproduces or starts from the work"
+            r.work_image = written.get(r.work) if r.work is not None else None
+            continue
         tag = f"s{r.extra['img2img']['strength']:g}" if "img2img" in r.extra else ""
         if r.pixels is not None and r.image is None:
             r.image = generated_png_path(report_dir, r.item, r.seed, tag)
@@ -83,38 +131,80 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
 
     s = state.settings
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    reasons = incomplete_reasons(state, exitstatus)
+    complete = not reasons
     run = state.run_info()
     for r in state.results:
         r.get("extra", {}).pop("base_pixels", None)
     errored = sorted({r["item"] for r in state.results if r["verdict"] == "error"})
-    if (s.save or s.update_baseline or s.prune_baseline) and (interrupted or errored):
-        state.notes.append(f"ERROR: baseline not written: {len(errored)} item(s) errored or the run was "
-                           "interrupted, so it would be incomplete. Fix the errors and run again.")
-    else:
-        target = s.path("save") if s.save else s.path("compare") if s.update_baseline or s.prune_baseline else None
-        if target is not None:
+    state.complete = complete  # the terminal summary (printed after this) says INCOMPLETE and why
+    state.notes.extend(f"INCOMPLETE: {why}" for why in reasons)
+    state.stale = stale_entries(state)
+    report_dir, staging = s.path("report"), staging_dir(state)
+    failed_write = False
+    if report_dir is not None and staging is not None and (state.results or not interrupted):
+        from .._io import replace_dir  # a run that never started writes nothing
+        from ..reports.writer import write_report
+
+        extra: dict[str, Any] = {"stale_baseline_entries": state.stale} if state.stale else {}
+        if reasons:
+            extra["incomplete_reasons"] = reasons
+        try:
+            staging.mkdir(parents=True, exist_ok=True)
+            write_report(staging, run, state.results, complete=complete, extra=extra or None)
+            replace_dir(staging, report_dir)
+        except OSError as e:
+            failed_write = True
+            state.notes.append(f"ERROR: could not write the report {report_dir}: {e}; free space or choose "
+                               "another --memorization-report. The previous report, if any, is left as it was.")
+    elif staging is not None:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    writes_baseline = s.save or s.update_baseline or s.prune_baseline
+    if writes_baseline and (not complete or errored or not state.results or failed_write):
+        why = f"{len(errored)} item(s) errored" if errored else "no item reported results" if not state.results \
+            else "the report could not be written" if failed_write else "the run is incomplete"
+        state.notes.append(f"ERROR: baseline not written: {why}, so it would be wrong. Fix that and run again.")
+        failed_write = failed_write or not interrupted
+    elif writes_baseline:
+        target = s.path("save") if s.save else s.path("compare")
+        try:
             dropped = save_baseline(target, state, run, add=bool(s.save or s.update_baseline), prune=s.prune_baseline)
             if dropped:
                 state.notes.append(f"pruned {dropped} stale baseline entr{'y' if dropped == 1 else 'ies'} from {target}")
-            state.baseline = None  # list stale entries against the file as written
-    state.stale = stale_entries(state)
-    state.complete = not interrupted  # the terminal summary (printed after this) says INCOMPLETE
-    report_dir = s.path("report")
-    if report_dir is not None and (state.results or not interrupted):  # a run that never started writes nothing
-        from ..reports.writer import write_report
-
-        write_report(report_dir, run, state.results, complete=not interrupted,
-                     extra={"stale_baseline_entries": state.stale} if state.stale else None)
+        except OSError as e:
+            failed_write = True
+            state.notes.append(f"ERROR: could not write the baseline: {e}; free space or choose another path")
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_file and state.results:
         from ..reports.github import append_step_summary
 
-        append_step_summary(summary_file, run, state.results, report_dir, complete=not interrupted)
+        try:
+            append_step_summary(summary_file, run, state.results, report_dir, complete=complete)
+        except OSError as e:
+            state.notes.append(f"ERROR: could not append to $GITHUB_STEP_SUMMARY: {e}")
+    if (failed_write or reasons) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not state.checks_seen and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) \
             and (s.required or s.manifest):
         state.notes.append("ERROR: --memorization was given but no memorization check ran: every item was skipped, "
                            "deselected or missing. The run certifies nothing.")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def incomplete_reasons(state: MemorizationSession, exitstatus: int) -> list[str]:
+    """Why this run's report cannot say PASS: interrupted, crashed items, internal or collection errors."""
+    reasons = list(dict.fromkeys(state.incomplete))
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        reasons.append("the run was interrupted")
+    if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+        reasons.append("pytest stopped with an internal error")
+    unfinished = sorted(state.running)
+    if unfinished:
+        reasons.append(f"{len(unfinished)} item(s) started but never finished (a crash or a killed worker): "
+                       + ", ".join(unfinished[:5]))
+    return reasons
 
 
 def summary_lines(state: MemorizationSession) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config.policy import lora_gate_problem, with_floors
 from ..judging.img2img import img2img_findings
 from ..judging.lora_gate import lora_gate_findings
 from ..judging.thresholds import MetricRule, rules_for, score_rows
@@ -33,6 +34,7 @@ class Plan:
     rules: dict[str, MetricRule]
     lora_gate: bool
     works: list[Work] = field(default_factory=list)
+    floors: dict[str, float] = field(default_factory=dict)  # the command line's and ini's thresholds
 
 
 def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
@@ -48,6 +50,10 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
         from ..model.hook import not_applicable
 
         raise not_applicable("the LoRA gate")
+    if gate and source.lora and lora_gate_problem(source.lora_scale):
+        from ..errors import MemorizationConfigError
+
+        raise MemorizationConfigError(f"{manifest.path}: {lora_gate_problem(source.lora_scale)}")
     if gate and not source.lora:
         from ..errors import MemorizationConfigError
 
@@ -55,7 +61,8 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
                                       "or pass --memorization-lora")
     return Plan(source=source, gen=gen, seeds=s.seeds_for(m.seeds),
                 thresholds=thresholds, warn=dict(manifest.warn), metrics=metrics,
-                rules=rules_for(metrics, thresholds, manifest.warn, s.warn_band), lora_gate=gate)
+                rules=rules_for(metrics, thresholds, manifest.warn, s.warn_band), lora_gate=gate,
+                floors=dict(s.threshold))
 
 
 def _generator(s: Any, manifest_value: str | None) -> str | None:
@@ -67,11 +74,12 @@ def _generator(s: Any, manifest_value: str | None) -> str | None:
 
 
 def load_works(plan: Plan, manifest: Manifest) -> list[Work]:
+    """The manifest's works; a work's own thresholds may not relax the CI's (``plan.floors``)."""
     if not plan.works:
         from ..images import load_image, sha256_file
 
         plan.works = [Work(id=w.id, image=load_image(w.image), path=w.image,
-                           sha256=w.sha256 or sha256_file(w.image), thresholds=dict(w.thresholds))
+                           sha256=w.sha256 or sha256_file(w.image), thresholds=with_floors(w.thresholds, plan.floors, add=False))
                       for w in manifest.works]
     return plan.works
 

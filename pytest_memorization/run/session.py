@@ -30,13 +30,16 @@ class MemorizationSession:
         self.checks_seen = 0  # memorization items that reached their call phase (controller side)
         self.metric_directions: dict[str, str] = {}
         self.stale: list[str] = []  # baseline entries no item ran for (set at session finish)
-        self.complete = True  # False when the run was interrupted
+        self.complete = True  # False when the run was interrupted, crashed or could not collect
+        self.incomplete: list[str] = []  # why the run is incomplete (crashes, internal/collection errors)
+        self.running: set[str] = set()  # items started and not finished (controller side)
         self.baseline: dict[str, Any] | None = None  # the loaded --memorization-compare file
         self.baseline_checked = False
         self.baseline_error: str | None = None
         self.known_items: set[str] | None = None  # collected node ids, deselected ones included (None: unknown)
         self.deselected: set[str] = set()
         self._cache: Any = None
+        self._cache_marked = False
 
     # -- models ---------------------------------------------------------------------------
     def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
@@ -55,7 +58,8 @@ class MemorizationSession:
         return ModelSource(
             pretrained=str(pretrained), config=config, lora=lora,
             lora_scale=float(lora_scale if lora_scale is not None else s.lora_scale),
-            device=s.device, dtype=s.dtype, allow_pickle=s.allow_pickle, allow_download=s.allow_download)
+            device=s.device, dtype=s.dtype, allow_pickle=s.allow_pickle, allow_download=s.allow_download,
+            allow_outside_root=s.allow_outside_root)
 
     def model_path(self, name: str, manifest_value: str | None = None) -> str | None:
         """``model``, ``config`` or ``lora``: command line / ini beat the manifest; an existing local
@@ -85,8 +89,14 @@ class MemorizationSession:
 
     @property
     def cache_dir(self) -> Path:
+        """The cache folder, with a ``.gitignore`` of ``*`` written inside it (never committed)."""
         path = self.settings.path("cache_dir")
         assert path is not None
+        if not self._cache_marked:
+            from .._io import mark_cache_dir
+
+            mark_cache_dir(path)
+            self._cache_marked = True
         return path
 
     # -- metrics --------------------------------------------------------------------------
