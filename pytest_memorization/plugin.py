@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from .config import options
-from .config.settings import resolve
-from .errors import MemorizationConfigError, printable
+from .errors import printable
 from .run import state
+from .run.configure import configure, receive_report, select_items
 from .run.fixtures import memorization_model, memorization_settings  # noqa: F401  (registers the fixtures)
-from .run.state import SKIP_REASON, session_of, settings_of
+from .run.state import session_of, settings_of
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,41 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "memorization(**settings): a memorization test; runs only with --memorization. Keyword "
-        "settings (seeds, thresholds, steps, ...) override the command line and ini.")
-    try:
-        options.check_value_form(config.invocation_params.args, config.invocation_params.dir)
-        settings = resolve(config)
-    except MemorizationConfigError as e:
-        raise pytest.UsageError(str(e)) from None
-    state.start(config, settings, None)
-    if settings.required and not settings.enabled:
-        raise pytest.UsageError(
-            "memorization_required is set, so this run must check memorization: add --memorization")
-    if not settings.enabled:
-        return
-    from .run.session import MemorizationSession
-
-    if not settings.allow_download:
-        import os
-
-        os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
-    run = MemorizationSession(settings, verbosity=config.get_verbosity())
-    state.start(config, settings, run)
-    if not hasattr(config, "workerinput"):  # the controller checks output paths and starts the staging folder
-        from .run.outputs import prepare
-
-        try:
-            prepare(run)
-        except MemorizationConfigError as e:
-            raise pytest.UsageError(str(e)) from None
-    for manifest in settings.manifest:
-        path = Path(manifest).resolve()
-        if not path.is_file():
-            raise pytest.UsageError(printable(f"--memorization-manifest {manifest}: no such file ({path})"))
-        if not any(path == Path(a).resolve() or Path(a).resolve() in path.parents for a in config.args):
-            config.args.append(str(path))
+    configure(config)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
@@ -75,27 +41,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if session_of(config) is None:
-        skip = pytest.mark.skip(reason=SKIP_REASON)
-        for item in items:
-            if item.get_closest_marker("memorization"):
-                item.add_marker(skip)
-        return
-    if settings_of(config).calibrate:
-        from .run.items import calibration_only
-
-        keep, drop = calibration_only(session_of(config), items)
-        if drop:
-            config.hook.pytest_deselected(items=drop)
-            items[:] = keep
-    shard = settings_of(config).shard
-    if shard:
-        from .run.sharding import split
-
-        keep, drop = split(items, *shard)
-        if drop:
-            config.hook.pytest_deselected(items=drop)
-            items[:] = keep
+    select_items(config, items)
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
@@ -165,19 +111,8 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     session = state.active()
-    if session is None:
-        return
-    why = getattr(report, "memorization_incomplete", None)
-    if why:
-        session.incomplete.append(str(why))
-    if report.when == "call" and "memorization" in report.keywords:
-        session.checks_seen += 1  # counted where every worker's reports arrive
-    run = getattr(report, "memorization_run", None)
-    if run:
-        session.merge_run(run)
-    results = getattr(report, "memorization_results", None)
-    if results:
-        session.add_results(results)
+    if session is not None:
+        receive_report(session, report)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -114,7 +114,7 @@ tiled_l2 = 0.15
 id = "astronaut"
 image = "works/astronaut.png"
 prompts = ["portrait of an astronaut in a white suit"]
-img2img = {{ strengths = [0.5], min_safe_strength = 0.9 }}
+img2img = {{ strengths = [0.5, 0.9], min_safe_strength = 0.9 }}
 
 [[canary]]
 id = "sks"
@@ -141,12 +141,12 @@ def test_end_to_end_through_pytest_memorization(pytester: pytest.Pytester, famil
     assert run["family"] == family and run["pipeline"].startswith(("StableDiffusion", "Flux")) and run["lora_hash"]
     assert run["dtype"] == "float32"  # auto on CPU; CUDA picks the family's dtype
     rows = report["results"]
-    assert {r["verdict"] for r in rows} <= {"pass", "warn"} and len(rows) == 6
-    gated = [r for r in rows if r["item"].endswith("astronaut::0")]
+    assert {r["verdict"] for r in rows} <= {"pass", "warn"} and len(rows) == 8
+    gated = [r for r in rows if r["item"].endswith("astronaut[0]")]
     assert len(gated) == 2 and all("tiled_l2" in r["extra"]["lora_gate"]["base_scores"] for r in gated)
     assert all(r["scores"]["tiled_l2"] != r["extra"]["lora_gate"]["base_scores"]["tiled_l2"] for r in gated)
-    i2i = [r for r in rows if r["item"].endswith("astronaut::img2img")]
-    assert [r["extra"]["img2img"]["strength"] for r in i2i] == [0.5, 0.5]
+    i2i = [r for r in rows if r["item"].endswith("astronaut[img2img]")]
+    assert sorted(r["extra"]["img2img"]["strength"] for r in i2i) == [0.5, 0.5, 0.9, 0.9]
 
     # noise magnitude on the denoiser's output (epsilon or flow velocity); trigger tokens say they do not apply
     (pytester.path / "memorization.toml").write_text(

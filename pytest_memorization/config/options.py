@@ -282,7 +282,7 @@ def metavar(opt: Option) -> str:
     kind = getattr(opt.parse, "__qualname__", "").split(".")[0]
     if opt.name in _PATHS:
         return "PATH"
-    return {"_int": "N", "_float": "X", "_seeds": "SEEDS", "_thresholds": "METRIC=VALUE",
+    return {"_int": "N", "_steps": "N", "_float": "X", "_seeds": "SEEDS", "_thresholds": "METRIC=VALUE",
             "_tolerances": "METRIC:DELTA", "_bool": "true|false", "_names": "NAME[,NAME]", "_shard": "I/N", "_device": "DEVICE",
             "_choice": "{" + ",".join(_choices_of(opt)) + "}"}.get(kind, "VALUE")
 
@@ -305,7 +305,7 @@ def help_text(opt: Option) -> str:
 def _addini(parser: Any, opt: Option) -> None:
     """Numbers are typed ``int``/``float`` ini keys where pytest knows those types (pytest >= 8.4)."""
     kind = getattr(opt.parse, "__qualname__", "").split(".")[0]
-    typed = {"_int": "int", "_float": "float"}.get(kind, opt.ini_type)
+    typed = {"_int": "int", "_steps": "int", "_float": "float"}.get(kind, opt.ini_type)
     try:
         parser.addini(f"memorization_{opt.name}", help_text(opt), type=typed, default=None)
     except (AssertionError, ValueError, TypeError):  # an older pytest without int/float ini types

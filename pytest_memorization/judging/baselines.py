@@ -47,12 +47,11 @@ def content_key(*, manifest: str, kind: str, work: str | None, work_sha256: str 
 
 def worst_scores(results: list[dict[str, Any]], directions: dict[str, str]) -> dict[str, dict[str, Any]]:
     """entry key -> {"item": node id, "prompt": ..., "scores": metric -> worst score (min distance /
-    max similarity; detectors: max)} over the rows of manifest items (rows without a key are skipped)."""
+    max similarity; detectors: max)}. Manifest rows carry a content key; rows of Python tests have no
+    content to key by, so their node id is their key (``python|<node id>``)."""
     out: dict[str, dict[str, Any]] = {}
     for r in results:
-        key = r.get("extra", {}).get(KEY)
-        if key is None:
-            continue
+        key = r.get("extra", {}).get(KEY) or f"python|{r['item']}"
         entry = out.setdefault(key, {"item": r["item"], "prompt": r.get("prompt", ""), "scores": {}})["scores"]
         for m, v in r["scores"].items():
             d = directions.get(m, "distance")

@@ -1,0 +1,101 @@
+"""What the plugin's hooks do at start-up, at collection and when a report arrives.
+
+Cheap to import (the plugin imports it at start-up): the session, items and outputs modules are
+imported only when ``--memorization`` is on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ..config import options
+from ..config.settings import resolve
+from ..errors import MemorizationConfigError, printable
+from . import state
+from .state import SKIP_REASON, session_of, settings_of
+
+if TYPE_CHECKING:
+    from .session import MemorizationSession
+
+
+def configure(config: pytest.Config) -> None:
+    """``pytest_configure``: resolve and check the settings, start the run state, add manifests."""
+    config.addinivalue_line(
+        "markers", "memorization(**settings): a memorization test; runs only with --memorization. Keyword "
+        "settings (seeds, thresholds, steps, ...) override the command line and ini.")
+    try:
+        options.check_value_form(config.invocation_params.args, config.invocation_params.dir)
+        settings = resolve(config)
+    except MemorizationConfigError as e:
+        raise pytest.UsageError(str(e)) from None
+    state.start(config, settings, None)
+    if settings.required and not settings.enabled:
+        raise pytest.UsageError(
+            "memorization_required is set, so this run must check memorization: add --memorization")
+    if not settings.enabled:
+        return
+    from .session import MemorizationSession
+
+    if not settings.allow_download:
+        import os
+
+        os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
+    run = MemorizationSession(settings, verbosity=config.get_verbosity())
+    state.start(config, settings, run)
+    if not hasattr(config, "workerinput"):  # the controller checks output paths and starts the staging folder
+        from .outputs import prepare
+
+        try:
+            prepare(run)
+        except MemorizationConfigError as e:
+            raise pytest.UsageError(str(e)) from None
+    for manifest in settings.manifest:
+        path = Path(manifest).resolve()
+        if not path.is_file():
+            raise pytest.UsageError(printable(f"--memorization-manifest {manifest}: no such file ({path})"))
+        if not any(path == Path(a).resolve() or Path(a).resolve() in path.parents for a in config.args):
+            config.args.append(str(path))
+
+
+def select_items(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``pytest_collection_modifyitems``: skip without the flag; calibration only; this shard only."""
+    if session_of(config) is None:
+        skip = pytest.mark.skip(reason=SKIP_REASON)
+        for item in items:
+            if item.get_closest_marker("memorization"):
+                item.add_marker(skip)
+        return
+    if settings_of(config).calibrate:
+        from .items import calibration_only
+
+        keep, drop = calibration_only(session_of(config), items)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+    shard = settings_of(config).shard
+    if shard:
+        from .sharding import split
+
+        keep, drop = split(items, *shard)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+
+def receive_report(session: MemorizationSession, report: pytest.TestReport) -> None:
+    """``pytest_runtest_logreport`` (where every xdist worker's reports arrive): results, run info,
+    what went incomplete, how many checks ran."""
+    why = getattr(report, "memorization_incomplete", None)
+    if why:
+        session.incomplete.append(str(why))
+    if report.when == "call" and "memorization" in report.keywords:
+        session.checks_seen += 1  # counted where every worker's reports arrive
+    run = getattr(report, "memorization_run", None)
+    if run:
+        session.merge_run(run)
+    results = getattr(report, "memorization_results", None)
+    if results:
+        session.add_results(results)
