@@ -93,7 +93,8 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
             j = index[r.work] if r.work is not None else 0
             r.findings += found
             r.extra["lora_gate"] = {"base_scores": {n: float(base_scores[n][i, j]) for n in plan.rules},
-                                    "from_cache": base.from_cache}
+                                    "from_cache": base.from_cache,
+                                    "base_generated": len(base.seeds) - base.from_cache}
             r.extra["base_pixels"] = base.images[i]
     else:
         item_findings = []
