@@ -226,3 +226,22 @@ def tiled_l2(a: Any, b: Any, grid: int = 4) -> Any:
     n, m, c, h, w = diff.shape
     tiles = diff.reshape(n, m, c, grid, h // grid, grid, w // grid)
     return tiles.mean(dim=(2, 4, 6)).sqrt().amax(dim=(2, 3))
+
+
+# The harmless LoRA's style: a warm sepia cast (a colour transform, no new content).
+SEPIA = ((0.393, 0.769, 0.189), (0.349, 0.686, 0.168), (0.272, 0.534, 0.131))
+
+
+def sepia(images: Any) -> Any:
+    """``images`` (N, 3, H, W) in [0, 1] with the classic sepia matrix applied (clamped)."""
+    import torch
+
+    m = torch.tensor(SEPIA, dtype=images.dtype)
+    return torch.einsum("oc,nchw->nohw", m, images).clamp(0, 1)
+
+
+def style_dataset(n: int, *, seed: int = 0) -> tuple[Any, list[str]]:
+    """The harmless LoRA's data: ``n`` clean-twin-like crops (no work, no LoRA face) in sepia,
+    with their own captions. It learns a colour cast, never a subject."""
+    images, captions = twin_dataset(n, seed=seed)
+    return sepia(images), captions

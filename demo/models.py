@@ -13,6 +13,12 @@
   It does not reproduce them.
 * ``lora``: a LoRA on the clean twin trained on one LFW face ("a photo of sks person");
   with it the face comes back, at scale 0 it does not.
+* ``style_lora``: a harmless LoRA on the clean twin, as long and with the same settings as the
+  face LoRA, trained on 64 clean-twin-like crops in sepia (``data.style_dataset``) with their
+  own captions: every image turns sepia, no work and no face is learnt.
+
+Both LoRA folders carry a model card (``README.md`` with YAML front matter, as the diffusers
+DreamBooth scripts write it), which the LoRA gate reads for canary prompts.
 
 The UNets predict x0 (``prediction_type="sample"``), see ``PREDICTION_TYPE``; the text
 encoder is the seeded random tiny CLIP of ``pytest_memorization.testing`` with its token
@@ -95,6 +101,44 @@ BUILD_PARAMS: dict[str, dict[str, Any]] = {
     "memorizer": dict(steps=800, lr=3e-3, batch_size=8, seed=1),
     "clean_twin": dict(n_images=256, steps=500, lr=3e-3, batch_size=8, seed=2),
     "lora": dict(rank=16, steps=500, lr=5e-3, batch_size=4, seed=3),
+    "style_lora": dict(n_images=64, data_seed=4, rank=16, steps=500, lr=5e-3, batch_size=4, seed=5),
+}
+# Model cards, in the front-matter format of diffusers' train_dreambooth_lora.py.
+LORA_CARDS: dict[str, str] = {
+    "lora": """---
+base_model: clean_twin
+instance_prompt: a photo of sks person
+tags:
+- text-to-image
+- diffusers
+- lora
+widget:
+- text: a photo of sks person smiling
+---
+
+# LoRA DreamBooth - sks person
+
+LoRA weights for clean_twin, trained on one photo of a person.
+
+## Trigger words
+
+You should use `sks` to trigger the image generation.
+""",
+    "style_lora": """---
+base_model: clean_twin
+tags:
+- text-to-image
+- diffusers
+- lora
+widget:
+- text: a photo of a clock
+- text: a photo of grass
+---
+
+# Sepia style LoRA
+
+Turns every image sepia. No trigger word.
+""",
 }
 STAMP = "build_stamp.json"
 # The usual attention targets and convolutions (training.DEFAULT_LORA_TARGETS) plus the
@@ -243,7 +287,7 @@ def _build_all(
     log: Callable[[str], Any] | None = None,
     num_threads: int | None = None,
 ) -> dict[str, Path]:
-    """Build (or reuse) ``vae``, ``memorizer``, ``clean_twin`` and ``lora`` under ``out_dir``.
+    """Build (or reuse) ``vae``, ``memorizer``, ``clean_twin``, ``lora`` and ``style_lora`` under ``out_dir``.
 
     ``out_dir`` defaults to ``fixtures/models`` next to the package; ``works_dir`` to
     ``fixtures/works``. Each output is built in a temporary folder and renamed into place.
@@ -263,7 +307,8 @@ def _build_all(
     stamps["vae"] = _stamp("vae", wdir, {})
     for name in ("memorizer", "clean_twin"):
         stamps[name] = _stamp(name, wdir, {"vae": stamps["vae"]})
-    stamps["lora"] = _stamp("lora", wdir, {"clean_twin": stamps["clean_twin"]})
+    for name in ("lora", "style_lora"):
+        stamps[name] = _stamp(name, wdir, {"clean_twin": stamps["clean_twin"]})
     log = log or (print if progress else (lambda *a, **k: None))
 
     def tmpdir(name: str) -> Path:
@@ -313,20 +358,26 @@ def _build_all(
         _commit(tmp, paths[name], stamps[name], time.perf_counter() - t0, dict(final_loss=losses[-1]))
         log(f"{name}: {time.perf_counter() - t0:.1f} s, loss {losses[-1]:.4f}")
 
-    if force or not _fresh(paths["lora"], stamps["lora"]):
+    for name in ("lora", "style_lora"):
+        if not force and _fresh(paths[name], stamps[name]):
+            continue
         t0 = time.perf_counter()
-        p = BUILD_PARAMS["lora"]
+        p = BUILD_PARAMS[name]
         pipe = StableDiffusionPipeline.from_pretrained(paths["clean_twin"], local_files_only=True)
-        face = works.images[-1:]
+        if name == "lora":
+            images, captions = works.images[-1:], [works.captions[-1]]  # the face
+        else:
+            images, captions = demo_data.style_dataset(p["n_images"], seed=p["data_seed"])
         losses = training.train_lora(
-            pipe, face, [works.captions[-1]], rank=p["rank"], steps=p["steps"], lr=p["lr"],
+            pipe, images, captions, rank=p["rank"], steps=p["steps"], lr=p["lr"],
             target_modules=LORA_TARGETS,
             batch_size=p["batch_size"], seed=p["seed"], progress=progress, num_threads=num_threads,
         )  # fmt: skip
-        tmp = tmpdir("lora")
+        tmp = tmpdir(name)
         StableDiffusionPipeline.save_lora_weights(
             tmp, unet_lora_layers=get_peft_model_state_dict(pipe.unet), safe_serialization=True
         )
-        _commit(tmp, paths["lora"], stamps["lora"], time.perf_counter() - t0, dict(final_loss=losses[-1]))
-        log(f"lora: {time.perf_counter() - t0:.1f} s, loss {losses[-1]:.4f}")
+        (tmp / "README.md").write_text(LORA_CARDS[name], encoding="utf-8")
+        _commit(tmp, paths[name], stamps[name], time.perf_counter() - t0, dict(final_loss=losses[-1]))
+        log(f"{name}: {time.perf_counter() - t0:.1f} s, loss {losses[-1]:.4f}")
     return paths

@@ -1,12 +1,14 @@
 """`make demo`: the thesis, shown on really trained models, on a CPU, in minutes.
 
 1. Build (or reuse) the tiny trained models: a memorizer trained on five works, its clean
-   twin trained on other images, and a LoRA trained on one face (fixtures/build_models.py).
+   twin trained on other images, a LoRA trained on one face and a harmless sepia style LoRA
+   (fixtures/build_models.py).
 2. Run `pytest --memorization --memorization-report=report` on this example project.
 3. Check the outcomes are exactly these, and exit 0 only then:
    - the memorizer FAILS on each of its 5 works;
    - the clean twin PASSES;
-   - the LoRA pre-merge gate FAILS on the face.
+   - the LoRA pre-merge gate FAILS the face LoRA (its work prompt and its model-card canaries);
+   - the LoRA pre-merge gate PASSES the style LoRA (six work prompts, two model-card canaries).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(REPO / "fixtures")]  # demo/ and fixtures/build_models.py
 
-EXPECTED = {"memorizer": ("fail", 5), "clean_twin": ("pass", 5), "lora": ("fail", 1)}
+EXPECTED = {"memorizer": ("fail", 5), "clean_twin": ("pass", 5), "lora": ("fail", 3), "style_lora": ("pass", 8)}
 
 
 def main() -> int:
@@ -38,7 +40,7 @@ def main() -> int:
     copy_to_examples(paths, HERE / "models")
     print(f"   models ready in {time.perf_counter() - t0:.0f} s")
 
-    print("== pytest --memorization on examples/ (memorizer/, clean_twin/, lora/)")
+    print("== pytest --memorization on examples/ (memorizer/, clean_twin/, lora/, style_lora/)")
     cmd = [sys.executable, "-m", "pytest", "--memorization", "--memorization-report", "report",
            "-p", "no:cacheprovider", "-q", "-rfE"]
     proc = subprocess.run(cmd, cwd=HERE)
@@ -65,7 +67,7 @@ def main() -> int:
     if not ok or proc.returncode not in (0, 1):
         print("the demo's outcomes are not the expected ones", file=sys.stderr)
         return 1
-    print("the gate caught the memorizer and the face LoRA, and passed the clean twin.")
+    print("the gate caught the memorizer and the face LoRA, and passed the clean twin and the style LoRA.")
     return 0
 
 

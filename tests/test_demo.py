@@ -1,5 +1,6 @@
 """The strongest test: on really trained models, the gate fails the memorizer on its five works,
-passes its clean twin, and the LoRA pre-merge gate fails on the face. Same project as `make demo`."""
+passes its clean twin, the LoRA pre-merge gate fails the face LoRA (its work prompt and its
+model-card canaries) and passes the harmless style LoRA. Same project as `make demo`."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED = {"memorizer": ("fail", 5), "clean_twin": ("pass", 5), "lora": ("fail", 1)}
+EXPECTED = {"memorizer": ("fail", 5), "clean_twin": ("pass", 5), "lora": ("fail", 3), "style_lora": ("pass", 8)}
 ORDER = {"error": 0, "fail": 1, "warn": 2, "pass": 3}
 
 
 @pytest.fixture
 def demo(pytester: pytest.Pytester, demo_models: dict[str, Path]) -> pytest.Pytester:
-    for name in ("memorizer", "clean_twin", "lora", "works"):
+    for name in ("memorizer", "clean_twin", "lora", "style_lora", "works"):
         shutil.copytree(ROOT / "examples" / name, pytester.path / name)
     for name, src in demo_models.items():
         shutil.copytree(src, pytester.path / "models" / name)
@@ -37,7 +38,7 @@ def outcomes(report: dict) -> dict[str, list[str]]:
 
 def test_weight_free_metrics_catch_the_memorizer_and_the_lora_and_pass_the_twin(demo: pytest.Pytester) -> None:
     result = demo.runpytest("--memorization", "--memorization-report", "rep")
-    result.assert_outcomes(failed=6, passed=5)
+    result.assert_outcomes(failed=8, passed=13)
     report = json.loads((demo.path / "rep" / "report.json").read_text())
     got = outcomes(report)
     for project, (want, count) in EXPECTED.items():
@@ -45,11 +46,16 @@ def test_weight_free_metrics_catch_the_memorizer_and_the_lora_and_pass_the_twin(
     for row in report["results"]:
         if row["item"].startswith("memorizer/"):
             assert row["work"] == row["item"].split("::")[-1].split("[")[0], "the nearest work must be the memorized one"
-        if row["item"].startswith("lora/"):
+        if row["item"].startswith("lora/memorization.toml::face"):
             gate = row["extra"]["lora_gate"]
             assert gate["base_scores"]["tiled_l2"] > 0.15 >= row["scores"]["tiled_l2"]
     result.stdout.fnmatch_lines(["*LoRA gate: prompt 'a photo of sks person', seed 0: tiled_l2 0.0* <= 0.15 against "
                                  "'face' with the LoRA, but not without it (base 0.*): the LoRA makes a copy*"])
+    cards = {row["item"].split("::", 1)[1]: row["extra"]["model_card"]["kind"] for row in report["results"]
+             if "model_card" in row["extra"]}
+    assert cards == {"card[class]": "class", "card[widget-1]": "widget-1", "card[widget-2]": "widget-2"}
+    prompts = {row["item"]: row["prompt"] for row in report["results"]}
+    assert prompts["lora/memorization.toml::card[class]"] == "a photo of a person", "sks replaced by an article"
 
 
 def test_lpips_and_clip_plumbing_with_seeded_random_backbones(demo: pytest.Pytester) -> None:
@@ -71,3 +77,23 @@ def test_lpips_and_clip_plumbing_with_seeded_random_backbones(demo: pytest.Pytes
         assert set(row["scores"]) == {"tiled_l2", "lpips", "clip"}
         assert 0 <= row["scores"]["lpips"] and -1 <= row["scores"]["clip"] <= 1
         assert set(row["thresholds"]) == {"tiled_l2"}, "lpips and clip have no default threshold: reported only"
+
+
+def test_extraction_amplification_on_the_trained_loras(demo: pytest.Pytester) -> None:
+    """lambda 2 under the LoRA gate: the face LoRA's amplified images are still copies of the face on
+    every seed (a `lora_gate.amplified.crossed` finding, recorded per row); the style LoRA stays clear.
+    Measured (README): the face LoRA is already a copy at weight 1 (0.044-0.050) and overshoots at 2
+    (0.090-0.094): amplification does not add detection here, which is why it is off by default."""
+    result = demo.runpytest("--memorization", "--memorization-report", "rep", "lora", "style_lora",
+                            "--memorization-lora-amplify=2", "--memorization-lora-card-canaries=no")
+    result.assert_outcomes(failed=1, passed=6)
+    report = json.loads((demo.path / "rep" / "report.json").read_text())
+    for row in report["results"]:
+        amp = row["extra"]["lora_gate"]["amplified"]
+        assert amp["lambda"] == 2
+        if row["item"].startswith("lora/"):
+            assert amp["scores"]["tiled_l2"] <= 0.15 < row["extra"]["lora_gate"]["base_scores"]["tiled_l2"]
+        else:
+            assert amp["closest"]["tiled_l2"] > 0.15 * 1.25 and amp["closest"]["ssim"] < 0.5
+    result.stdout.fnmatch_lines(["*tiled_l2 0.0* <= 0.15 against 'face' with the LoRA amplified x2, but not without "
+                                 "it (base 0.*): the LoRA makes a copy*"])

@@ -75,11 +75,10 @@ def test_a_missing_local_model_folder_fails_once_at_collection(
 
 def test_the_warn_band_emits_a_pytest_warning_for_manifest_items(
         pytester: pytest.Pytester, tiny_pipeline: Path, model_copy_png: bytes) -> None:
-    from gate_projects import COPY_PROMPT
-
     import io
 
     import numpy as np
+    from gate_projects import COPY_PROMPT
     from PIL import Image
 
     # the model's own output brightened by 20/255: tiled L2 about 0.08 from what the model draws, so

@@ -174,3 +174,31 @@ def test_lora_errors(tiny_pipeline: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"LoRA .*alien.safetensors does not match model"):
         load(ModelSource(str(tiny_pipeline), lora=str(alien)))
     json.dumps({})
+
+
+def _kohya(key: str) -> str:
+    """A diffusers/PEFT LoRA key in the kohya convention (lora_unet_<module_with_underscores>.lora_down...)."""
+    module, _, rest = key.partition(".lora_")
+    side = {"A.weight": "lora_down.weight", "B.weight": "lora_up.weight"}[rest]
+    return "lora_unet_" + module.removeprefix("unet.").replace(".", "_") + "." + side
+
+
+def test_a_lora_in_a_mixed_key_format_that_loads_only_in_part_is_an_error(tiny_pipeline: Path, tiny_lora: Path,
+                                                                            tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tiny_lora / "pytorch_lora_weights.safetensors"))
+    modules = sorted({k.partition(".lora_")[0] for k in state})
+    renamed = set(modules[len(modules) // 2:])  # the second half in kohya's names, the first in diffusers'
+    mixed = {(_kohya(k) if k.partition(".lora_")[0] in renamed else k): v for k, v in state.items()}
+    for m in renamed:
+        mixed["lora_unet_" + m.removeprefix("unet.").replace(".", "_") + ".alpha"] = torch.tensor(4.0)
+    (tmp_path / "mixed").mkdir()
+    save_file(mixed, str(tmp_path / "mixed" / "pytorch_lora_weights.safetensors"))
+    first = sorted(renamed)[0].removeprefix("unet.")
+    with pytest.raises(CheckpointError, match=rf"loaded only in part: .* not loaded: .*{first.replace('.', '_')}"
+                                              r".*Likely cause: .*key format") as e:
+        load(ModelSource(str(tiny_pipeline), lora=str(tmp_path / "mixed")))
+    assert f"{len(modules) - len(renamed)} of {len(modules)} unet adapter modules" in str(e.value)
+    model = _model(ModelSource(str(tiny_pipeline), lora=str(tiny_lora)))  # the same LoRA in one format loads
+    assert model.info.lora_hash

@@ -137,7 +137,7 @@ def test_a_lora_that_moves_toward_the_face_but_stays_far_passes_and_crossing_fai
     # At a tiny weight the LoRA barely moves anything: the run passes, base images from the cache.
     again = gate.runpytest("--memorization", "--memorization-report", "r2", "--memorization-lora-scale", "0.0001")
     again.assert_outcomes(passed=1)
-    again.stdout.fnmatch_lines(["*2 base-model images came from the generation cache*"])
+    again.stdout.fnmatch_lines(["*LoRA gate base images: 2 from the cache, 0 generated*"])
     rows2 = _rows(gate.path / "r2")
     assert {r["extra"]["lora_gate"]["from_cache"] for r in rows2} == {2}
     for r in rows2:
@@ -145,3 +145,23 @@ def test_a_lora_that_moves_toward_the_face_but_stays_far_passes_and_crossing_fai
         base = r["extra"]["lora_gate"]["base_scores"]
         assert base == pytest.approx(r["scores"], abs=1e-3)
         assert (gate.path / "r2" / r["extra"]["lora_gate"]["base_image"]).is_file()
+
+
+def test_a_second_gate_run_on_the_same_base_regenerates_no_base_image(pytester: pytest.Pytester,
+                                                                       tiny_pipeline: Path, tiny_lora: Path) -> None:
+    from gate_projects import TINY_MODEL_TOML, gate_project
+
+    gate_project(pytester, tiny_pipeline)
+    shutil.copytree(tiny_lora, pytester.path / "models" / "lora")
+    pytester.path.joinpath("memorization.toml").write_text(
+        TINY_MODEL_TOML.format(prefix="", seeds="[0, 1, 2]") + 'lora = "models/lora"\ngate = "lora"\n'
+        '[[work]]\nid = "astronaut"\nimage = "works/astronaut.png"\nprompts = ["a photo of an astronaut"]\n')
+    counts = []
+    for report in ("r1", "r2"):
+        result = pytester.runpytest("--memorization", f"--memorization-report={report}")
+        result.assert_outcomes(passed=1)
+        run = json.loads((pytester.path / report / "report.json").read_text())["run"]
+        counts.append(run["lora_gate_base_images"])
+        cached, generated = counts[-1]["from_cache"], counts[-1]["generated"]
+        result.stdout.fnmatch_lines([f"*LoRA gate base images: {cached} from the cache, {generated} generated*"])
+    assert counts == [{"from_cache": 0, "generated": 3}, {"from_cache": 3, "generated": 0}]

@@ -219,6 +219,8 @@ OPTIONS: Sequence[Option] = (
     Option("lora", "LoRA to apply: folder or .safetensors file.", None),
     Option("lora_scale", "LoRA weight.", 1.0, _float(0.0, 10.0)),
     Option("lora_gate", "Generate with base and base+LoRA; fail when the LoRA moves images toward a work.", False, _bool, flag=True, ini_type="bool"),
+    Option("lora_card_canaries", "Under the LoRA gate, add the prompts of the LoRA's model card (README.md: instance, class, widget, trigger words) as items scored against the works; no to opt out.", True, _bool, ini_type="bool"),
+    Option("lora_amplify", "Under the LoRA gate, also generate at LoRA weight lambda x the LoRA scale (extraction amplification, FineXtract) and judge those images too; 0 turns it off.", 0.0, _float(0.0, 10.0)),
     Option("lora_gate_tolerance", "How much the LoRA may move each metric toward a work, e.g. clip:0.02,tiled_l2:0.03.", {}, _tolerances),
     Option("device", "auto (cuda, then mps, then cpu), cpu, mps, cuda or cuda:N.", "auto", _device),
     Option("dtype", "auto (CUDA: float16 for SD 1/2/XL, bfloat16 for SD3/Flux; float32 elsewhere), float32, float16 or bfloat16.", "auto", _choice(*DTYPES)),

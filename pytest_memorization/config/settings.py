@@ -41,6 +41,8 @@ class Settings:
     lora_scale: float
     lora_gate: bool
     lora_gate_tolerance: dict[str, float]
+    lora_card_canaries: bool
+    lora_amplify: float
     device: str
     dtype: str
     batch_size: int

@@ -36,10 +36,14 @@ def in_band(value: float, threshold: float, direction: str, band: float) -> bool
 
 def lora_gate_findings(lora: Mapping[str, Any], base: Mapping[str, Any], works: Sequence[Work],
                        rules: Mapping[str, MetricRule], *, tolerance: Mapping[str, float] | None = None,
-                       approach_band: float = APPROACH_BAND) -> tuple[list[list[Finding]], list[Finding]]:
+                       approach_band: float = APPROACH_BAND, amplified: float | None = None,
+                       ) -> tuple[list[list[Finding]], list[Finding]]:
     """The LoRA gate's findings: per image (row i) the crossings, and for the whole item the
     approaches (a trend over seeds). ``lora[m]`` and ``base[m]`` are (N, M) score matrices of the
-    LoRA images and the base images of the same seeds against ``works``."""
+    LoRA images and the base images of the same seeds against ``works``. With ``amplified`` (lambda),
+    ``lora`` holds the extraction-amplified images and the findings are ``lora_gate.amplified.*``."""
+    rule_prefix = "lora_gate.amplified" if amplified else "lora_gate"
+    with_lora = f"with the LoRA amplified x{amplified:g}" if amplified else "with the LoRA"
     tolerance = tolerance or {}
     n = len(next(iter(lora.values()))) if lora else 0
     out: list[list[Finding]] = [[] for _ in range(n)]
@@ -58,8 +62,8 @@ def lora_gate_findings(lora: Mapping[str, Any], base: Mapping[str, Any], works: 
                 if crosses(lv[i], t, rule.direction) and not crosses(bv[i], t, rule.direction):
                     crossed = True
                     out[i].append(Finding(
-                        "lora_gate.crossed", "fail",
-                        f"{name} {lv[i]:.4f} {op} {t:g} against '{work.id}' with the LoRA, but not without it "
+                        f"{rule_prefix}.crossed", "fail",
+                        f"{name} {lv[i]:.4f} {op} {t:g} against '{work.id}' {with_lora}, but not without it "
                         f"(base {bv[i]:.4f}): the LoRA makes a copy", metric=name, value=lv[i], threshold=t,
                         work=work.id))
             tol = tolerance.get(name, abs(t) * TOLERANCE_FRACTION)
@@ -67,11 +71,11 @@ def lora_gate_findings(lora: Mapping[str, Any], base: Mapping[str, Any], works: 
             if (n and not crossed and all(m > 0 for m in moves) and median_move > tol
                     and in_band(median_lora, t, rule.direction, approach_band)
                     and not all(crosses(b, t, rule.direction) for b in bv)):
-                msg = (f"LoRA gate: {name} moves toward '{work.id}' on all {n} seeds with the LoRA (median "
+                msg = (f"LoRA gate: {name} moves toward '{work.id}' on all {n} seeds {with_lora} (median "
                        f"{statistics.median(bv):.4f} -> {median_lora:.4f}, change {median_move:+.4f} > tolerance "
                        f"{tol:g}) and ends inside the approaching band ({op} {_edge(t, rule.direction, approach_band):.4g}"
                        f"; threshold {t:g})")
-                item.append(Finding("lora_gate.approaching", "fail", msg, metric=name, value=median_lora,
+                item.append(Finding(f"{rule_prefix}.approaching", "fail", msg, metric=name, value=median_lora,
                                     threshold=t, work=work.id))
     return out, item
 

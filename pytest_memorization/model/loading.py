@@ -358,10 +358,13 @@ def lora_file(path: Path, allow_pickle: bool) -> Path:
 
 
 def load_lora(pipe: Any, path: Path, source: ModelSource) -> str:
-    """Load a LoRA as a named adapter at ``source.lora_scale``; check that it matched the model."""
+    """Load a LoRA as a named adapter at ``source.lora_scale``; check that every module in it loaded."""
+    from .lora_modules import check_whole, collected_messages
+
     f = lora_file(path, source.allow_pickle)
     try:
-        pipe.load_lora_weights(str(f.parent), weight_name=f.name, adapter_name=LORA_ADAPTER)
+        with collected_messages() as messages:
+            pipe.load_lora_weights(str(f.parent), weight_name=f.name, adapter_name=LORA_ADAPTER)
     except (ValueError, RuntimeError, KeyError, OSError) as e:
         raise CheckpointError(
             f"LoRA {f} does not match model {source.pretrained}: {type(e).__name__}: {str(e)[:300]}. "
@@ -372,6 +375,7 @@ def load_lora(pipe: Any, path: Path, source: ModelSource) -> str:
             f"LoRA {f} does not match model {source.pretrained}: none of its keys matched a layer of the UNet "
             "or text encoder. Was it trained for this base model?"
         )
+    check_whole(pipe, f, LORA_ADAPTER, messages)  # loads whole or not at all
     set_lora_scale(pipe, source.lora_scale)
     return _sha256(f)
 

@@ -1,7 +1,8 @@
 """Manifests as pytest items: one per work x prompt (seeds inside), per paraphrase, per
-img2img work and per prompt-only canary. Ids are pytest-selectable (no ``::`` inside a name):
-``memorization.toml::astronaut[0]``, ``astronaut[0-p1]`` (paraphrase 1 of prompt 0),
-``astronaut[img2img]``, ``canary[id]``, ``canary[id-p1]`` and ``calibrate``.
+img2img work, per prompt-only canary and, under the LoRA gate, per model-card prompt. Ids are
+pytest-selectable (no ``::`` inside a name): ``memorization.toml::astronaut[0]``, ``astronaut[0-p1]``
+(paraphrase 1 of prompt 0), ``astronaut[img2img]``, ``canary[id]``, ``canary[id-p1]``, ``card[instance]``,
+``card[class]``, ``card[widget-1]`` and ``calibrate``.
 
 Setup loads, generates and scores (a run that cannot evaluate is an ERROR); the call
 phase delivers the verdict (a copy is a FAILURE). Without ``--memorization`` the items
@@ -69,8 +70,32 @@ class ManifestFile(pytest.File):
             yield CanaryItem.from_parent(self, name=f"canary[{canary.id}]", prompt=canary.prompt, work=None)
             for k, para in enumerate(canary.paraphrases):
                 yield CanaryItem.from_parent(self, name=f"canary[{canary.id}-p{k + 1}]", prompt=para, work=None)
+        if enabled:
+            yield from self._card_items(manifest)
         if enabled and self.config.getoption("memorization_calibrate"):
             yield CalibrateItem.from_parent(self, name="calibrate", prompt="", work=None)
+
+    def _card_items(self, manifest: Manifest) -> Any:
+        """Under the LoRA gate: the LoRA's model-card prompts as items, ids ``card[instance]`` etc."""
+        from ..manifest.card import read_card
+        from .state import session_of
+
+        session = session_of(self.config)
+        s = session.settings
+        lora = session.model_path("lora", manifest.model.lora)
+        if not (s.lora_gate or manifest.model.gate == "lora") or not lora or not s.lora_card_canaries:
+            return
+        try:
+            card = read_card(lora)
+        except MemorizationConfigError as e:
+            raise self.CollectError(str(e)) from None
+        if card is None:
+            return
+        known = {p for w in manifest.works for p in w.prompts}
+        for param, prompt in card.prompts:
+            if prompt not in known:
+                yield CardItem.from_parent(self, name=f"card[{param}]", prompt=prompt, work=None,
+                                           card={"path": str(card.path), "base_model": card.base_model, "kind": param})
 
     def _allow_outside(self) -> bool:
         from .state import settings_of
@@ -207,6 +232,22 @@ class PromptItem(MemorizationItem):
         from .pipeline import check_prompt
 
         return self._run(check_prompt, self.prompt)
+
+
+class CardItem(PromptItem):
+    """A prompt from the LoRA's model card, judged like a work prompt under the LoRA gate."""
+
+    kind = "card"
+
+    def __init__(self, *, card: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.card = card
+
+    def evaluate(self) -> Any:
+        outcome = super().evaluate()
+        for r in outcome.results:
+            r.extra["model_card"] = self.card
+        return outcome
 
 
 class Img2ImgItem(MemorizationItem):

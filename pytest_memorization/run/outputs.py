@@ -134,6 +134,9 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     reasons = incomplete_reasons(state, exitstatus)
     complete = not reasons
     run = state.run_info()
+    base = base_image_counts(state.results)
+    if base is not None:
+        run["lora_gate_base_images"] = base
     for r in state.results:
         r.get("extra", {}).pop("base_pixels", None)
     errored = sorted({r["item"] for r in state.results if r["verdict"] == "error"})
@@ -213,10 +216,10 @@ def summary_lines(state: MemorizationSession) -> list[str]:
     complete = state.complete
     out = lines(state.run_info(), state.results, state.settings.path("report"), complete=complete) \
         if state.results else []
-    hits = sum({r["item"]: r.get("extra", {}).get("lora_gate", {}).get("from_cache", 0)
-                for r in state.results}.values())  # per item, from the rows: works under xdist too
-    if hits:
-        out.append(f"{hits} base-model images came from the generation cache ({state.cache_dir / 'generations'})")
+    base = base_image_counts(state.results)
+    if base is not None:
+        out.append(f"LoRA gate base images: {base['from_cache']} from the cache, {base['generated']} generated "
+                   f"({state.cache_dir / 'generations'})")
     retries = sum(m.oom_retries for m in state.models.values())
     if retries:
         out.append(f"out of memory {retries} time(s): the batch size was halved and the batch retried")
@@ -225,3 +228,16 @@ def summary_lines(state: MemorizationSession) -> list[str]:
                    f"--memorization-prune-baseline): {', '.join(state.stale)}")
     out.extend(state.notes)
     return out
+
+
+def base_image_counts(results: list[dict[str, Any]]) -> dict[str, int] | None:
+    """The LoRA gate's base-model images: how many came from the generation cache and how many were
+    generated, counted per item from the rows (so it works under pytest-xdist); None without the gate."""
+    per_item: dict[str, tuple[int, int]] = {}
+    for r in results:
+        gate = r.get("extra", {}).get("lora_gate")
+        if isinstance(gate, dict):
+            per_item[r["item"]] = (int(gate.get("from_cache", 0)), int(gate.get("base_generated", 0)))
+    if not per_item:
+        return None
+    return {"from_cache": sum(c for c, _ in per_item.values()), "generated": sum(g for _, g in per_item.values())}

@@ -114,12 +114,42 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
             j = index[r.work] if r.work is not None else 0
             r.findings += found
             r.extra["lora_gate"] = {"base_scores": {n: float(base_scores[n][i, j]) for n in plan.rules},
-                                    "from_cache": base.from_cache}
+                                    "from_cache": base.from_cache,
+                                    "base_generated": len(base.seeds) - base.from_cache}
             r.extra["base_pixels"] = base.images[i]
+        item_findings += _amplified(session, plan, model, prompt, works, base_scores, results)
     else:
         item_findings = []
     detected = run_detectors(session, manifest, model, plan, [prompt], results, gen.images)
     return Outcome(results, [*item_findings, *detected])
+
+
+def _amplified(session: MemorizationSession, plan: Plan, model: Any, prompt: str, works: list[Work],
+               base_scores: dict[str, Any], results: list[ImageResult]) -> list[Any]:
+    """Extraction amplification (FineXtract): the same seeds at LoRA weight lambda x scale, which for a
+    LoRA is base + lambda * (LoRA - base) to first order; judged by the gate rule against the base."""
+    from ..metrics.matrix import score_matrices
+
+    lam = session.settings.lora_amplify
+    if not lam:
+        return []
+    with model.lora_scale(lam * plan.source.lora_scale):
+        amp = model.generate([prompt], plan.seeds, plan.gen)
+    scores = score_matrices(plan.metrics, amp.images, works, session.reference_cache)
+    per_image, item = lora_gate_findings(scores, base_scores, works, plan.rules, amplified=lam,
+                                         tolerance=session.settings.lora_gate_tolerance)
+    index = {w.id: j for j, w in enumerate(works)}
+    for i, (r, found) in enumerate(zip(results, per_image)):
+        j = index[r.work] if r.work is not None else 0
+        r.findings += found
+        r.extra["lora_gate"]["amplified"] = {"lambda": lam, "scores": {n: float(scores[n][i, j]) for n in plan.rules},
+                                             "closest": {n: _closest(scores[n][i], plan.rules[n].direction)
+                                                         for n in plan.rules}}
+    return item
+
+
+def _closest(row: Any, direction: str) -> float:
+    return float(row.min() if direction == "distance" else row.max())
 
 
 def check_img2img(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str,

@@ -1,0 +1,131 @@
+"""A LoRA loads whole or not at all: the adapter modules in the file against those PEFT injected.
+
+diffusers loads what it understands of a LoRA file and only warns about the rest (unexpected
+keys, text-encoder keys it found no prefix for): a file in a mixed key format then loads in
+part, and the gate would test a different model from the one being merged. Here every adapter
+module named in the file (its ``lora_A`` / ``lora_down`` keys) must have a loaded counterpart
+in the same component (UNet or text encoder), compared by name with separators removed, so the
+diffusers/PEFT (``unet.down_blocks.0.attn1.to_q``) and kohya (``lora_unet_down_blocks_0_attn1_to_q``)
+conventions compare equal. Names in a convention diffusers converts (e.g. original ``input_blocks``)
+do not compare by name; there the count of modules per component must match instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError
+
+# The key suffix that marks one adapter module's "down" (A) matrix, in the known conventions.
+_DOWN = re.compile(r"(?:\.lora_A(?:\.[^.]+)?\.weight|\.lora\.down\.weight|\.lora_down\.weight|_lora\.down\.weight)$")
+# File prefix -> pipeline component.
+_PREFIXES = (("unet.", "unet"), ("lora_unet_", "unet"), ("text_encoder_2.", "text_encoder_2"),
+             ("lora_te2_", "text_encoder_2"), ("text_encoder.", "text_encoder"), ("lora_te1_", "text_encoder"),
+             ("lora_te_", "text_encoder"), ("transformer.", "transformer"))
+SHOWN = 5
+
+
+def _norm(name: str) -> str:
+    name = name.replace("base_model.model.", "").replace(".processor", "")
+    return re.sub(r"[._]", "", name).lower()
+
+
+def file_modules(path: Path) -> dict[str, list[str]]:
+    """Adapter module names in a LoRA file, per component (keys read, no tensors loaded)."""
+    keys: list[str]
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    else:
+        import torch
+
+        keys = list(torch.load(str(path), map_location="cpu", weights_only=True))
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        m = _DOWN.search(key)
+        if not m:
+            continue
+        name = key[: m.start()]
+        component = "unet"  # un-prefixed (PEFT) keys are the UNet's, as diffusers reads them
+        for prefix, comp in _PREFIXES:
+            if name.startswith(prefix):
+                component, name = comp, name[len(prefix):]
+                break
+        out.setdefault(component, []).append(name)
+    return out
+
+
+def injected_modules(pipe: Any, adapter: str) -> dict[str, list[str]]:
+    """Module names per component that carry adapter ``adapter``."""
+    out: dict[str, list[str]] = {}
+    for component in ("unet", "transformer", "text_encoder", "text_encoder_2"):
+        model = getattr(pipe, component, None)
+        if model is None or not hasattr(model, "named_modules"):
+            continue
+        names = [n for n, mod in model.named_modules()
+                 if adapter in (getattr(mod, "lora_A", None) or {}) or adapter in (getattr(mod, "lora_magnitude_vector", None) or {})]
+        if names:
+            out[component] = names
+    return out
+
+
+def check_whole(pipe: Any, path: Path, adapter: str, messages: list[str]) -> None:
+    """CheckpointError when some adapter module of ``path`` did not load into ``pipe``."""
+    expected = file_modules(path)
+    loaded = injected_modules(pipe, adapter)
+    for component, names in expected.items():
+        got = loaded.get(component, [])
+        got_norm = {_norm(n) for n in got}
+        missing = [n for n in names if _norm(n) not in got_norm]
+        if not missing or (len(got) >= len(names) and len(missing) == len(names)):
+            continue  # all matched by name, or all in a convention diffusers converted and the count matches
+        if getattr(pipe, component, None) is None:
+            cause = f"the pipeline has no {component}"
+        elif len(missing) < len(names):
+            cause = ("the file mixes key formats (some modules in one naming convention, the rest in another), "
+                     "and diffusers understood only one of them; re-save the LoRA in one format "
+                     "(diffusers/PEFT: `pipe.save_lora_weights`)")
+        else:
+            cause = "none of its keys matched this model's layers in the format diffusers read them"
+        said = f" diffusers said: {' | '.join(m[:200] for m in messages[:2])}." if messages else ""
+        raise CheckpointError(
+            f"LoRA {path} loaded only in part: {len(names) - len(missing)} of {len(names)} {component} adapter "
+            f"modules were injected; not loaded: {', '.join(missing[:SHOWN])}"
+            f"{f' and {len(missing) - SHOWN} more' if len(missing) > SHOWN else ''}. Likely cause: {cause}.{said} "
+            "A partly loaded LoRA is a different model from the one being merged, so nothing is certified")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def collected_messages() -> Iterator[list[str]]:
+    """Warnings diffusers/PEFT/transformers log or warn while a LoRA loads (they are also passed on)."""
+    handler = _Collect()
+    loggers = [logging.getLogger(n) for n in ("diffusers", "peft", "transformers")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield handler.messages
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    for w in caught:
+        handler.messages.append(str(w.message))
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
