@@ -146,7 +146,7 @@ CASES = [
     ("opt-threshold-unknown", nothing, ["--memorization-threshold", "tiledl2=0.15"], USAGE, "*--memorization-threshold*unknown metric 'tiledl2'*"),
     ("ini-threshold-blind", write("pytest.ini", "[pytest]\nmemorization_threshold = ssim=1.0\n"), [], USAGE, "*(ini memorization_threshold)*ssim = 1 can never flag a copy*"),
     ("opt-steps-1", nothing, ["--memorization-steps", "1"], USAGE, "*--memorization-steps*fewer than the minimum 2*"),
-    ("ini-steps-0", write("pytest.ini", "[pytest]\nmemorization_steps = 0\n"), [], USAGE, "*(ini memorization_steps) = '0': expected an integer >= 1*"),
+    ("ini-steps-0", write("pytest.ini", "[pytest]\nmemorization_steps = 0\n"), [], USAGE, "*(ini memorization_steps) = 0: expected an integer >= 1*"),
     ("opt-lora-scale-0-gate", nothing, ["--memorization-lora-gate", "--memorization-lora-scale", "0"], USAGE, "*--memorization-lora-scale*LoRA scale 0 under the LoRA gate*"),
     # output paths of the wrong kind
     ("opt-report-is-a-file", write("rep.txt", "x"), ["--memorization-report", "rep.txt"], USAGE, "*--memorization-report rep.txt: */rep.txt is a file, expected a folder*"),
