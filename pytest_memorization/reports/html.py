@@ -277,8 +277,12 @@ def _card(rows: list[dict[str, Any]], run: dict[str, Any], idx: int) -> str:
     else:
         figs.append(_generated_figure(lead, "generated"))
     figs.append(_work_figure(lead))
-    reasons = list(dict.fromkeys(x for r in rows for x in (r.get("reasons") or [])))
-    reasons_html = "".join(f"<li>{e(x)}</li>" for x in reasons)
+    lead_reasons = list(dict.fromkeys(lead.get("reasons") or []))
+    reasons_html = "".join(f"<li>{e(x)}</li>" for x in lead_reasons)
+    more = [x for x in dict.fromkeys(x for r in rows[1:] for x in (r.get("reasons") or [])) if x not in lead_reasons]
+    if more:  # the other seeds' reasons, folded: the worst seed speaks for the card
+        reasons_html += (f"<li><details><summary>{len(more)} more on the other seeds</summary><ul>"
+                         + "".join(f"<li>{e(x)}</li>" for x in more) + "</ul></details></li>")
     curve = ""
     if "img2img_curve" in extra:
         i2i = extra.get("img2img") if isinstance(extra.get("img2img"), dict) else {}

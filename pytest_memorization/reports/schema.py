@@ -231,7 +231,8 @@ def model_label(run: dict[str, Any]) -> str:
 
     A run of several models (``run['models']``, a list of such dicts) gives their labels joined."""
     if isinstance(run.get("models"), list) and not run.get("model"):
-        return "; ".join(model_label(m) for m in run["models"] if isinstance(m, dict)) or "unknown model"
+        labels = dict.fromkeys(model_label(m) for m in run["models"] if isinstance(m, dict))  # one per model
+        return "; ".join(labels) or "unknown model"
     m = run.get("model")
     path, h = (m.get("path"), m.get("hash") or m.get("sha256")) if isinstance(m, dict) else (m, None)
     h = h or run.get("model_hash") or run.get("model_sha256")
