@@ -6,6 +6,7 @@ Nothing here imports torch at module load; tensors are typed as ``Any``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +44,15 @@ class Generation:
         return len(self.prompts)
 
 
+@dataclass(frozen=True)
+class Waiver:
+    """A reviewed, accepted similarity to one work (``waive`` in the manifest): until ``until``
+    (inclusive) its copies are expected failures with ``reason``; after it they fail again."""
+
+    reason: str
+    until: dt.date
+
+
 @dataclass
 class Work:
     """A protected work: an id and an image, loaded as (3, H, W) float in [0, 1]."""
@@ -52,6 +62,7 @@ class Work:
     path: Path | None = None
     sha256: str | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
+    waiver: Waiver | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from .._io import hub_cache_dir
 from ..config.policy import lora_gate_problem, steps_problem
 from ..errors import ManifestError
-from ..records import MAX_GENERATION_SIDE
+from ..records import MAX_GENERATION_SIDE, Waiver
 from .check import (
     MAX_PARAPHRASES,
     METRIC_RANGES,
@@ -39,7 +39,7 @@ DETECTOR_KEYS: dict[str, tuple[str, ...]] = {
 }
 MODEL_KEYS = ("pretrained", "generator", "config", "lora", "lora_scale", "gate", "seeds", "steps", "guidance_scale",
               "height", "width", "negative_prompt")
-WORK_KEYS = ("id", "image", "sha256", "prompts", "thresholds", "paraphrases", "img2img")
+WORK_KEYS = ("id", "image", "sha256", "prompts", "thresholds", "paraphrases", "img2img", "waive")
 CANARY_KEYS = ("id", "prompt", "paraphrases")
 HUB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 FILE_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
@@ -78,6 +78,7 @@ class WorkSpec:
     thresholds: dict[str, float] = field(default_factory=dict)
     paraphrases: list[list[str]] = field(default_factory=list)  # per prompt: its paraphrases
     img2img: Img2ImgSpec | None = None
+    waive: Waiver | None = None
 
 
 @dataclass
@@ -258,7 +259,37 @@ def _work(c: Checker, w: Any, i: int, example: str) -> WorkSpec:
             c.fail(f"{k}.min_safe_strength", f"{safe:g} is above every strength {strengths}, so no strength is "
                                              f"checked and this check could never fail; add a strength >= {safe:g}")
         spec.img2img = Img2ImgSpec(strengths=strengths, min_safe_strength=safe)
+    if "waive" in w:
+        spec.waive = _waiver(c, w["waive"], f"{key}.waive")
     return spec
+
+
+WAIVE_EXAMPLE = 'waive = { reason = "licensed from the rights holder, ticket LEGAL-42", until = 2027-06-30 }'
+
+
+def _waiver(c: Checker, v: Any, key: str) -> Waiver:
+    """``waive = { reason = "...", until = 2027-06-30 }``: both required (a waiver with no end date
+    would be a permanent hole in the gate)."""
+    import datetime as dt
+
+    t = c.table(v, key, ("reason", "until"), WAIVE_EXAMPLE)
+    for req in ("reason", "until"):
+        if req not in t:
+            c.fail(f"{key}.{req}", f"missing; a waiver needs a reason and an end date: {WAIVE_EXAMPLE}")
+    reason = c.string(t["reason"], f"{key}.reason").strip()
+    if not reason:
+        c.fail(f"{key}.reason", f"is empty; say why this similarity was accepted: {WAIVE_EXAMPLE}")
+    until = t["until"]
+    if isinstance(until, str):
+        try:
+            until = dt.date.fromisoformat(until.strip())
+        except ValueError:
+            c.fail(f"{key}.until", f"{until!r} is not a date; write until = 2027-06-30")
+    if isinstance(until, dt.datetime):
+        until = until.date()
+    if not isinstance(until, dt.date):
+        c.fail(f"{key}.until", f"expected a date, got {tname(until)}; write until = 2027-06-30")
+    return Waiver(reason=reason, until=until)
 
 
 def _canary(c: Checker, v: Any, i: int) -> CanarySpec:

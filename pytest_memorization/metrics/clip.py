@@ -35,7 +35,7 @@ FIX = (
     "Provide the weights on this machine: copy the hub repo folder (open_clip_config.json + "
     "open_clip_model.safetensors) and pass local-dir:/path/to/folder, or pass a local .safetensors/.pt "
     "file, via --memorization-clip-pretrained (ini memorization_clip_pretrained); or fill the Hugging "
-    "Face cache on a connected machine (`huggingface-cli download {repo}`) and copy it here (HF_HOME). "
+    "Face cache on a connected machine (`hf download {repo}`, huggingface_hub >= 0.34) and copy it here (HF_HOME). "
     "Nothing is downloaded here."
 )
 

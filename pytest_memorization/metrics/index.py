@@ -42,7 +42,7 @@ BLOCK_ROWS = 8192
 FEW_QUERIES = 8
 RESCORE_MARGIN = 32
 DTYPES = ("float16", "float32")
-REBUILD = "python -m pytest_memorization index build --metric {metric} --out {dir} IMAGES..."
+REBUILD = "pytest-memorization index build --metric {metric} --out {dir} IMAGES..."
 
 
 def _write_json(path: Path, data: Any) -> None:

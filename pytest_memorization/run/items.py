@@ -180,6 +180,13 @@ class MemorizationItem(pytest.Item):
             for r in self.outcome.results:
                 r.extra[BASELINE_KEY] = key
             compare_item(session, self.nodeid, key, self.outcome)
+            waivers = {w.id: w.waiver for w in self.works() if w.waiver is not None}
+            if waivers:  # reviewed, accepted similarities: expected failures until their end date
+                import datetime as dt
+
+                from ..judging.waivers import apply_waivers
+
+                self.outcome.findings += apply_waivers(self.outcome.results, waivers, dt.date.today(), self.work)
             self.outcome.failures = decide(self.outcome.results, self.outcome.findings)
         except Exception as e:  # the report shows the item as an error row, not as nothing
             attach(self, [error_row(self.nodeid, self.prompt, e)])
@@ -192,9 +199,13 @@ class MemorizationItem(pytest.Item):
             import warnings
 
             for r in self.outcome.results:
-                if r.verdict == "warn":
+                band = [f.message for f in r.findings if f.rule == "warn_band"]
+                if band:
                     warnings.warn(f"memorization warn band: {self.name}: prompt {r.prompt!r}, seed {r.seed}, work "
-                                  f"'{r.work}': " + "; ".join(r.reasons), UserWarning, stacklevel=2)
+                                  f"'{r.work}': " + "; ".join(band), UserWarning, stacklevel=2)
+            for f in self.outcome.findings:
+                if f.rule == "waiver.stale":
+                    warnings.warn(f"memorization waiver: {self.name}: {f.message}", UserWarning, stacklevel=2)
         if self.outcome is not None and self.outcome.failures:
             from .state import settings_of
 
@@ -202,6 +213,12 @@ class MemorizationItem(pytest.Item):
             saved = [f"  image saved: {report_dir / r.image} (seed {r.seed})" for r in self.outcome.results
                      if r.verdict == "fail" and r.image and report_dir is not None]
             raise MemorizationError("\n".join([*self.outcome.failures, *saved]))
+        if self.outcome is not None:
+            from ..judging.waivers import waived
+
+            accepted = waived(self.outcome.results, {w.id: w.waiver for w in self.works() if w.waiver is not None})
+            if accepted:  # a reviewed copy: an expected failure, with the waiver's reason
+                pytest.xfail("; ".join(accepted))
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
         if isinstance(excinfo.value, CLEAN_ERRORS):

@@ -79,7 +79,8 @@ def load_works(plan: Plan, manifest: Manifest) -> list[Work]:
         from ..images import load_image, sha256_file
 
         plan.works = [Work(id=w.id, image=load_image(w.image), path=w.image,
-                           sha256=w.sha256 or sha256_file(w.image), thresholds=with_floors(w.thresholds, plan.floors, add=False))
+                           sha256=w.sha256 or sha256_file(w.image), thresholds=with_floors(w.thresholds, plan.floors, add=False),
+                           waiver=w.waive)
                       for w in manifest.works]
     return plan.works
 
