@@ -114,18 +114,23 @@ class _Collect(logging.Handler):
 
 @contextlib.contextmanager
 def collected_messages() -> Iterator[list[str]]:
-    """Warnings diffusers/PEFT/transformers log or warn while a LoRA loads (they are also passed on)."""
+    """Warnings diffusers/PEFT/transformers log or warn while a LoRA loads. Their log lines are
+    captured here, not printed (a partial load is our error, which quotes them; the rest is noise
+    such as "No LoRA keys associated to CLIPTextModel"); Python warnings are passed on."""
     handler = _Collect()
     loggers = [logging.getLogger(n) for n in ("diffusers", "peft", "transformers")]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
     for lg in loggers:
-        lg.addHandler(handler)
+        lg.handlers = [handler]
+        lg.propagate = False
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield handler.messages
     finally:
-        for lg in loggers:
-            lg.removeHandler(handler)
+        for lg, handlers, propagate in saved:
+            lg.handlers = handlers
+            lg.propagate = propagate
     for w in caught:
         handler.messages.append(str(w.message))
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
