@@ -30,3 +30,16 @@ def gate_project(pytester: pytest.Pytester, tiny_pipeline: Path, photos: tuple[s
     shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
     pytester.makeini(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
     return pytester.path
+
+
+def add_copy_project(pytester: pytest.Pytester) -> Path:
+    """copies/memorization.toml: one work, works/fox.png (the model's own output, written by the
+    caller), and its prompt: an item that fails because the model really draws the work."""
+    folder = pytester.mkdir("copies")
+    (folder / "memorization.toml").write_text(TINY_MODEL_TOML.format(prefix="../", seeds="[0]") + f"""
+[[work]]
+id = "fox"
+image = "../works/fox.png"
+prompts = ["{COPY_PROMPT}"]
+""")
+    return folder

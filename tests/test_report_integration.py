@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gate_projects import COPY_PROMPT, TINY_MODEL_TOML, gate_project
+from gate_projects import TINY_MODEL_TOML, add_copy_project, gate_project
 
 FOX = "copies/memorization.toml::fox[0]"
 RUN_KEYS = ("model", "model_hash", "device", "dtype", "versions", "metrics", "steps", "guidance_scale",
@@ -35,13 +35,7 @@ id = "coffee"
 image = "works/coffee.png"
 prompts = ["a cup of coffee on a saucer"]
 """)
-    pytester.mkdir("copies")
-    (pytester.path / "copies" / "memorization.toml").write_text(TINY_MODEL_TOML.format(prefix="../", seeds="[0]") + f"""
-[[work]]
-id = "fox"
-image = "../works/fox.png"
-prompts = ["{COPY_PROMPT}"]
-""")
+    add_copy_project(pytester)
     return pytester
 
 

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from gate_projects import COPY_PROMPT, TINY_MODEL_TOML, gate_project
+from gate_projects import TINY_MODEL_TOML, add_copy_project, gate_project
 
 
 @pytest.fixture
@@ -28,13 +28,7 @@ id = "coffee"
 image = "works/coffee.png"
 prompts = ["a cup of coffee on a saucer"]
 """)
-    pytester.mkdir("copies")
-    (pytester.path / "copies" / "memorization.toml").write_text(TINY_MODEL_TOML.format(prefix="../", seeds="[0]") + f"""
-[[work]]
-id = "fox"
-image = "../works/fox.png"
-prompts = ["{COPY_PROMPT}"]
-""")
+    add_copy_project(pytester)
     return pytester
 
 
