@@ -18,7 +18,7 @@ from pytest_memorization.records import Work
 
 @pytest.fixture(scope="module")
 def model(tiny_pipeline: Path) -> MemorizationModel:
-    pipe, info = load(ModelSource(str(tiny_pipeline)))
+    pipe, info = load(ModelSource(str(tiny_pipeline), device="cpu"))  # the messages below name the CPU
     return MemorizationModel(pipe, info, batch_size=4)
 
 

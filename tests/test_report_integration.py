@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from gate_projects import TINY_MODEL_TOML, add_copy_project, gate_project
 
 FOX = "copies/memorization.toml::fox[0]"
@@ -66,7 +67,9 @@ def test_report_json_junit_step_summary_and_terminal_summary(
     assert [k for k in RUN_KEYS if k not in doc["run"]] == []
     run = doc["run"]
     assert run["steps"] == 2 and run["height"] == run["width"] == 64 and run["seeds"] == [0, 1]
-    assert run["guidance_scale"] == 7.5 and run["device"] == "cpu" and run["dtype"] == "float32"
+    cuda = torch.cuda.is_available()  # device and dtype auto
+    assert run["guidance_scale"] == 7.5 and run["device"].startswith("cuda" if cuda else "cpu")
+    assert run["dtype"] == ("float16" if cuda else "float32")
     assert set(run["metrics"]) == {"tiled_l2", "ssim"} and run["versions"]["torch"]
     assert run["started"] <= run["finished"]
     rows = _by_key(doc)
