@@ -198,3 +198,33 @@ def test_ctrl_c_flushes_a_partial_report_marked_incomplete(proj: pytest.Pytester
     # the first item passed, but an interrupted run is never reported as a pass
     result.stdout.fnmatch_lines(["memorization: INCOMPLETE: 2 images (0 error, 0 fail, 0 warn, 2 pass)*",
                                  "memorization: INCOMPLETE: the run was interrupted*"])
+
+
+@pytest.mark.parametrize("mode", ["thumbnail", "omit"])
+def test_step_summary_thumbnails_come_from_the_published_report(
+        proj: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """GitHub strips data: images from step summaries, so thumbnails point into the report folder as
+    published at --memorization-report-url; report-works=omit shows no pixels of the failing image or work."""
+    import re
+
+    summary = proj.path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    url = "https://ci.example.org/run 7/report"  # a space: rejected, URLs must be encoded
+    bad = proj.runpytest("--memorization", "--memorization-report=r", f"--memorization-report-url={url}")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--memorization-report-url*expected an http(s) URL*"])
+    url = "https://ci.example.org/run%207/report/"
+    result = _run(proj, "--memorization-report", "r", "--memorization-report-url", url,
+                  "--memorization-report-works", mode)
+    result.assert_outcomes(passed=2, failed=1)
+    md = summary.read_text()
+    fox_row = next(line for line in md.splitlines() if "fox" in line and line.startswith("| :x: fail"))
+    srcs = re.findall(r'<img src="([^"]+)" width="96"', fox_row)
+    if mode == "omit":
+        assert srcs == [] and fox_row.endswith("| - | - |")
+        return
+    assert len(srcs) == 2, fox_row  # the generated image, then the work
+    for src in srcs:
+        assert src.startswith("https://ci.example.org/run%207/report/")
+        assert (proj.path / "r" / src.removeprefix("https://ci.example.org/run%207/report/")).is_file()
+    assert "(https://ci.example.org/run%207/report/index.html)" in md

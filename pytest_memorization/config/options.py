@@ -70,6 +70,13 @@ def _str(opt: Option, v: Any) -> str:
     return s
 
 
+def _url(opt: Option, v: Any) -> str:
+    s = str(v).strip().rstrip("/")
+    if not s.startswith(("https://", "http://")) or any(c in s for c in ' "<>'):
+        raise OptionError(opt, v, "expected an http(s) URL, e.g. https://example.org/ci/123/memorization-report")
+    return s
+
+
 def _choice(*choices: str) -> Callable[[Option, Any], str]:
     def parse(opt: Option, v: Any) -> str:
         s = str(v).strip()
@@ -235,6 +242,7 @@ OPTIONS: Sequence[Option] = (
     Option("manifests", "Glob of manifest file names collected under the test paths.", "memorization.toml", _str, cli=False),
     Option("report", "Write report.json, index.html and PNGs into this folder.", None),
     Option("report_works", "How protected works appear in reports: embed, thumbnail or omit.", "thumbnail", _choice(*REPORT_WORKS_MODES)),
+    Option("report_url", "Where CI publishes the --memorization-report folder; the GitHub step summary then shows thumbnails of the failing images and their works from there (GitHub strips inline images).", None, _url),
     Option("save", "Write a baseline JSON with each item's worst score per metric.", None),
     Option("compare", "Compare with this baseline JSON; see --memorization-compare-fail.", None),
     Option("compare_fail", "Tolerated worsening per metric vs the baseline, e.g. clip:0.02,tiled_l2:0.03.", {}, _tolerances),

@@ -56,6 +56,7 @@ class Settings:
     manifests: str
     report: str | None
     report_works: str
+    report_url: str | None
     save: str | None
     compare: str | None
     compare_fail: dict[str, float]

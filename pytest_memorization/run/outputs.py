@@ -184,7 +184,8 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         from ..reports.github import append_step_summary
 
         try:
-            append_step_summary(summary_file, run, state.results, report_dir, complete=complete)
+            append_step_summary(summary_file, run, state.results, report_dir, complete=complete,
+                                report_url=s.report_url if report_dir is not None else None)
         except OSError as e:
             state.notes.append(f"ERROR: could not append to $GITHUB_STEP_SUMMARY: {e}")
     if (failed_write or reasons) and session.exitstatus == pytest.ExitCode.OK:

@@ -66,3 +66,18 @@ def test_github_step_summary(tmp_path, report_inputs):
     worst_rows = [x for x in text.splitlines() if "tests/test\\_gate.py" in x or "t::pipe" in x]
     assert worst_rows[0].startswith("| :boom: error")
     assert str(d / "index.html") in text
+
+
+def test_step_summary_thumbnails_only_with_a_report_url():
+    row = {**_res("t::copy", "fail", 0.99, work="w 1"), "image": "images/copy-s0.png",
+           "work_image": 'works/w"1-thumb.png'}
+    from pytest_memorization.reports.github import step_summary
+
+    plain = step_summary(RUN, [row], "r")
+    assert "<img" not in plain and "--memorization-report-url" in plain
+    text = step_summary(RUN, [row], "r", report_url="https://h.example/r")
+    line = next(x for x in text.splitlines() if "t::copy" in x)
+    assert '<img src="https://h.example/r/images/copy-s0.png" width="96" alt="generated, seed 0">' in line
+    assert 'src="https://h.example/r/works/w%221-thumb.png"' in line  # quoted: no attribute break-out
+    missing = step_summary(RUN, [{**row, "image": None, "work_image": None}], "r", report_url="https://h.example/r")
+    assert next(x for x in missing.splitlines() if "t::copy" in x).endswith("| - | - |")
