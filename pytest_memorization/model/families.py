@@ -60,7 +60,7 @@ _CLASS_PREFIXES = (("StableDiffusionXL", SDXL), ("StableDiffusion3", SD3), ("Flu
 _KEY_MARKERS = (
     (FLUX, ("double_blocks.", "single_blocks.")),
     (SD3, ("model.diffusion_model.joint_blocks.",)),
-    (SDXL, ("conditioner.embedders.1.",)),
+    (SDXL, ("conditioner.embedders.1.", "model.diffusion_model.label_emb.0.0.")),  # OpenCLIP-G; size conditioning
     (SD, ("model.diffusion_model.input_blocks.", "cond_stage_model.")),
 )
 

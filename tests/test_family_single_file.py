@@ -1,0 +1,120 @@
+"""Single files of SDXL and SD3: the tiny pipelines exported to the original key layout
+(``testing/family_export.py``) load through diffusers' ``from_single_file(file, config=folder)``
+offline and, through `pytest --memorization`, generate exactly what the folder generates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy.fft  # noqa: F401  - imported here, not first inside a pytester run (it cannot load twice)
+import pytest
+import support  # noqa: F401  - likewise: scikit-image's photos
+
+from pytest_memorization.errors import CheckpointError
+
+FAMILIES = ("sdxl", "sd3")
+
+MANIFEST = """
+[model]
+pretrained = "{pretrained}"
+{config}
+seeds = [0, 1]
+steps = 2
+height = 64
+width = 64
+
+[thresholds]
+tiled_l2 = 0.15
+
+[[work]]
+id = "astronaut"
+image = "works/astronaut.png"
+prompts = ["portrait of an astronaut in a white suit"]
+
+[[canary]]
+id = "sks"
+prompt = "a photo of sks person"
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    from pytest_memorization.testing.families import build_tiny_family
+    from pytest_memorization.testing.family_export import copy_family_config, save_family_single_file
+
+    root = tmp_path_factory.mktemp("single")
+    out = {}
+    for family in FAMILIES:
+        folder = build_tiny_family(family, root / family, seed=1)
+        out[family] = dict(folder=folder, file=save_family_single_file(folder, root / f"{family}.safetensors"),
+                           config=copy_family_config(folder, root / f"{family}-config"))
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_file_holds_the_denoiser_and_vae_in_the_original_layout(exported: dict[str, dict[str, Path]],
+                                                                    family: str) -> None:
+    from pytest_memorization.model.families import checkpoint_keys, family_of_keys
+
+    keys = checkpoint_keys(exported[family]["file"])
+    assert family_of_keys(keys).name == family  # type: ignore[union-attr]
+    assert {k.split(".")[0] for k in keys} == {"model", "first_stage_model"}
+    marker = "model.diffusion_model.label_emb.0.0.weight" if family == "sdxl" else \
+        "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"
+    assert marker in keys
+    weights = {p.relative_to(exported[family]["config"]).parts[0]
+               for p in exported[family]["config"].rglob("*.safetensors")}
+    assert weights == {n for n in ("text_encoder", "text_encoder_2", "text_encoder_3") if n in weights} and weights
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_single_file_generates_what_the_folder_generates_through_pytest_memorization(
+        pytester: pytest.Pytester, exported: dict[str, dict[str, Path]], family: str) -> None:
+    from gate_projects import gate_project
+
+    e = exported[family]
+    gate_project(pytester, e["folder"], photos=("astronaut",))
+    shutil.copy(e["file"], pytester.path / "model.safetensors")
+    shutil.copytree(e["config"], pytester.path / "config")
+    reports = {}
+    for name, pretrained, config in (("folder", "models/tiny", ""),
+                                     ("file", "model.safetensors", 'config = "config"')):
+        (pytester.path / "memorization.toml").write_text(MANIFEST.format(pretrained=pretrained, config=config))
+        result = pytester.runpytest("--memorization", "--memorization-report", f"rep-{name}")
+        result.assert_outcomes(passed=2)
+        reports[name] = json.loads((pytester.path / f"rep-{name}" / "report.json").read_text())
+    folder, single = reports["folder"], reports["file"]
+    assert single["run"]["family"] == folder["run"]["family"] == family
+    assert single["run"]["model_kind"] == "single-file" and folder["run"]["model_kind"] == "folder"
+    rows = {r["item"] + str(r["seed"]): r for r in folder["results"]}
+    assert len(single["results"]) == len(rows) == 4
+    for r in single["results"]:
+        ref = rows[r["item"] + str(r["seed"])]
+        assert r["scores"] == pytest.approx(ref["scores"], abs=1e-6), r["item"]
+    pngs = sorted((pytester.path / "rep-folder").rglob("*.png"))
+    assert pngs, "the report saved no images to compare"
+    for png in pngs:
+        twin = pytester.path / "rep-file" / png.relative_to(pytester.path / "rep-folder")
+        assert twin.read_bytes() == png.read_bytes(), png.name
+
+
+def test_a_text_encoder_in_neither_the_file_nor_the_config_is_our_error(exported: dict[str, dict[str, Path]],
+                                                                          tmp_path: Path) -> None:
+    from pytest_memorization.model.loading import ModelSource, load
+
+    config = shutil.copytree(exported["sd3"]["config"], tmp_path / "config")
+    (config / "text_encoder_2" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"no weights for 'text_encoder_2' and the config folder "
+                                              r".*text_encoder_2 has none either"):
+        load(ModelSource(str(exported["sd3"]["file"]), config=str(config), device="cpu"))
+
+
+def test_flux_is_refused_by_the_exporter_with_the_reason(tmp_path: Path) -> None:
+    from pytest_memorization.testing.families import build_tiny_flux
+    from pytest_memorization.testing.family_export import save_family_single_file
+
+    folder = build_tiny_flux(tmp_path / "flux")
+    with pytest.raises(CheckpointError, match="a FluxPipeline; this exporter writes SDXL and SD3"):
+        save_family_single_file(folder, tmp_path / "flux.safetensors")
