@@ -159,7 +159,7 @@ def test_end_to_end_through_pytest_memorization(pytester: pytest.Pytester, famil
     rows = json.loads((pytester.path / "rep2" / "report.json").read_text())["results"]
     nm = rows[0]["detectors"]["noise_magnitude"]
     assert [r["verdict"] for r in rows] == ["fail", "fail"] and nm["score"] > 0
-    assert nm["trigger_tokens"] and set(nm["trigger_tokens"]) <= {"a", "photo", "of", "sks", "person"}, nm["trigger_tokens"]
+    assert sorted(nm["trigger_tokens"]) == ["person", "photo", "sks"], nm["trigger_tokens"]  # no "a", "of"
     assert "trigger_tokens_note" not in nm
     assert "score" in rows[0]["detectors"]["seed_diversity"]  # image-based detectors run on every family
 
@@ -254,5 +254,5 @@ def test_the_python_assertion_flags_a_prompt_on_another_family_with_its_trigger_
     from pytest_memorization.errors import MemorizationError
 
     model = _model(family_models, family_model, "sd3")
-    with pytest.raises(MemorizationError, match=r"'a black cat': d = .*; memorization driven by: .(a|black|cat)."):
+    with pytest.raises(MemorizationError, match=r"'a black cat': d = .*; memorization driven by: .(black|cat)."):
         assert_not_memorized_prompt(model, "a black cat", [0], threshold=0.0, height=64, width=64)

@@ -73,3 +73,28 @@ def test_flux_trigger_tokens_refuse_more_than_one_step(pipes: dict[str, Any]) ->
 
     with pytest.raises(MemorizationConfigError, match="set steps = 1"):
         family_token_significance(pipes["flux"], "a cat", [0], steps=2, **KW)
+
+
+@pytest.mark.parametrize("family", ("sd", *FAMILIES))
+def test_stop_words_and_punctuation_are_not_ranked_unless_asked(pipes: dict[str, Any], family: str) -> None:
+    """Issue #18: 'a', 'in', 'on' came first. They are left out of the ranking (the shares of the
+    words left sum to 1); stop_words=True ranks every word, and a prompt of stop words only still
+    names them rather than nothing."""
+    from pytest_memorization.detectors import trigger_tokens
+    from pytest_memorization.detectors.token_words import STOP_WORDS
+
+    if family == "sd":
+        from pytest_memorization.testing import pipeline_from_components, tiny_components
+
+        pipe = pipeline_from_components(tiny_components(seed=0))
+        pipe.set_progress_bar_config(disable=True)
+    else:
+        pipe = pipes[family]
+    prompt = "a photo of a cat in the garden, on it"
+    ranked = trigger_tokens(pipe, prompt, [0], top=20, **KW)
+    assert [w for w, _ in ranked] and {w for w, _ in ranked} <= {"photo", "cat", "garden"}, ranked
+    assert sum(s for _, s in ranked) == pytest.approx(1.0)
+    every = {w for w, _ in trigger_tokens(pipe, prompt, [0], top=20, stop_words=True, **KW)}
+    assert every == {"a", "photo", "of", "cat", "in", "the", "garden", "on", "it"}
+    only = trigger_tokens(pipe, "it is on the", [0], top=20, **KW)
+    assert {w for w, _ in only} == {"it", "is", "on", "the"} <= STOP_WORDS

@@ -5,7 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["bytes_to_unicode", "clip_words", "t5_words"]
+__all__ = ["STOP_WORDS", "bytes_to_unicode", "clip_words", "t5_words"]
+
+# English function words (articles, prepositions, conjunctions, pronouns, auxiliaries): a prompt's
+# grammar, never what it depicts. Trigger tokens leave them out of the ranking (issue #18: they
+# came first for most memorized prompts, through causal attention's first rows).
+STOP_WORDS = frozenset("""
+a an the this that these those some any each every no
+of in on at by for with without from to into onto over under above below near beside between
+behind through across along around about against among upon off out up down after before during
+and or but nor so yet as than then while if because
+i me my we us our you your he him his she her it its they them their who whom whose which what
+is are was were be been being am has have had do does did will would can could shall should may
+might must not there here
+""".split())
 
 
 def _decode(pieces: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import MemorizationConfigError
 from .noise_magnitude import _check_settings, _timestep_cond, fresh_scheduler, initial_latents
-from .token_words import bytes_to_unicode, clip_words
+from .token_words import STOP_WORDS, bytes_to_unicode, clip_words
 
 __all__ = ["trigger_tokens", "token_significance", "bytes_to_unicode"]
 
@@ -126,11 +126,14 @@ def trigger_tokens(
     num_inference_steps: int = 50,
     negative_prompt: str | None = None,
     wrt: str = "output",
+    stop_words: bool = False,
 ) -> list[tuple[str, float]]:
     """The ``top`` words of ``prompt`` that drive its noise magnitude, most significant first.
 
-    Each score is the word's share of the prompt's total significance (the scores of all the
-    prompt's words sum to 1), so they compare across prompts and models. A word that occurs
+    Stop words (``token_words.STOP_WORDS``: articles, prepositions, pronouns...), punctuation and
+    the start/end tokens are not ranked (``stop_words=True`` ranks stop words too), unless the
+    prompt has no other word. Each score is the word's share of the ranked words' total
+    significance (they sum to 1), so they compare across prompts and models. A word that occurs
     twice is listed once, with its larger share.
     """
     kw = dict(steps=steps, guidance_scale=guidance_scale, height=height, width=width,
@@ -144,6 +147,8 @@ def trigger_tokens(
         words = family_words(pipe, family_token_significance(pipe, prompt, seeds, **kw))
     else:
         words = clip_words(pipe.tokenizer, token_significance(pipe, prompt, seeds, wrt=wrt, **kw))
+    content = [(w, s) for w, s in words if w.lower() not in STOP_WORDS]
+    words = words if stop_words or not content else content
     total = sum(s for _, s in words)
     best: dict[str, float] = {}
     for word, score in words:
