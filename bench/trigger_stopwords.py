@@ -27,9 +27,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 def trained_test_model():
-    import torch
-
     import importlib.util
+
+    import torch
 
     spec = importlib.util.spec_from_file_location("det_conftest", ROOT / "tests" / "detectors" / "conftest.py")
     det = importlib.util.module_from_spec(spec)  # tests/detectors/conftest.py: the training set and sizes
