@@ -119,3 +119,34 @@ def test_flux_is_refused_by_the_exporter_with_the_reason(tmp_path: Path) -> None
     folder = build_tiny_flux(tmp_path / "flux")
     with pytest.raises(CheckpointError, match="a FluxPipeline; this exporter writes SDXL and SD3"):
         save_family_single_file(folder, tmp_path / "flux.safetensors")
+
+
+def test_an_all_in_one_sdxl_file_with_both_text_encoders_loads_with_a_weightless_config(tmp_path: Path) -> None:
+    """As real SDXL files are: UNet, VAE, CLIP-L and OpenCLIP-G (open_clip keys) all in the file;
+    the config folder has no weights at all, so every weight provably comes from the file."""
+    import torch
+
+    from pytest_memorization.model.loading import ModelSource, load
+    from pytest_memorization.testing.families import build_tiny_sdxl
+    from pytest_memorization.testing.family_export import save_family_single_file
+
+    narrow = build_tiny_sdxl(tmp_path / "narrow")
+    with pytest.raises(CheckpointError, match="both 32 wide: diffusers tells an SDXL file's two encoders apart"):
+        save_family_single_file(narrow, tmp_path / "narrow.safetensors", text_encoders=True)
+    folder = build_tiny_sdxl(tmp_path / "sdxl", seed=2, width_2=48)
+    f = save_family_single_file(folder, tmp_path / "sdxl.safetensors", text_encoders=True)
+    config = tmp_path / "config"
+    for p in folder.rglob("*"):
+        if p.is_file() and p.suffix != ".safetensors":
+            (config / p.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, config / p.relative_to(folder))
+    ref, _ = load(ModelSource(str(folder), device="cpu"))
+    pipe, info = load(ModelSource(str(f), config=str(config), device="cpu"))
+    assert info.kind == "single-file" and info.extra["family"] == "sdxl"
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        want, got = getattr(ref, name).state_dict(), getattr(pipe, name).state_dict()
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want), name
+    kw = dict(num_inference_steps=2, height=64, width=64, output_type="pt")
+    a = ref("a cat", generator=torch.Generator().manual_seed(0), **kw).images
+    b = pipe("a cat", generator=torch.Generator().manual_seed(0), **kw).images
+    assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())

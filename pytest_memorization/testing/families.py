@@ -116,8 +116,10 @@ def _eval(pipe: Any) -> Any:
     return pipe
 
 
-def sdxl_pipeline(*, seed: int = 0) -> Any:
-    """An in-memory tiny ``StableDiffusionXLPipeline``."""
+def sdxl_pipeline(*, seed: int = 0, width_2: int = 32) -> Any:
+    """An in-memory tiny ``StableDiffusionXLPipeline``. ``width_2``: the second (OpenCLIP-G-like)
+    text encoder's width; an all-in-one single file needs it to differ from the first encoder's
+    32, since diffusers tells the two encoders in a file apart by their width."""
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
@@ -127,12 +129,12 @@ def sdxl_pipeline(*, seed: int = 0) -> Any:
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
         addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8)
+        projection_class_embeddings_input_dim=6 * 8 + width_2, cross_attention_dim=32 + width_2, norm_num_groups=8)
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        timestep_spacing="leading", steps_offset=1)
     return _eval(StableDiffusionXLPipeline(
         vae=_vae(seed + 1, flow=False), text_encoder=_clip(seed + 2, projection=False), tokenizer=clip_tokenizer(),
-        text_encoder_2=_clip(seed + 3, projection=True), tokenizer_2=clip_tokenizer(), unet=unet,
+        text_encoder_2=_clip(seed + 3, projection=True, hidden=width_2), tokenizer_2=clip_tokenizer(), unet=unet,
         scheduler=scheduler, add_watermarker=False))
 
 
@@ -175,9 +177,9 @@ def _save(pipe: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def build_tiny_sdxl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
+def build_tiny_sdxl(path: str | os.PathLike[str], *, seed: int = 0, width_2: int = 32) -> Path:
     """Write a tiny, real ``StableDiffusionXLPipeline`` folder (64 px images)."""
-    return _save(sdxl_pipeline(seed=seed), path)
+    return _save(sdxl_pipeline(seed=seed, width_2=width_2), path)
 
 
 def build_tiny_sd3(path: str | os.PathLike[str], *, seed: int = 0) -> Path:

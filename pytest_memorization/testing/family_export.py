@@ -9,7 +9,11 @@ original (non-diffusers) key layout that diffusers' ``from_single_file`` convert
   ``qkv``, ``adaLN_modulation`` with shift/scale in the original order), the VAE as
   ``first_stage_model.*``.
 
-The text encoders are not in the file: ``from_single_file(file, config=folder)`` loads every
+With ``text_encoders=True`` an SDXL file also holds both text encoders as real SDXL files do
+(CLIP-L under ``conditioner.embedders.0.transformer.``, OpenCLIP-G in open_clip keys under
+``conditioner.embedders.1.model.``); diffusers tells them apart by width, so the two must differ
+(``build_tiny_sdxl(width_2=48)``). Otherwise the text encoders are not in the file:
+``from_single_file(file, config=folder)`` loads every
 component the file does not hold from the config folder, as it does for the real
 ``sd3_medium.safetensors`` (no text encoders). ``copy_family_config`` writes such a folder:
 every config and tokenizer, and weights only for the components the file does not hold, so a
@@ -32,7 +36,7 @@ from typing import Any
 from ..errors import CheckpointError
 from .ldm_export import UNET_PREFIX, _map_keys, _unet_rules, vae_to_ldm
 
-__all__ = ["SINGLE_FILE_COMPONENTS", "sdxl_unet_to_ldm", "sd3_transformer_to_original", "save_family_single_file",
+__all__ = ["SINGLE_FILE_COMPONENTS", "sdxl_unet_to_ldm", "sdxl_text_encoders_to_ldm", "sd3_transformer_to_original", "save_family_single_file",
            "copy_family_config"]
 
 SINGLE_FILE_COMPONENTS = {"StableDiffusionXLPipeline": ("unet", "vae"),
@@ -48,6 +52,43 @@ def sdxl_unet_to_ldm(state_dict: Mapping[str, Any], config: Mapping[str, Any]) -
     rules = _unet_rules({**config, "addition_embed_type": None})
     rules += [("add_embedding.linear_1", "label_emb.0.0", {}), ("add_embedding.linear_2", "label_emb.0.2", {})]
     return _map_keys(state_dict, rules, "unet", UNET_PREFIX)
+
+
+def sdxl_text_encoders_to_ldm(text_encoder: Any, text_encoder_2: Any) -> dict[str, Any]:
+    """SDXL's two text encoders as an original SDXL checkpoint holds them: CLIP ViT-L in
+    transformers keys under ``conditioner.embedders.0.transformer.``, OpenCLIP ViT-bigG in
+    open_clip keys (fused ``in_proj``, ``resblocks``, transposed ``text_projection``) under
+    ``conditioner.embedders.1.model.``: the inverse of diffusers' ``convert_open_clip_checkpoint``."""
+    import torch
+
+    w1 = text_encoder.config.hidden_size
+    if text_encoder_2.config.hidden_size == w1:
+        raise CheckpointError(f"text_encoder and text_encoder_2 are both {w1} wide: diffusers tells an SDXL file's "
+                              "two encoders apart by their width, so it would load the first into both; build "
+                              "them with different widths (build_tiny_sdxl(width_2=48))")
+    out = {}
+    for key, t in text_encoder.state_dict().items():
+        out["conditioner.embedders.0.transformer." + (key if key.startswith("text_model.") else "text_model." + key)] = t
+    sd = {k.removeprefix("text_model."): v for k, v in text_encoder_2.state_dict().items()}
+    g = "conditioner.embedders.1.model."
+    out[g + "text_projection"] = sd.pop("text_projection.weight").T.contiguous()
+    out[g + "positional_embedding"] = sd.pop("embeddings.position_embedding.weight")
+    out[g + "token_embedding.weight"] = sd.pop("embeddings.token_embedding.weight")
+    sd.pop("embeddings.position_ids", None)
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
+             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+    for i in range(text_encoder_2.config.num_hidden_layers):
+        src, dst = f"encoder.layers.{i}.", f"{g}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}attn.in_proj_{kind}"] = torch.cat([sd.pop(f"{src}self_attn.{p}_proj.{kind}") for p in "qkv"])
+            for a, b in names.items():
+                out[f"{dst}{b}.{kind}"] = sd.pop(f"{src}{a}.{kind}")
+    for kind in ("weight", "bias"):
+        out[f"{g}ln_final.{kind}"] = sd.pop(f"final_layer_norm.{kind}")
+    if sd:
+        raise CheckpointError(f"text_encoder_2: {len(sd)} weight(s) have no place in an OpenCLIP checkpoint "
+                              f"({', '.join(sorted(sd)[:5])})")
+    return out
 
 
 def _swap_halves(t: Any) -> Any:
@@ -115,9 +156,12 @@ def sd3_transformer_to_original(state_dict: Mapping[str, Any], config: Mapping[s
     return {UNET_PREFIX + k: v for k, v in out.items()}
 
 
-def save_family_single_file(pipeline_dir: str | os.PathLike[str], out_file: str | os.PathLike[str]) -> Path:
+def save_family_single_file(pipeline_dir: str | os.PathLike[str], out_file: str | os.PathLike[str], *,
+                            text_encoders: bool = False) -> Path:
     """Write an SDXL or SD3 diffusers folder's denoiser and VAE as one original-layout
-    ``.safetensors`` file (see the module docstring). Returns ``out_file``."""
+    ``.safetensors`` file (see the module docstring). Returns ``out_file``.
+
+    ``text_encoders`` (SDXL only): the file holds both text encoders too, as real SDXL files do."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel, UNet2DConditionModel
     from safetensors.torch import save_file
 
@@ -130,6 +174,15 @@ def save_family_single_file(pipeline_dir: str | os.PathLike[str], out_file: str 
     if pipeline == "StableDiffusionXLPipeline":
         unet = UNet2DConditionModel.from_pretrained(src, subfolder="unet", local_files_only=True)
         tensors.update(sdxl_unet_to_ldm(unet.state_dict(), dict(unet.config)))
+        if text_encoders:
+            from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+            tensors.update(sdxl_text_encoders_to_ldm(
+                CLIPTextModel.from_pretrained(src / "text_encoder", local_files_only=True),
+                CLIPTextModelWithProjection.from_pretrained(src / "text_encoder_2", local_files_only=True)))
+    elif text_encoders:
+        raise CheckpointError("text_encoders=True is for SDXL: diffusers reads SD3's CLIP-L from a single file "
+                              "with an identity text projection, so a tiny SD3's would not round-trip")
     else:
         net = SD3Transformer2DModel.from_pretrained(src, subfolder="transformer", local_files_only=True)
         tensors.update(sd3_transformer_to_original(net.state_dict(), dict(net.config)))
