@@ -150,3 +150,30 @@ def test_an_all_in_one_sdxl_file_with_both_text_encoders_loads_with_a_weightless
     a = ref("a cat", generator=torch.Generator().manual_seed(0), **kw).images
     b = pipe("a cat", generator=torch.Generator().manual_seed(0), **kw).images
     assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+
+
+def test_a_denoiser_only_file_takes_its_vae_from_the_config_folder(exported: dict[str, dict[str, Path]],
+                                                                   tmp_path: Path) -> None:
+    """The shape of FLUX.1's files (the transformer alone), proven on SD3: the loader passes the
+    VAE from the config folder; without VAE weights there, our error names the folder."""
+    import torch
+
+    from pytest_memorization.model.families import checkpoint_keys
+    from pytest_memorization.model.loading import ModelSource, load
+    from pytest_memorization.testing.family_export import copy_family_config, save_family_single_file
+
+    folder = exported["sd3"]["folder"]
+    f = save_family_single_file(folder, tmp_path / "mmdit.safetensors", vae=False)
+    assert not [k for k in checkpoint_keys(f) if k.startswith("first_stage_model.")]
+    with pytest.raises(CheckpointError, match=r"holds no VAE and the config folder .*vae has no weights either"):
+        load(ModelSource(str(f), config=str(exported["sd3"]["config"]), device="cpu"))
+    config = copy_family_config(folder, tmp_path / "config", vae=True)
+    ref, _ = load(ModelSource(str(folder), device="cpu"))
+    pipe, _ = load(ModelSource(str(f), config=str(config), device="cpu"))
+    for name in ("transformer", "vae"):
+        want, got = getattr(ref, name).state_dict(), getattr(pipe, name).state_dict()
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want), name
+    kw = dict(num_inference_steps=2, height=64, width=64, output_type="pt")
+    a = ref("a cat", generator=torch.Generator().manual_seed(0), **kw).images
+    b = pipe("a cat", generator=torch.Generator().manual_seed(0), **kw).images
+    assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())

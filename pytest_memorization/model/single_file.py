@@ -1,4 +1,4 @@
-"""Text encoders that a single-file checkpoint does not hold, loaded from its config folder.
+"""Text encoders (and a VAE) that a single-file checkpoint does not hold, loaded from its config folder.
 
 diffusers' ``from_single_file(file, config=folder)`` converts what the file holds and loads the
 remaining *diffusers* components from the folder, but not the *transformers* ones (it looks for
@@ -35,11 +35,21 @@ def missing_text_encoders(family: str, keys: Iterable[str]) -> list[str]:
 
 
 def text_encoders_from_config(family: str, keys: Iterable[str], config: Path, dtype: Any) -> dict[str, Any]:
-    """{component: loaded model} for each text encoder the file lacks, from ``config``."""
+    """{component: loaded model} for each text encoder the file lacks, from ``config``; and the
+    VAE when the file has none (FLUX.1 and denoiser-only files hold the transformer alone)."""
     import transformers
 
+    keys = list(keys)
     index = json.loads((config / "model_index.json").read_text())
     out: dict[str, Any] = {}
+    if family != "sd" and not any(k.startswith(("first_stage_model.", "vae.")) for k in keys):
+        from diffusers import AutoencoderKL
+
+        if not (config / "vae" / "diffusion_pytorch_model.safetensors").is_file():
+            raise CheckpointError(
+                f"the single file holds no VAE and the config folder {config / 'vae'} has no weights either "
+                "(diffusion_pytorch_model.safetensors): put the VAE's weights there, or use a file that includes it")
+        out["vae"] = AutoencoderKL.from_pretrained(config / "vae", local_files_only=True, torch_dtype=dtype)
     for name in missing_text_encoders(family, keys):
         entry = index.get(name)
         if not isinstance(entry, list) or entry[0] is None:

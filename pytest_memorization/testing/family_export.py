@@ -157,11 +157,12 @@ def sd3_transformer_to_original(state_dict: Mapping[str, Any], config: Mapping[s
 
 
 def save_family_single_file(pipeline_dir: str | os.PathLike[str], out_file: str | os.PathLike[str], *,
-                            text_encoders: bool = False) -> Path:
+                            text_encoders: bool = False, vae: bool = True) -> Path:
     """Write an SDXL or SD3 diffusers folder's denoiser and VAE as one original-layout
     ``.safetensors`` file (see the module docstring). Returns ``out_file``.
 
-    ``text_encoders`` (SDXL only): the file holds both text encoders too, as real SDXL files do."""
+    ``text_encoders`` (SDXL only): the file holds both text encoders too, as real SDXL files do.
+    ``vae=False``: the denoiser alone, as FLUX.1's files are (``copy_family_config(vae=True)``)."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel, UNet2DConditionModel
     from safetensors.torch import save_file
 
@@ -169,8 +170,10 @@ def save_family_single_file(pipeline_dir: str | os.PathLike[str], out_file: str 
     if out_file.suffix != ".safetensors":
         raise CheckpointError(f"{out_file}: the single file must end in '.safetensors'")
     pipeline = _pipeline_class(src)
-    vae = AutoencoderKL.from_pretrained(src, subfolder="vae", local_files_only=True)
-    tensors = vae_to_ldm(vae.state_dict(), dict(vae.config))
+    tensors: dict[str, Any] = {}
+    if vae:
+        ae = AutoencoderKL.from_pretrained(src, subfolder="vae", local_files_only=True)
+        tensors.update(vae_to_ldm(ae.state_dict(), dict(ae.config)))
     if pipeline == "StableDiffusionXLPipeline":
         unet = UNet2DConditionModel.from_pretrained(src, subfolder="unet", local_files_only=True)
         tensors.update(sdxl_unet_to_ldm(unet.state_dict(), dict(unet.config)))
@@ -194,11 +197,13 @@ def save_family_single_file(pipeline_dir: str | os.PathLike[str], out_file: str 
     return out_file
 
 
-def copy_family_config(pipeline_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+def copy_family_config(pipeline_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *,
+                       vae: bool = False) -> Path:
     """The config folder for ``save_family_single_file``'s file: ``pipeline_dir`` without the
-    weights of the components the file holds (the text encoders keep theirs). Returns ``dest``."""
+    weights of the components the file holds (the text encoders keep theirs; the VAE keeps its
+    with ``vae=True``, for a denoiser-only file). Returns ``dest``."""
     src, dest = Path(pipeline_dir), Path(dest)
-    in_file = SINGLE_FILE_COMPONENTS[_pipeline_class(src)]
+    in_file = tuple(c for c in SINGLE_FILE_COMPONENTS[_pipeline_class(src)] if not (vae and c == "vae"))
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
         weights = path.suffix in (".safetensors", ".bin") or path.name.endswith(".index.json")
