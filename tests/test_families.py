@@ -148,18 +148,19 @@ def test_end_to_end_through_pytest_memorization(pytester: pytest.Pytester, famil
     i2i = [r for r in rows if r["item"].endswith("astronaut[img2img]")]
     assert sorted(r["extra"]["img2img"]["strength"] for r in i2i) == [0.5, 0.5, 0.9, 0.9]
 
-    # noise magnitude on the denoiser's output (epsilon or flow velocity); trigger tokens say they do not apply
+    # noise magnitude on the denoiser's output (epsilon or flow velocity); a flagged prompt names its trigger tokens
     (pytester.path / "memorization.toml").write_text(
         MANIFEST.format(family=family).replace("[[work]]", "[detectors]\nnoise_magnitude = { threshold = 0.0 }\n"
                                                "seed_diversity = { threshold = 0.15 }\n\n[[work]]"))
     result = pytester.runpytest("--memorization", "--memorization-report", "rep2", "-k", "sks")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*noise magnitude * >= 0.0000 (uncalibrated, written in the manifest) for prompt "
-                                 "'a photo of sks person' (trigger tokens: not available for this model family)*"])
+                                 "'a photo of sks person'; memorization driven by: '*"])
     rows = json.loads((pytester.path / "rep2" / "report.json").read_text())["results"]
     nm = rows[0]["detectors"]["noise_magnitude"]
-    assert [r["verdict"] for r in rows] == ["fail", "fail"] and nm["score"] > 0 and nm["trigger_tokens"] is None
-    assert "trigger_tokens is not applicable to" in nm["trigger_tokens_note"]
+    assert [r["verdict"] for r in rows] == ["fail", "fail"] and nm["score"] > 0
+    assert sorted(nm["trigger_tokens"]) == ["person", "photo", "sks"], nm["trigger_tokens"]  # no "a", "of"
+    assert "trigger_tokens_note" not in nm
     assert "score" in rows[0]["detectors"]["seed_diversity"]  # image-based detectors run on every family
 
 
@@ -247,12 +248,11 @@ def test_auto_dtype_follows_the_family_on_cuda_only() -> None:
     assert resolve_dtype("auto", "cuda:0") == "float16"  # unknown family: as before
 
 
-def test_the_python_assertion_flags_a_prompt_on_another_family_and_says_trigger_tokens_do_not_apply(
+def test_the_python_assertion_flags_a_prompt_on_another_family_with_its_trigger_tokens(
         family_models: dict[str, Path], family_model: dict[str, object]) -> None:
     from pytest_memorization import assert_not_memorized_prompt
     from pytest_memorization.errors import MemorizationError
 
     model = _model(family_models, family_model, "sd3")
-    with pytest.raises(MemorizationError, match=r"'a cat': d = .*trigger tokens: not available for Stable "
-                                                r"Diffusion 3.x models"):
-        assert_not_memorized_prompt(model, "a cat", [0], threshold=0.0, height=64, width=64)
+    with pytest.raises(MemorizationError, match=r"'a black cat': d = .*; memorization driven by: .(black|cat)."):
+        assert_not_memorized_prompt(model, "a black cat", [0], threshold=0.0, height=64, width=64)

@@ -41,37 +41,56 @@ def _denoiser(pipe: Any) -> Any:
     return net
 
 
-def _record(pipe: Any, steps: int, call: dict[str, Any], split: bool) -> Any:
+def _record(pipe: Any, steps: int, call: dict[str, Any], split: bool, grad: bool = False) -> Any:
     """Run ``pipe(**call)`` for ``steps`` denoiser calls; return the outputs per call, (steps, N, ...)
-    (``split``: each call's batch is ``[uncond; cond]`` and the difference per image is kept)."""
+    (``split``: each call's batch is ``[uncond; cond]`` and the difference per image is kept).
+
+    ``grad``: the pipeline's undecorated ``__call__`` runs with gradients, so the outputs stay
+    differentiable with respect to tensors passed in ``call`` (``prompt_embeds``: trigger tokens);
+    the latents entering the denoiser are detached (treated as constants, as Wen et al. do)."""
     import torch
 
     outs: list[Any] = []
+
+    def detach_latents(module: Any, args: Any, kwargs: Any) -> Any:
+        if "hidden_states" in kwargs:
+            kwargs["hidden_states"] = kwargs["hidden_states"].detach()
+        elif "sample" in kwargs:
+            kwargs["sample"] = kwargs["sample"].detach()
+        elif args:
+            args = (args[0].detach(), *args[1:])
+        return args, kwargs
 
     def hook(module: Any, args: Any, kwargs: Any, output: Any) -> None:
         if len(outs) >= steps:
             return
         y = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
-        y = y.detach().float()
+        y = y.float() if grad else y.detach().float()
         if split:
             if y.shape[0] % 2:
                 raise MemorizationConfigError("noise magnitude: the pipeline ran without classifier-free guidance; "
                                               "it needs guidance_scale > 1")
             u, c = y.chunk(2)
             y = c - u
-        outs.append(y.flatten(1).cpu())
+        outs.append(y.flatten(1) if grad else y.flatten(1).cpu())
 
     def stop(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
         if i + 1 >= steps:
             p._interrupt = True
         return {}
 
-    handle = _denoiser(pipe).register_forward_hook(hook, with_kwargs=True)
+    net = _denoiser(pipe)
+    handles = [net.register_forward_hook(hook, with_kwargs=True)]
+    if grad:
+        handles.append(net.register_forward_pre_hook(detach_latents, with_kwargs=True))
+    fn = type(pipe).__call__
+    fn = getattr(fn, "__wrapped__", fn) if grad else fn  # diffusers wraps __call__ in torch.no_grad()
     try:
-        with torch.no_grad():
-            pipe(**call, output_type="latent", callback_on_step_end=stop)
+        with torch.set_grad_enabled(grad):
+            fn(pipe, **call, output_type="latent", callback_on_step_end=stop)
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
     if len(outs) < steps:
         raise MemorizationConfigError(f"noise magnitude: the pipeline ran {len(outs)} denoiser steps, fewer than "
                                       f"steps={steps}")

@@ -12,6 +12,9 @@ input embeddings attribute to the typed words themselves. As in their code, the 
 treated as constants (no gradient through the scheduler steps) and ``d`` is averaged over seeds
 and the first ``steps`` steps.
 
+SDXL, SD3 and Flux pipelines are attributed by ``family_triggers`` (their encoders' output rows,
+through the pipeline's own denoiser call); ``trigger_tokens`` dispatches on the pipeline.
+
 Cost: one text-encoder pass with gradients and, per step, one UNet pass without gradients
 (unconditional) and one with gradients (conditional) on ``len(seeds)`` latents.
 """
@@ -23,8 +26,9 @@ from typing import Any
 
 from ..errors import MemorizationConfigError
 from .noise_magnitude import _check_settings, _timestep_cond, fresh_scheduler, initial_latents
+from .token_words import STOP_WORDS, bytes_to_unicode, clip_words
 
-__all__ = ["trigger_tokens", "token_significance"]
+__all__ = ["trigger_tokens", "token_significance", "bytes_to_unicode"]
 
 
 def token_significance(
@@ -109,29 +113,6 @@ def token_significance(
     return list(zip(tokenizer.convert_ids_to_tokens(real), mags))
 
 
-def _decode(pieces: str) -> str:
-    """CLIP BPE pieces -> text: ``</w>`` marks a word end; other characters map back to bytes."""
-    inverse = {c: b for b, c in bytes_to_unicode().items()}
-    text = pieces.replace("</w>", " ")
-    raw = bytes(inverse.get(ch, ord(" ")) if ch != " " else 32 for ch in text)
-    return raw.decode("utf-8", errors="replace").strip()
-
-
-def _words(tokenizer: Any, pieces: list[tuple[str, float]]) -> list[tuple[str, float]]:
-    """Merge BPE pieces into words: a piece ending in ``</w>`` ends a word (CLIP's BPE)."""
-    words: list[tuple[str, float]] = []
-    group: list[tuple[str, float]] = []
-    for i, (piece, mag) in enumerate(pieces):
-        group.append((piece, mag))
-        if piece.endswith("</w>") or i == len(pieces) - 1:
-            text = _decode("".join(p for p, _ in group))
-            score = sum(m * m for _, m in group) ** 0.5
-            if any(ch.isalnum() for ch in text):
-                words.append((text, score))
-            group = []
-    return words
-
-
 def trigger_tokens(
     pipe: Any,
     prompt: str,
@@ -145,26 +126,29 @@ def trigger_tokens(
     num_inference_steps: int = 50,
     negative_prompt: str | None = None,
     wrt: str = "output",
+    stop_words: bool = False,
 ) -> list[tuple[str, float]]:
     """The ``top`` words of ``prompt`` that drive its noise magnitude, most significant first.
 
-    Each score is the word's share of the prompt's total significance (the scores of all the
-    prompt's words sum to 1), so they compare across prompts and models. A word that occurs
+    Stop words (``token_words.STOP_WORDS``: articles, prepositions, pronouns...), punctuation and
+    the start/end tokens are not ranked (``stop_words=True`` ranks stop words too), unless the
+    prompt has no other word. Each score is the word's share of the ranked words' total
+    significance (they sum to 1), so they compare across prompts and models. A word that occurs
     twice is listed once, with its larger share.
     """
-    pieces = token_significance(
-        pipe,
-        prompt,
-        seeds,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        height=height,
-        width=width,
-        num_inference_steps=num_inference_steps,
-        negative_prompt=negative_prompt,
-        wrt=wrt,
-    )
-    words = _words(pipe.tokenizer, pieces)
+    kw = dict(steps=steps, guidance_scale=guidance_scale, height=height, width=width,
+              num_inference_steps=num_inference_steps, negative_prompt=negative_prompt)
+    from .family_triggers import family_token_significance, family_words, is_family_pipeline
+
+    if is_family_pipeline(pipe):  # SDXL, SD3, Flux: their encoders' output rows (family_triggers)
+        if wrt != "output":
+            raise MemorizationConfigError("trigger tokens on SDXL, SD3 and Flux differentiate the encoders' output "
+                                          f"rows only; wrt={wrt!r} is SD 1/2 only")
+        words = family_words(pipe, family_token_significance(pipe, prompt, seeds, **kw))
+    else:
+        words = clip_words(pipe.tokenizer, token_significance(pipe, prompt, seeds, wrt=wrt, **kw))
+    content = [(w, s) for w, s in words if w.lower() not in STOP_WORDS]
+    words = words if stop_words or not content else content
     total = sum(s for _, s in words)
     best: dict[str, float] = {}
     for word, score in words:
@@ -172,17 +156,3 @@ def trigger_tokens(
         best[word] = max(best.get(word, 0.0), share)
     ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)
     return ranked[: max(0, top)]
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """The reversible byte -> printable character map that CLIP's BPE is built on."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))

@@ -38,15 +38,16 @@ class Family:
     cuda_dtype: str
     # noise magnitude: SD 1/2 through detectors.noise_magnitude, SDXL/SD3/Flux through
     # detectors.denoiser_noise (the denoiser's output: epsilon, v or flow velocity).
-    # trigger tokens need the SD 1/2 UNet and CLIP encode_prompt today.
+    # trigger tokens: SD 1/2 through detectors.trigger_tokens, SDXL/SD3/Flux through
+    # detectors.family_triggers (the gradient with respect to the encoders' per-token rows).
     noise_magnitude: bool
     trigger_tokens: bool
 
 
 SD = Family("sd", "Stable Diffusion 1.x/2.x", "StableDiffusionPipeline", True, True, "float16", True, True)
-SDXL = Family("sdxl", "Stable Diffusion XL", "StableDiffusionXLPipeline", True, True, "float16", True, False)
-SD3 = Family("sd3", "Stable Diffusion 3.x", "StableDiffusion3Pipeline", True, True, "bfloat16", True, False)
-FLUX = Family("flux", "Flux", "FluxPipeline", False, False, "bfloat16", True, False)
+SDXL = Family("sdxl", "Stable Diffusion XL", "StableDiffusionXLPipeline", True, True, "float16", True, True)
+SD3 = Family("sd3", "Stable Diffusion 3.x", "StableDiffusion3Pipeline", True, True, "bfloat16", True, True)
+FLUX = Family("flux", "Flux", "FluxPipeline", False, False, "bfloat16", True, True)
 OTHER = Family("other", "other diffusers pipeline", "", True, True, "float16", False, False)
 GENERATOR = Family("generator", "external generator", "", True, True, "float32", False, False)
 FAMILIES = {f.name: f for f in (SD, SDXL, SD3, FLUX, OTHER, GENERATOR)}
@@ -59,7 +60,7 @@ _CLASS_PREFIXES = (("StableDiffusionXL", SDXL), ("StableDiffusion3", SD3), ("Flu
 _KEY_MARKERS = (
     (FLUX, ("double_blocks.", "single_blocks.")),
     (SD3, ("model.diffusion_model.joint_blocks.",)),
-    (SDXL, ("conditioner.embedders.1.",)),
+    (SDXL, ("conditioner.embedders.1.", "model.diffusion_model.label_emb.0.0.")),  # OpenCLIP-G; size conditioning
     (SD, ("model.diffusion_model.input_blocks.", "cond_stage_model.")),
 )
 
@@ -180,7 +181,7 @@ def not_applicable(detector: str, family: Family) -> str:
     if family is GENERATOR:
         needs = "the model's denoiser and text encoders, which an external generator does not expose"
     elif detector == "trigger_tokens":
-        needs = "the SD 1/2 UNet and its CLIP text encoder's prompt encoding"
+        needs = "the denoiser and the text encoders of SD 1/2, SDXL, SD3 or Flux"
     else:
         needs = "a diffusers denoiser (pipe.unet or pipe.transformer) of a known family"
     return (f"{detector} is not applicable to {family.label} models yet: it needs {needs}. Remove it from "

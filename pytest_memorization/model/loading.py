@@ -19,7 +19,7 @@ from typing import Any
 
 from .._io import atomic_write_text, hub_cache_dir, sha256_file
 from ..errors import CheckpointError
-from .families import SD, default_dtype, family_hint, family_of, single_file_family
+from .families import SD, checkpoint_keys, default_dtype, family_hint, family_of, single_file_family
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
@@ -293,7 +293,10 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
             )
         family = single_file_family(path, cfg)  # keys vs config folder: a mismatch is a CheckpointError
         pipeline_class = getattr(diffusers, family.pipeline_class)
-        kwargs = common if family is SD else {"dtype": common["dtype"]}
+        kwargs = dict(common) if family is SD else {"dtype": common["dtype"]}
+        from .single_file import text_encoders_from_config  # the ones the file lacks
+
+        kwargs.update(text_encoders_from_config(family.name, checkpoint_keys(path), cfg, common["dtype"]))
         pipe = _wrap(lambda: pipeline_class.from_single_file(
             str(path), config=str(cfg), local_files_only=True, **kwargs), path)
         digest = content_hash(path)

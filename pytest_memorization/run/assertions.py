@@ -171,7 +171,7 @@ def assert_not_memorized_prompt(model: Any, prompts: Sequence[str] | str, seeds:
 
         lines = [f"noise magnitude reaches the threshold {threshold:g} for {len(bad)} prompt(s):"]
         for p, v in bad:
-            if not model.family.trigger_tokens:  # SD 1/2 only today: say so instead of guessing
+            if not model.family.trigger_tokens:  # an unknown pipeline: say so instead of guessing
                 lines.append(f"  {p!r}: d = {v:.4f} (trigger tokens: not available for {model.family.label} models)")
                 continue
             words = [w for w, _ in trigger_tokens(model.pipe, p, list(seeds)[:1], steps=steps,

@@ -108,8 +108,18 @@ def _vae(seed: int, *, flow: bool) -> Any:
                          norm_num_groups=8, sample_size=64, layers_per_block=1, **extra)
 
 
-def sdxl_pipeline(*, seed: int = 0) -> Any:
-    """An in-memory tiny ``StableDiffusionXLPipeline``."""
+def _eval(pipe: Any) -> Any:
+    """Inference mode, as ``from_pretrained`` leaves a pipeline (T5's dropout would make scores random)."""
+    for component in pipe.components.values():
+        if hasattr(component, "eval"):
+            component.eval()
+    return pipe
+
+
+def sdxl_pipeline(*, seed: int = 0, width_2: int = 32) -> Any:
+    """An in-memory tiny ``StableDiffusionXLPipeline``. ``width_2``: the second (OpenCLIP-G-like)
+    text encoder's width; an all-in-one single file needs it to differ from the first encoder's
+    32, since diffusers tells the two encoders in a file apart by their width."""
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
@@ -119,13 +129,13 @@ def sdxl_pipeline(*, seed: int = 0) -> Any:
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
         addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8)
+        projection_class_embeddings_input_dim=6 * 8 + width_2, cross_attention_dim=32 + width_2, norm_num_groups=8)
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        timestep_spacing="leading", steps_offset=1)
-    return StableDiffusionXLPipeline(
+    return _eval(StableDiffusionXLPipeline(
         vae=_vae(seed + 1, flow=False), text_encoder=_clip(seed + 2, projection=False), tokenizer=clip_tokenizer(),
-        text_encoder_2=_clip(seed + 3, projection=True), tokenizer_2=clip_tokenizer(), unet=unet,
-        scheduler=scheduler, add_watermarker=False)
+        text_encoder_2=_clip(seed + 3, projection=True, hidden=width_2), tokenizer_2=clip_tokenizer(), unet=unet,
+        scheduler=scheduler, add_watermarker=False))
 
 
 def sd3_pipeline(*, seed: int = 0) -> Any:
@@ -138,11 +148,11 @@ def sd3_pipeline(*, seed: int = 0) -> Any:
         sample_size=32, patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
         num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=T5_WIDTH * 2,
         pooled_projection_dim=64, pos_embed_max_size=32)
-    return StableDiffusion3Pipeline(
+    return _eval(StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         vae=_vae(seed + 1, flow=True), text_encoder=_clip(seed + 2, projection=True), tokenizer=clip_tokenizer(),
         text_encoder_2=_clip(seed + 3, projection=True), tokenizer_2=clip_tokenizer(),
-        text_encoder_3=_t5(seed + 4, T5_WIDTH * 2), tokenizer_3=t5_tokenizer())
+        text_encoder_3=_t5(seed + 4, T5_WIDTH * 2), tokenizer_3=t5_tokenizer()))
 
 
 def flux_pipeline(*, seed: int = 0) -> Any:
@@ -155,10 +165,10 @@ def flux_pipeline(*, seed: int = 0) -> Any:
         patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=T5_WIDTH, pooled_projection_dim=32, guidance_embeds=True,
         axes_dims_rope=(4, 4, 8))
-    return FluxPipeline(
+    return _eval(FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae(seed + 1, flow=True),
         text_encoder=_clip(seed + 2, projection=False), tokenizer=clip_tokenizer(),
-        text_encoder_2=_t5(seed + 3), tokenizer_2=t5_tokenizer(), transformer=transformer)
+        text_encoder_2=_t5(seed + 3), tokenizer_2=t5_tokenizer(), transformer=transformer))
 
 
 def _save(pipe: Any, path: str | os.PathLike[str]) -> Path:
@@ -167,9 +177,9 @@ def _save(pipe: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def build_tiny_sdxl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
+def build_tiny_sdxl(path: str | os.PathLike[str], *, seed: int = 0, width_2: int = 32) -> Path:
     """Write a tiny, real ``StableDiffusionXLPipeline`` folder (64 px images)."""
-    return _save(sdxl_pipeline(seed=seed), path)
+    return _save(sdxl_pipeline(seed=seed, width_2=width_2), path)
 
 
 def build_tiny_sd3(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
