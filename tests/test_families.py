@@ -139,7 +139,11 @@ def test_end_to_end_through_pytest_memorization(pytester: pytest.Pytester, famil
     report = json.loads((pytester.path / "rep" / "report.json").read_text())
     run = report["run"]
     assert run["family"] == family and run["pipeline"].startswith(("StableDiffusion", "Flux")) and run["lora_hash"]
-    assert run["dtype"] == "float32"  # auto on CPU; CUDA picks the family's dtype
+    from pytest_memorization.model.families import FAMILIES
+    from pytest_memorization.model.loading import resolve_dtype
+
+    # auto: float32 on the CPU; on CUDA the family's dtype (run on an H200: float16 / bfloat16)
+    assert run["dtype"] == resolve_dtype("auto", "cuda" if torch.cuda.is_available() else "cpu", FAMILIES[family])
     rows = report["results"]
     assert {r["verdict"] for r in rows} <= {"pass", "warn"} and len(rows) == 8
     gated = [r for r in rows if r["item"].endswith("astronaut[0]")]
