@@ -55,7 +55,7 @@ def _pure_noise_settings(name: str, cfg: dict[str, Any]) -> tuple[int, dict[str,
 
         return int(cfg.get("timesteps", 1)), {"norm_weight": float(cfg.get("norm_weight", NORM_WEIGHT)),
                                               "align_weight": float(cfg.get("align_weight", ALIGN_WEIGHT))}
-    return 1, {}
+    return 1, {"kind": str(cfg.get("kind", "guidance"))}
 
 
 def _pure_noise_scorer(name: str, model: Any, cfg: dict[str, Any]) -> Any:
@@ -82,7 +82,8 @@ def _pure_noise_scorer(name: str, model: Any, cfg: dict[str, Any]) -> Any:
     from ..detectors.lora_delta import lora_delta_scores
 
     def delta(pipe: Any, prompts: Any, seeds: Any, **kw: Any) -> tuple[Any, Any]:
-        scores, maps, _ = lora_delta_scores(pipe, prompts, seeds, base=lambda: model.lora_scale(0.0), **kw)
+        scores, maps, _ = lora_delta_scores(pipe, prompts, seeds, base=lambda: model.lora_scale(0.0),
+                                            kind=str(cfg.get("kind", "guidance")), **kw)
         return scores, maps
 
     return delta
