@@ -109,8 +109,13 @@ def zero_step_scores(
     norm_weight: float = NORM_WEIGHT,
     align_weight: float = ALIGN_WEIGHT,
     timesteps: int = 1,
+    uncond_cache: dict[Any, Any] | None = None,
 ) -> ZeroStep:
-    """The zero-step score for every (prompt, seed), with its two terms, maps and UNet count."""
+    """The zero-step score for every (prompt, seed), with its two terms, maps and UNet count.
+
+    ``uncond_cache``: a dict kept by the caller for one model (one weights + LoRA state): the
+    unconditional predictions on pure noise are stored in it per (timestep, seed, size, schedule,
+    negative prompt) and reused by later calls, so that items of one prompt each share them too."""
     import torch
 
     from .noise_magnitude import _check_settings, _encode, initial_latents
@@ -137,13 +142,17 @@ def zero_step_scores(
         x = initial_latents(pipe, seeds, height=height, width=width, dtype=cond.dtype)  # (S, C, h, w)
         # unconditional on pure noise: once per seed and timestep, for every prompt
         eps_u = {}
+        cache = {} if uncond_cache is None else uncond_cache
         for t in times:
-            parts = []
-            for start in range(0, S, batch_size):
-                xs = x[start:start + batch_size]
-                parts.append(unet_eps(pipe, sch, xs, t, uncond[:1].expand(len(xs), -1, -1)))
-                evals += len(xs)
-            eps_u[int(t)] = torch.cat(parts)
+            keys = [(int(t), seed, height, width, num_inference_steps, negative_prompt) for seed in seeds]
+            todo = [i for i, k in enumerate(keys) if k not in cache]
+            for start in range(0, len(todo), batch_size):
+                idx = todo[start:start + batch_size]
+                out = unet_eps(pipe, sch, x[idx], t, uncond[:1].expand(len(idx), -1, -1))
+                evals += len(idx)
+                for i, row in zip(idx, out):
+                    cache[keys[i]] = row
+            eps_u[int(t)] = torch.stack([cache[k] for k in keys])
         norm = torch.zeros(P * S)
         align = torch.zeros(P * S)
         maps = torch.zeros(P * S, *x.shape[2:])

@@ -58,7 +58,7 @@ def _pure_noise_settings(name: str, cfg: dict[str, Any]) -> tuple[int, dict[str,
     return 1, {"kind": str(cfg.get("kind", "guidance"))}
 
 
-def _pure_noise_scorer(name: str, model: Any, cfg: dict[str, Any]) -> Any:
+def _pure_noise_scorer(name: str, model: Any, cfg: dict[str, Any], session: Any) -> Any:
     """The detector's full scorer (scores, maps) with ``noise_magnitude``'s keyword arguments."""
 
     if model.family.name != "sd":
@@ -70,8 +70,12 @@ def _pure_noise_scorer(name: str, model: Any, cfg: dict[str, Any]) -> Any:
 
         steps, extra = _pure_noise_settings(name, cfg)
 
+        # the unconditional passes on pure noise depend on the model and the seed only: one per
+        # seed for the whole session, whatever the number of items
+        cache = session.uncond_noise.setdefault(model.fingerprint, {})
+
         def zero(pipe: Any, prompts: Any, seeds: Any, **kw: Any) -> tuple[Any, Any]:
-            z = zero_step_scores(pipe, prompts, seeds, timesteps=steps, **extra, **kw)
+            z = zero_step_scores(pipe, prompts, seeds, timesteps=steps, uncond_cache=cache, **extra, **kw)
             return z.score, z.maps
 
         return zero
@@ -101,7 +105,7 @@ def _run_pure_noise(name: str, model: Any, cfg: dict[str, Any], session: Any, pl
     from ..judging.detectors import threshold_finding
 
     g = plan.gen
-    scorer = _pure_noise_scorer(name, model, cfg)
+    scorer = _pure_noise_scorer(name, model, cfg, session)
     threshold, calibrated = noise_threshold(session, model, cfg, plan, name)
     scores, maps = scorer(model.pipe, [prompt], plan.seeds, height=g.height, width=g.width)
     mean = float(scores[0].mean())
@@ -219,7 +223,7 @@ def _calibrate_pure_noise(name: str, session: Any, model: Any, cfg: dict[str, An
                           out: Any) -> None:
     from ..detectors.calibration import calibrate, calibration_path, save_calibration
 
-    full = _pure_noise_scorer(name, model, cfg)
+    full = _pure_noise_scorer(name, model, cfg, session)
     steps, extra = _pure_noise_settings(name, cfg)
 
     def scorer(pipe: Any, prompts: Any, seeds: Any, *, steps: int, guidance_scale: float, **kw: Any) -> Any:

@@ -76,6 +76,24 @@ def test_cost_is_below_one_unet_step_per_seed(tiny_pipe):
     assert paper.images == z2.unet_evals == 2 * (P * S + S)
 
 
+def test_one_prompt_items_share_the_unconditional_passes(tiny_pipe):
+    """The gate scores one prompt per item: with the session's cache the second item on the same seeds
+    makes only its conditional evaluations, and its scores are those of an uncached call."""
+    cache: dict = {}
+    with UnetCalls(tiny_pipe) as first:
+        zero_step_scores(tiny_pipe, PROMPTS[:1], SEEDS, uncond_cache=cache, **SIZE)
+    with UnetCalls(tiny_pipe) as second:
+        cached = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, uncond_cache=cache, **SIZE)
+    assert first.images == 2 * len(SEEDS)  # the first item: exactly one CFG step per seed
+    assert second.images == cached.unet_evals == len(SEEDS)  # later items: half a step per seed
+    fresh = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, **SIZE)
+    torch.testing.assert_close(cached.score, fresh.score)
+    other = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, uncond_cache=cache, height=32, width=32,
+                             num_inference_steps=10)  # another schedule is another key, never a stale hit
+    torch.testing.assert_close(other.score, zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, height=32, width=32,
+                                                             num_inference_steps=10).score)
+
+
 @pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
 def test_to_epsilon_inverts_each_parameterisation(tiny_pipe, kind):
     sch = type(tiny_pipe.scheduler).from_config(tiny_pipe.scheduler.config, prediction_type=kind)
