@@ -248,7 +248,7 @@ OPTIONS: Sequence[Option] = (
     Option("compare_fail", "Tolerated worsening per metric vs the baseline, e.g. clip:0.02,tiled_l2:0.03.", {}, _tolerances),
     Option("update_baseline", "Rewrite the entries of the baseline given by --memorization-compare for the items that ran.", False, _bool, flag=True, ini_type="bool"),
     Option("prune_baseline", "Drop stale baseline entries (items whose content changed or that no longer exist) from the --memorization-save or --memorization-compare file.", False, _bool, flag=True, ini_type="bool"),
-    Option("calibrate", "Score ordinary prompts and store the noise-magnitude threshold for this model.", False, _bool, flag=True, ini_type="bool"),
+    Option("calibrate", "Score ordinary prompts and store the noise-magnitude threshold for this model (and the zero_step / lora_delta ones when [detectors] lists them, each in its own file beside it).", False, _bool, flag=True, ini_type="bool"),
     Option("calibration", "Calibration file (read, and written by --memorization-calibrate).", "memorization-calibration.json"),
     Option("calibration_prompts", "Text file of ordinary prompts for calibration (default: the bundled list).", None),
     Option("target_fpr", "False-positive rate on ordinary prompts at which calibration sets the threshold.", 0.01, _float(0.0001, 0.5)),

@@ -2,6 +2,9 @@
 
 * ``noise_magnitude`` / ``NoiseRecorder``: Wen et al. (ICLR 2024) text-conditional noise magnitude,
   from the first denoising step(s) or recorded during a normal generation.
+* ``zero_step``: after Asthana & Belagiannis (ICLR 2026): norm and alignment terms on the seeds'
+  pure noise, no denoising step.
+* ``lora_delta``: a LoRA's change of the guidance vector against its base (adapter at weight 0).
 * ``trigger_tokens``: the words of a prompt that drive that magnitude (gradient attribution).
 * ``seed_diversity``: near-identical generations across seeds (Carlini et al. 2023); weak with few
   seeds, so it gates only on request.

@@ -1,4 +1,8 @@
-"""Calibrate the noise-magnitude threshold on ordinary prompts, per model.
+"""Calibrate a detector's threshold on ordinary prompts, per model.
+
+One file per detector: ``noise_magnitude`` in the ``--memorization-calibration`` file itself,
+every other detector (``zero_step``, ``lora_delta``) beside it as ``<stem>.<detector><suffix>``
+(``calibration_path``); each records its ``detector`` and is refused for another one.
 
 The scale of Wen et al.'s ``d`` depends on the model, the resolution and the schedule, so a
 threshold only means something for the model and settings it was measured on. ``calibrate``
@@ -37,6 +41,7 @@ __all__ = [
     "Calibration",
     "SCHEMA_VERSION",
     "calibrate",
+    "calibration_path",
     "inverted_cdf_quantile",
     "load_calibration",
     "ordinary_prompts",
@@ -45,6 +50,14 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 RECALIBRATE = "pytest --memorization --memorization-calibrate"
+
+
+def calibration_path(path: str | os.PathLike[str], detector: str) -> Path:
+    """The calibration file of ``detector`` given the ``--memorization-calibration`` path."""
+    path = Path(path)
+    if detector == "noise_magnitude":
+        return path
+    return path.with_name(f"{path.stem}.{detector}{path.suffix}")
 
 
 def ordinary_prompts(path: str | os.PathLike[str] | None = None) -> list[str]:
@@ -100,6 +113,7 @@ class Calibration:
     note: str = ""
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     quantile_method: str = "inverted_cdf"
+    detector: str = "noise_magnitude"  # files written before other detectors existed are noise magnitude
 
     def flags(self, score: float) -> bool:
         return score > self.threshold
@@ -112,7 +126,7 @@ class Calibration:
                 diffs.append(f"{key} {value!r} -> {settings[key]!r}")
         if diffs:
             raise MemorizationConfigError(
-                "the noise-magnitude calibration was made with other settings ("
+                f"the {self.detector} calibration was made with other settings ("
                 + ", ".join(diffs)
                 + f"); its threshold does not apply. Recalibrate: {RECALIBRATE}"
             )
@@ -136,9 +150,13 @@ def calibrate(
     negative_prompt: str | None = None,
     batch_size: int = 8,
     scorer: Any = None,
+    detector: str = "noise_magnitude",
+    extra_settings: dict[str, Any] | None = None,
 ) -> Calibration:
     """Score ``prompts`` (ordinary, not memorized) and set the threshold at their (1 - target_fpr) quantile.
-    ``scorer`` replaces ``noise_magnitude`` (same signature), e.g. ``denoiser_noise_magnitude`` for SDXL/SD3/Flux."""
+    ``scorer`` replaces ``noise_magnitude`` (same signature), e.g. ``denoiser_noise_magnitude`` for SDXL/SD3/Flux,
+    ``zero_step.zero_step`` or ``lora_delta.lora_delta`` (then name it in ``detector``); ``extra_settings``
+    (e.g. the zero-step weights) are stored and must match when the threshold is used."""
     from .noise_magnitude import noise_magnitude
 
     if not 0 < target_fpr < 1:
@@ -162,7 +180,7 @@ def calibrate(
     bad = [p for p, s in zip(prompts, scores) if not math.isfinite(s)]
     if bad:  # a NaN threshold would flag nothing
         raise MemorizationConfigError(
-            f"calibration: the noise magnitude of {len(bad)} ordinary prompt(s) is not a finite number (first: "
+            f"calibration: the {detector.replace('_', ' ')} of {len(bad)} ordinary prompt(s) is not a finite number (first: "
             f"{bad[0]!r}); check the model's outputs (float16 overflow: use --memorization-dtype float32)")
     n = len(scores)
     threshold = inverted_cdf_quantile(scores, 1 - target_fpr)
@@ -176,7 +194,7 @@ def calibrate(
             f"coarser than the target {target_fpr}; the threshold is the largest ordinary score. "
             f"Use at least {math.ceil(1 / target_fpr)} prompts for this target."
         )
-        warnings.warn(f"noise-magnitude calibration: {note}", UserWarning, stacklevel=2)
+        warnings.warn(f"{detector} calibration: {note}", UserWarning, stacklevel=2)
     return Calibration(
         threshold=threshold,
         target_fpr=target_fpr,
@@ -189,12 +207,14 @@ def calibrate(
             width=int(width),
             num_inference_steps=int(num_inference_steps),
             negative_prompt=negative_prompt,
+            **(extra_settings or {}),
         ),
         fingerprint=fingerprint,
         scores=dict(mean=mean, std=std, min=min(scores), max=max(scores)),
         empirical_fpr=above / n,
         fpr_resolution=1 / n,
         note=note,
+        detector=detector,
     )
 
 
@@ -207,14 +227,15 @@ def save_calibration(path: str | os.PathLike[str], cal: Calibration) -> Path:
     return path
 
 
-def load_calibration(path: str | os.PathLike[str], *, fingerprint: str) -> Calibration:
+def load_calibration(path: str | os.PathLike[str], *, fingerprint: str,
+                     detector: str = "noise_magnitude") -> Calibration:
     """Read a calibration file made for the model ``fingerprint``; anything else is a config error."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MemorizationConfigError(
-            f"{path}: no noise-magnitude calibration file; create one for this model with {RECALIBRATE} "
+            f"{path}: no {detector} calibration file; create one for this model with {RECALIBRATE} "
             "(or point --memorization-calibration at an existing file)"
         ) from None
     except (OSError, ValueError) as exc:
@@ -245,10 +266,14 @@ def load_calibration(path: str | os.PathLike[str], *, fingerprint: str) -> Calib
         raise MemorizationConfigError(f"{path}: key 'steps' is {data['steps']!r}, not an integer; recreate it "
                                       f"with {RECALIBRATE}")
     cal = Calibration(**{k: v for k, v in data.items() if k in names})
+    if cal.detector != detector:
+        raise MemorizationConfigError(
+            f"{path}: key 'detector' is {cal.detector!r}, this file does not calibrate {detector}; recalibrate "
+            f"with {RECALIBRATE} (each detector has its own file: {calibration_path(path, detector).name})")
     if cal.fingerprint != fingerprint:
         raise MemorizationConfigError(
             f"{path}: this calibration was made for model {cal.fingerprint!r}, not the model under test "
-            f"({fingerprint!r}); noise-magnitude thresholds are model-specific. Recalibrate for this model: "
+            f"({fingerprint!r}); {detector} thresholds are model-specific. Recalibrate for this model: "
             f"{RECALIBRATE} (or point --memorization-calibration at the file made for it)"
         )
     return cal

@@ -51,3 +51,18 @@ def seed_diversity_finding(prompt: str, score: float, threshold: float, n_images
         return Finding("seed_diversity", "fail", msg, metric="seed_diversity", value=score, threshold=threshold)
     return Finding("seed_diversity", "warn", msg + " (not gating: set gate = true to fail on it)",
                    metric="seed_diversity", value=score, threshold=threshold)
+
+
+DETECTOR_LABELS = {"zero_step": "zero-step score", "lora_delta": "LoRA guidance change"}
+
+
+def threshold_finding(name: str, prompt: str, score: float, threshold: float, calibrated: bool) -> Finding | None:
+    """``zero_step`` / ``lora_delta``: fail when the mean over seeds reaches the threshold."""
+    bad = _not_finite(name, score, threshold)
+    if bad is not None:
+        return bad
+    if score < threshold:
+        return None
+    label = "calibrated" if calibrated else "uncalibrated, written in the manifest"
+    return Finding(name, "fail", f"{DETECTOR_LABELS.get(name, name)} {score:.4f} >= {threshold:.4f} ({label}) for "
+                   f"prompt {prompt!r}", metric=name, value=score, threshold=threshold)

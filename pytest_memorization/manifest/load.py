@@ -36,6 +36,8 @@ __all__ = ["ModelSpec", "Img2ImgSpec", "WorkSpec", "CanarySpec", "Manifest", "lo
 DETECTOR_KEYS: dict[str, tuple[str, ...]] = {
     "noise_magnitude": ("threshold", "steps", "seeds", "gate"),
     "seed_diversity": ("threshold", "seeds", "gate"),
+    "zero_step": ("threshold", "timesteps", "norm_weight", "align_weight"),
+    "lora_delta": ("threshold", "kind"),
 }
 MODEL_KEYS = ("pretrained", "generator", "config", "lora", "lora_scale", "gate", "seeds", "steps", "guidance_scale",
               "height", "width", "negative_prompt")
@@ -317,6 +319,18 @@ def _detectors(c: Checker, v: Any) -> dict[str, dict[str, Any]]:
             o["steps"] = c.integer(d["steps"], f"{key}.steps", 1, "write e.g. steps = 1")
         if "seeds" in d:
             o["seeds"] = c.seeds(d["seeds"], f"{key}.seeds")
+        if "timesteps" in d:
+            o["timesteps"] = c.integer(d["timesteps"], f"{key}.timesteps", 1, "write timesteps = 1 (both terms at "
+                                       "the first timestep) or 2 (the paper's two timesteps)")
+            if o["timesteps"] > 2:
+                c.fail(f"{key}.timesteps", f"{o['timesteps']} is not 1 or 2; write timesteps = 1 or timesteps = 2")
+        if "kind" in d:
+            if d["kind"] not in ("guidance", "conditional"):
+                c.fail(f"{key}.kind", f"{d['kind']!r:.60} is not 'guidance' or 'conditional'; write kind = \"guidance\"")
+            o["kind"] = d["kind"]
+        for w in ("norm_weight", "align_weight"):
+            if w in d:
+                o[w] = c.number(d[w], f"{key}.{w}", -math.inf, math.inf, fix="write a finite number, e.g. 1.0")
         if "gate" in d:
             if not isinstance(d["gate"], bool):
                 c.fail(f"{key}.gate", f"{d['gate']!r:.60} is not true or false; write gate = true")

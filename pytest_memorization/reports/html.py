@@ -14,6 +14,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from .maps import detector_map_figures
 from .schema import (
     SEVERITY,
     VERDICTS,
@@ -48,7 +49,7 @@ color:#555;font-size:12px;word-break:break-all;text-align:center}figcaption{font
 .info{flex:1;min-width:320px}.prompt{white-space:pre-wrap;background:#f4f4f4;padding:4px 6px;border-radius:4px}
 .crossed{background:#fde2e1;font-weight:700}.tok{background:#e8eaf6;border-radius:3px;padding:0 4px;margin-right:4px}
 svg{background:#fff;border:1px solid #ddd}
-.heatwrap{position:relative;width:192px;height:192px}.heatwrap svg.heat{position:absolute;left:0;top:0;
+.heatwrap{position:relative;width:192px;height:192px}.heatwrap svg.heat,.heatwrap svg.detmap{position:absolute;left:0;top:0;
 width:192px;height:192px;background:none;border:1px solid #ccc;pointer-events:auto}
 .strip{display:flex;gap:6px;flex-wrap:wrap;margin-top:8px}.strip figure img,.strip .ph{width:88px;height:88px}
 .strip figure{border-top:4px solid #aaa;padding-top:2px}.s-error{border-top-color:#6c3483!important}
@@ -277,6 +278,7 @@ def _card(rows: list[dict[str, Any]], run: dict[str, Any], idx: int) -> str:
     else:
         figs.append(_generated_figure(lead, "generated"))
     figs.append(_work_figure(lead))
+    figs += detector_map_figures(lead, _img(lead.get("image"), "generated image"), _figure)
     lead_reasons = list(dict.fromkeys(lead.get("reasons") or []))
     reasons_html = "".join(f"<li>{e(x)}</li>" for x in lead_reasons)
     more = [x for x in dict.fromkeys(x for r in rows[1:] for x in (r.get("reasons") or [])) if x not in lead_reasons]

@@ -7,6 +7,9 @@ turn them into findings live in ``judging.detectors``.
   is an error that says to calibrate. Flagged prompts name their trigger tokens.
 - ``seed_diversity`` (Carlini et al., 2023): the closest pair of a prompt's generations
   across seeds (tiled L2). Weak with few seeds, so it gates only with ``gate = true``.
+- ``zero_step`` (after Asthana & Belagiannis, ICLR 2026) and ``lora_delta`` (the LoRA's change
+  of the guidance vector): pure-noise scores with thresholds like noise_magnitude's (manifest,
+  else their own calibration file). A flagged prompt's rows carry a per-pixel ``map``.
 """
 
 from __future__ import annotations
@@ -17,24 +20,104 @@ from ..errors import MemorizationConfigError
 from ..judging.detectors import SEED_DIVERSITY_DEFAULT, noise_magnitude_finding, seed_diversity_finding
 from ..records import Finding, ImageResult
 
+PURE_NOISE = ("zero_step", "lora_delta")  # calibrated like noise_magnitude, scored on the seeds' pure noise
 
-def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any) -> tuple[float, bool]:
+
+def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any,
+                    name: str = "noise_magnitude") -> tuple[float, bool]:
     """(threshold, calibrated). A calibration applies only to the model and settings it was made with."""
     if cfg.get("threshold") is not None:
         return float(cfg["threshold"]), False
-    from ..detectors.calibration import load_calibration
+    from ..detectors.calibration import calibration_path, load_calibration
 
     path = session.settings.path("calibration")
+    path = calibration_path(path, name) if path is not None else None
     if path is None or not path.is_file():
         raise MemorizationConfigError(
-            f"noise_magnitude has no threshold: no calibration file at {path}. Calibrate this model with "
+            f"{name} has no threshold: no calibration file at {path}. Calibrate this model with "
             "`pytest --memorization --memorization-calibrate`, or write an explicit threshold in the manifest "
-            "([detectors] noise_magnitude = { threshold = 3.2 }), which the report marks as uncalibrated")
-    cal = load_calibration(path, fingerprint=model.fingerprint)
+            f"([detectors] {name} = {{ threshold = 3.2 }}), which the report marks as uncalibrated")
+    cal = load_calibration(path, fingerprint=model.fingerprint, detector=name)
     g = plan.gen
-    cal.check_compatible(steps=int(cfg.get("steps", 1)), settings={
-        "guidance_scale": float(max(g.guidance_scale, 1.01)), "height": g.height, "width": g.width})
+    if name == "noise_magnitude":
+        cal.check_compatible(steps=int(cfg.get("steps", 1)), settings={
+            "guidance_scale": float(max(g.guidance_scale, 1.01)), "height": g.height, "width": g.width})
+    else:
+        steps, extra = _pure_noise_settings(name, cfg)
+        cal.check_compatible(steps=steps, settings={"height": g.height, "width": g.width, **extra})
     return float(cal.threshold), True
+
+
+def _pure_noise_settings(name: str, cfg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(steps as the calibration records it, the settings a threshold depends on) of a pure-noise detector."""
+    if name == "zero_step":
+        from ..detectors.zero_step import ALIGN_WEIGHT, NORM_WEIGHT
+
+        return int(cfg.get("timesteps", 1)), {"norm_weight": float(cfg.get("norm_weight", NORM_WEIGHT)),
+                                              "align_weight": float(cfg.get("align_weight", ALIGN_WEIGHT))}
+    return 1, {"kind": str(cfg.get("kind", "guidance"))}
+
+
+def _pure_noise_scorer(name: str, model: Any, cfg: dict[str, Any], session: Any) -> Any:
+    """The detector's full scorer (scores, maps) with ``noise_magnitude``'s keyword arguments."""
+
+    if model.family.name != "sd":
+        raise MemorizationConfigError(
+            f"{name} is not applicable to {model.family.label} models yet: it needs the Stable Diffusion 1/2 UNet "
+            f"and text encoder. Remove it from [detectors] for this model, or use noise_magnitude")
+    if name == "zero_step":
+        from ..detectors.zero_step import zero_step_scores
+
+        steps, extra = _pure_noise_settings(name, cfg)
+
+        # the unconditional passes on pure noise depend on the model and the seed only: one per
+        # seed for the whole session, whatever the number of items
+        cache = session.uncond_noise.setdefault(model.fingerprint, {})
+
+        def zero(pipe: Any, prompts: Any, seeds: Any, **kw: Any) -> tuple[Any, Any]:
+            z = zero_step_scores(pipe, prompts, seeds, timesteps=steps, uncond_cache=cache, **extra, **kw)
+            return z.score, z.maps
+
+        return zero
+    if not model.info.lora:
+        raise MemorizationConfigError(
+            "lora_delta needs a model with a LoRA: set lora in the manifest's [model] (or --memorization-lora), "
+            "or remove lora_delta from [detectors]")
+    from ..detectors.lora_delta import lora_delta_scores
+
+    def delta(pipe: Any, prompts: Any, seeds: Any, **kw: Any) -> tuple[Any, Any]:
+        scores, maps, _ = lora_delta_scores(pipe, prompts, seeds, base=lambda: model.lora_scale(0.0),
+                                            kind=str(cfg.get("kind", "guidance")), **kw)
+        return scores, maps
+
+    return delta
+
+
+def _pixel_map(m: Any) -> list[list[float]]:
+    """A latent-resolution map scaled to [0, 1] by its own maximum (rounded for report.json)."""
+    peak = float(m.max())
+    m = m / peak if peak > 0 else m * 0
+    return [[round(float(v), 3) for v in row] for row in m.tolist()]
+
+
+def _run_pure_noise(name: str, model: Any, cfg: dict[str, Any], session: Any, plan: Any, prompt: str,
+                    results: list[ImageResult]) -> Finding | None:
+    from ..judging.detectors import threshold_finding
+
+    g = plan.gen
+    scorer = _pure_noise_scorer(name, model, cfg, session)
+    threshold, calibrated = noise_threshold(session, model, cfg, plan, name)
+    scores, maps = scorer(model.pipe, [prompt], plan.seeds, height=g.height, width=g.width)
+    mean = float(scores[0].mean())
+    found = threshold_finding(name, prompt, mean, threshold, calibrated)
+    flagged = found is not None and found.severity == "fail"
+    for i, r in enumerate(results):
+        entry: dict[str, Any] = {"score": mean, "threshold": threshold, "calibrated": calibrated,
+                                 "seed_score": float(scores[0, i]), "flagged": flagged}
+        if flagged:  # where: the per-pixel map over this seed's image (latent pixels, [0, 1])
+            entry["map"] = _pixel_map(maps[0, i])
+        r.detectors[name] = entry
+    return found
 
 
 def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: list[str],
@@ -71,6 +154,11 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
             findings.append(found)
         for r, score in zip(results, d[0].tolist()):
             r.detectors["noise_magnitude"] = {**entry, "seed_score": float(score)}
+    for name in PURE_NOISE:
+        if name in cfg:
+            found = _run_pure_noise(name, model, cfg[name], session, plan, prompts[0], results)
+            if found is not None:
+                findings.append(found)
     if "seed_diversity" in cfg and images is not None and len(images) > 1:
         from ..detectors.seed_diversity import seed_diversity
 
@@ -125,4 +213,27 @@ def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
     save_calibration(out, cal)
     session.notes.append(f"calibrated noise_magnitude threshold {cal.threshold:.4f} at FPR {cal.target_fpr:g} "
                          f"on {cal.n_prompts} ordinary prompts -> {out}")
+    for name in PURE_NOISE:
+        if name in manifest.detectors:
+            _calibrate_pure_noise(name, session, model, manifest.detectors[name], plan, prompts, out)
     return Outcome([], [])
+
+
+def _calibrate_pure_noise(name: str, session: Any, model: Any, cfg: dict[str, Any], plan: Any, prompts: list[str],
+                          out: Any) -> None:
+    from ..detectors.calibration import calibrate, calibration_path, save_calibration
+
+    full = _pure_noise_scorer(name, model, cfg, session)
+    steps, extra = _pure_noise_settings(name, cfg)
+
+    def scorer(pipe: Any, prompts: Any, seeds: Any, *, steps: int, guidance_scale: float, **kw: Any) -> Any:
+        return full(pipe, prompts, seeds, **kw)[0]
+
+    g = plan.gen
+    cal = calibrate(model.pipe, prompts, plan.seeds, target_fpr=session.settings.target_fpr, steps=steps,
+                    height=g.height, width=g.width, fingerprint=model.fingerprint, scorer=scorer, detector=name,
+                    extra_settings=extra)
+    path = calibration_path(out, name)
+    save_calibration(path, cal)
+    session.notes.append(f"calibrated {name} threshold {cal.threshold:.4f} at FPR {cal.target_fpr:g} "
+                         f"on {cal.n_prompts} ordinary prompts -> {path}")

@@ -38,6 +38,7 @@ class MemorizationSession:
         self.baseline_error: str | None = None
         self.known_items: set[str] | None = None  # collected node ids, deselected ones included (None: unknown)
         self.deselected: set[str] = set()
+        self.uncond_noise: dict[str, dict[Any, Any]] = {}  # model fingerprint -> zero_step's shared passes
         self._cache: Any = None
         self._cache_marked = False
         self._metric_device: str | None = None

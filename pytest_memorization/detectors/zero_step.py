@@ -1,0 +1,189 @@
+"""Zero-step memorization detection (after Asthana & Belagiannis, ICLR 2026), and the UNet passes it shares.
+
+The score needs no denoising step: the UNet is evaluated on the seed's **pure noise** ``x_T``
+(exactly the latents the pipeline would start from) at two timesteps of the sampling schedule,
+each with the prompt and with the empty (or negative) prompt:
+
+    norm  = || eps(x_T, t_hi, p) - eps(x_T, t_hi, 0) ||_2              t_hi = timesteps[0]   (high noise)
+    align = mean over latent pixels of cos_C( eps(x_T, t_lo, 0), eps(x_T, t_lo, p) - eps(x_T, t_lo, 0) )
+                                                                        t_lo = timesteps[-3]  (low noise)
+    score = norm_weight * norm + align_weight * align
+
+The norm is the isotropic term (Wen et al.'s magnitude at the first step); ``align`` is the
+anisotropic term of the paper: at low noise, memorized prompts point the guidance vector along
+the unconditional score. The cosine is taken over the channel axis at every latent pixel and
+averaged over pixels, ``t_lo`` is the third-last timestep, and the default weights 1 and 2 are
+the ones the authors' public code (rohanasthana/memorization-anisotropy) uses for SD 1.4 (0.1 for
+SD 2). Outputs are converted to epsilon whatever the scheduler's ``prediction_type`` (epsilon,
+v_prediction or sample), since the paper's terms are on scores (epsilon up to a factor -1/sigma_t,
+which the cosine ignores and the norm's threshold absorbs).
+
+Two variants (``timesteps``):
+
+- ``timesteps=2``: the paper's statistic as above (``align`` at ``t_lo``).
+- ``timesteps=1`` (the default): both terms at ``t_hi``, so one conditional evaluation serves both.
+  Chosen as the default for cost: on the demo models both variants rank prompts the same
+  (``bench/detectors.py``), and this one costs half of Wen et al.'s single step.
+
+Cost: the unconditional evaluations on pure noise do not depend on the prompt, so they are made
+once per seed and timestep for all the prompts of a call. Per (prompt, seed) the detector makes
+``timesteps`` conditional UNet evaluations, plus ``timesteps`` unconditional ones per seed shared
+by all prompts. Wen et al.'s one step costs 2 (conditional + unconditional) per (prompt, seed).
+
+``maps``: for each (prompt, seed) the per-latent-pixel norm over channels of the guidance vector
+``eps(p) - eps(0)`` at ``t_hi``: where in the image the prompt pulls the prediction.
+
+Stable Diffusion 1/2 UNets (the ``encode_prompt`` / ``unet`` interface). Torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import MemorizationConfigError
+
+__all__ = ["ZeroStep", "zero_step", "zero_step_scores", "to_epsilon", "unet_eps"]
+
+NORM_WEIGHT = 1.0  # the authors' SD 1.4 setting (gamma_1)
+ALIGN_WEIGHT = 2.0  # the authors' SD 1.4 setting (gamma_2); 0.1 for SD 2
+
+
+@dataclass
+class ZeroStep:
+    """Per (prompt, seed) float32 CPU tensors (P, S); ``maps`` is (P, S, h, w) in latent pixels."""
+
+    score: Any
+    norm: Any
+    align: Any
+    maps: Any
+    unet_evals: int  # UNet image evaluations made (conditional + unconditional)
+
+
+def to_epsilon(scheduler: Any, out: Any, x: Any, t: Any) -> Any:
+    """The noise prediction from a UNet output of any ``prediction_type`` at timestep ``t``."""
+    import torch
+
+    kind = getattr(scheduler.config, "prediction_type", "epsilon")
+    if kind == "epsilon":
+        return out.float()
+    a = scheduler.alphas_cumprod[int(t)].to(torch.float32)
+    alpha, sigma = a.sqrt(), (1 - a).sqrt()
+    if kind == "v_prediction":
+        return alpha * out.float() + sigma * x.float()
+    if kind == "sample":
+        return (x.float() - alpha * out.float()) / sigma
+    raise MemorizationConfigError(f"zero-step detector: unknown scheduler prediction_type {kind!r} "
+                                  "(expected epsilon, v_prediction or sample)")
+
+
+def unet_eps(pipe: Any, scheduler: Any, x: Any, t: Any, emb: Any) -> Any:
+    """epsilon(x, t, emb) for a batch: scale the input as the scheduler does, run the UNet, convert."""
+    model_in = scheduler.scale_model_input(x, t)
+    out = pipe.unet(model_in, t, encoder_hidden_states=emb, return_dict=False)[0]
+    return to_epsilon(scheduler, out, model_in, t)
+
+
+def _schedule(pipe: Any, num_inference_steps: int) -> tuple[Any, Any, Any]:
+    from .noise_magnitude import fresh_scheduler
+
+    if num_inference_steps < 3:
+        raise MemorizationConfigError(f"zero-step detector: needs a schedule of at least 3 steps (its low-noise "
+                                      f"timestep is the third-last), got num_inference_steps={num_inference_steps}")
+    sch = fresh_scheduler(pipe)
+    sch.set_timesteps(num_inference_steps, device=pipe._execution_device)
+    return sch, sch.timesteps[0], sch.timesteps[-3]
+
+
+def zero_step_scores(
+    pipe: Any,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    height: int,
+    width: int,
+    num_inference_steps: int = 50,
+    negative_prompt: str | None = None,
+    batch_size: int = 8,
+    norm_weight: float = NORM_WEIGHT,
+    align_weight: float = ALIGN_WEIGHT,
+    timesteps: int = 1,
+    uncond_cache: dict[Any, Any] | None = None,
+) -> ZeroStep:
+    """The zero-step score for every (prompt, seed), with its two terms, maps and UNet count.
+
+    ``uncond_cache``: a dict kept by the caller for one model (one weights + LoRA state): the
+    unconditional predictions on pure noise are stored in it per (timestep, seed, size, schedule,
+    negative prompt) and reused by later calls, so that items of one prompt each share them too."""
+    import torch
+
+    from .noise_magnitude import _check_settings, _encode, initial_latents
+
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    seeds = [int(s) for s in seeds]
+    if not prompts or not seeds:
+        raise MemorizationConfigError("zero-step detector: need at least one prompt and one seed")
+    if batch_size < 1:
+        raise MemorizationConfigError(f"zero-step detector: batch_size must be >= 1, got {batch_size}")
+    if timesteps not in (1, 2):
+        raise MemorizationConfigError(f"zero-step detector: timesteps must be 1 (both terms at t_hi) or 2 (the paper's "
+                                      f"t_hi and t_lo), got {timesteps!r}")
+    single_t = timesteps == 1
+    _check_settings(pipe, 1, num_inference_steps, height, width)
+    sch, t_hi, t_lo = _schedule(pipe, num_inference_steps)
+    if single_t:
+        t_lo = t_hi
+    times = [t_hi] if single_t else [t_hi, t_lo]
+    P, S = len(prompts), len(seeds)
+    evals = 0
+    with torch.no_grad():
+        cond, uncond = _encode(pipe, prompts, negative_prompt)
+        x = initial_latents(pipe, seeds, height=height, width=width, dtype=cond.dtype)  # (S, C, h, w)
+        # unconditional on pure noise: once per seed and timestep, for every prompt
+        eps_u = {}
+        cache = {} if uncond_cache is None else uncond_cache
+        for t in times:
+            keys = [(int(t), seed, height, width, num_inference_steps, negative_prompt) for seed in seeds]
+            todo = [i for i, k in enumerate(keys) if k not in cache]
+            for start in range(0, len(todo), batch_size):
+                idx = todo[start:start + batch_size]
+                out = unet_eps(pipe, sch, x[idx], t, uncond[:1].expand(len(idx), -1, -1))
+                evals += len(idx)
+                for i, row in zip(idx, out):
+                    cache[keys[i]] = row
+            eps_u[int(t)] = torch.stack([cache[k] for k in keys])
+        norm = torch.zeros(P * S)
+        align = torch.zeros(P * S)
+        maps = torch.zeros(P * S, *x.shape[2:])
+        jobs = [(p, s) for p in range(P) for s in range(S)]
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            p_idx = torch.tensor([p for p, _ in chunk], device=cond.device)
+            s_idx = torch.tensor([s for _, s in chunk], device=x.device)
+            xs, emb = x[s_idx], cond[p_idx]
+            rows = slice(start, start + len(chunk))
+            c_hi = unet_eps(pipe, sch, xs, t_hi, emb)
+            evals += len(chunk)
+            g_hi = c_hi - eps_u[int(t_hi)][s_idx]
+            norm[rows] = g_hi.flatten(1).norm(dim=1).cpu()
+            maps[rows] = g_hi.norm(dim=1).cpu()
+            if single_t:
+                u_lo, g_lo = eps_u[int(t_hi)][s_idx], g_hi
+            else:
+                u_lo = eps_u[int(t_lo)][s_idx]
+                g_lo = unet_eps(pipe, sch, xs, t_lo, emb) - u_lo
+                evals += len(chunk)
+            align[rows] = torch.nn.functional.cosine_similarity(u_lo, g_lo, dim=1).flatten(1).mean(dim=1).cpu()
+    norm, align = norm.view(P, S), align.view(P, S)
+    score = norm_weight * norm + align_weight * align
+    return ZeroStep(score=score, norm=norm, align=align, maps=maps.view(P, S, *maps.shape[1:]), unet_evals=evals)
+
+
+def zero_step(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 1, guidance_scale: float = 7.5,
+              height: int, width: int, num_inference_steps: int = 50, negative_prompt: str | None = None,
+              batch_size: int = 8, **kw: Any) -> Any:
+    """The score alone, (P, S), with ``noise_magnitude``'s signature so that ``calibration.calibrate``
+    takes it as its ``scorer`` (``steps`` and ``guidance_scale`` do not enter a zero-step score)."""
+    return zero_step_scores(pipe, prompts, seeds, height=height, width=width, num_inference_steps=num_inference_steps,
+                            negative_prompt=negative_prompt, batch_size=batch_size, **kw).score
