@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.policy import lora_gate_problem, with_floors
+from ..judging.flat_guard import apply_flat_guard
 from ..judging.img2img import img2img_findings
 from ..judging.lora_gate import lora_gate_findings
 from ..judging.thresholds import MetricRule, rules_for, score_rows
@@ -121,6 +122,7 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
         item_findings += _amplified(session, plan, model, prompt, works, base_scores, results)
     else:
         item_findings = []
+    apply_flat_guard(results, gen.images)
     detected = run_detectors(session, manifest, model, plan, [prompt], results, gen.images)
     return Outcome(results, [*item_findings, *detected])
 
@@ -174,6 +176,7 @@ def check_img2img(session: MemorizationSession, manifest: Manifest, plan: Plan, 
         gen = model.img2img(init, work.prompts[:1], plan.seeds, plan.gen, strength=strength)
         scores = score_matrices(plan.metrics, gen.images, [target], session.reference_cache)
         rows = score_rows(item, gen.prompts, gen.seeds, scores, [target], plan.rules)
+        apply_flat_guard(rows, gen.images)
         curve.append({"strength": strength, **{n: _worst(rows, n, r.direction) for n, r in plan.rules.items()}})
         for r, img in zip(rows, gen.images):
             r.pixels = img
