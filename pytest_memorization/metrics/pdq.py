@@ -79,20 +79,22 @@ def _box(x: Any, w: int) -> Any:
 
 
 def downsample(luma: Any) -> Any:
-    """(rows, cols) float32 luma -> the reference's 64 x 64 buffer."""
+    """(N, rows, cols) float32 luma -> the reference's (N, 64, 64) buffers (each image on its own; the
+    running sums are vectorised across images and lines, never across positions)."""
     import numpy as np
 
-    rows, cols = luma.shape
+    n, rows, cols = luma.shape
     if rows == SIDE and cols == SIDE:
         return luma.copy()
     wr, wc = window(cols), window(rows)  # along rows (width), along columns (height)
     x = luma
     for _ in range(PASSES):
-        x = _box(x, wr)
-        x = np.ascontiguousarray(_box(np.ascontiguousarray(x.T), wc).T)
+        x = _box(x.reshape(n * rows, cols), wr).reshape(n, rows, cols)
+        xt = np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(n * cols, rows)
+        x = np.ascontiguousarray(_box(xt, wc).reshape(n, cols, rows).transpose(0, 2, 1))
     ii = [int(((i + 0.5) * rows) / SIDE) for i in range(SIDE)]
     jj = [int(((j + 0.5) * cols) / SIDE) for j in range(SIDE)]
-    return np.ascontiguousarray(x[np.ix_(ii, jj)])
+    return np.ascontiguousarray(x[:, ii][:, :, jj])
 
 
 def quality_of(buf: Any) -> int:
@@ -106,29 +108,36 @@ def quality_of(buf: Any) -> int:
 
 
 def _dct(buf: Any, d: Any) -> Any:
-    """dct64To16: T = D A, then B = T D^T, each sum accumulated in float32 over k in order."""
+    """dct64To16 of (N, 64, 64): T = D A, then B = T D^T, each sum accumulated in float32 over k in order."""
     import numpy as np
 
-    t = np.zeros((DCT_SIDE, SIDE), dtype=np.float32)
+    n = buf.shape[0]
+    t = np.zeros((n, DCT_SIDE, SIDE), dtype=np.float32)
     for k in range(SIDE):
-        t = t + d[:, k : k + 1] * buf[k : k + 1, :]
-    b = np.zeros((DCT_SIDE, DCT_SIDE), dtype=np.float32)
+        t = t + d[None, :, k : k + 1] * buf[:, k : k + 1, :]
+    b = np.zeros((n, DCT_SIDE, DCT_SIDE), dtype=np.float32)
     for k in range(SIDE):
-        b = b + t[:, k : k + 1] * d[:, k][None, :]
+        b = b + t[:, :, k : k + 1] * d[None, None, :, k]
     return b
 
 
-def pdq_hash(rgb: Any) -> tuple[Any, int]:
-    """(H, W, 3) uint8 -> (256 bool bits in the reference's index order, quality 0-100)."""
+def pdq_hashes(rgb: Any) -> tuple[Any, list[int]]:
+    """(N, H, W, 3) uint8 -> ((N, 256) bool bits in the reference's index order, N qualities 0-100)."""
     import numpy as np
 
     c = rgb.astype(np.float32)
     luma = np.float32(0.299) * c[..., 0] + np.float32(0.587) * c[..., 1]
     luma = luma + np.float32(0.114) * c[..., 2]
     buf = downsample(np.ascontiguousarray(luma, dtype=np.float32))
-    coef = _dct(buf, _dct_matrix()).reshape(-1)
-    median = np.sort(coef)[(BITS - 1) // 2]  # Torben's median of 256 values: the lower middle one
-    return coef > median, quality_of(buf)
+    coef = _dct(buf, _dct_matrix()).reshape(len(buf), -1)
+    median = np.sort(coef, axis=1)[:, (BITS - 1) // 2 : (BITS + 1) // 2]  # Torben's median of 256: the lower middle
+    return coef > median, [quality_of(b) for b in buf]
+
+
+def pdq_hash(rgb: Any) -> tuple[Any, int]:
+    """(H, W, 3) uint8 -> (256 bool bits in the reference's index order, quality 0-100)."""
+    bits, q = pdq_hashes(rgb[None])
+    return bits[0], q[0]
 
 
 class PDQ(Metric):
@@ -153,12 +162,9 @@ class PDQ(Metric):
         import torch
 
         x = as_images(images, self.name, min_size=MIN_DIM, device="cpu")
-        out = []
-        for img in x:
-            rgb = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-            bits, q = pdq_hash(np.ascontiguousarray(rgb))
-            out.append(torch.cat([torch.from_numpy(bits.astype(np.int16)), torch.tensor([q], dtype=torch.int16)]))
-        return torch.stack(out)
+        rgb = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        bits, q = pdq_hashes(np.ascontiguousarray(rgb))  # one batch: the images share a size
+        return torch.cat([torch.from_numpy(bits.astype(np.int16)), torch.tensor(q, dtype=torch.int16)[:, None]], dim=1)
 
     def compare(self, a: Any, b: Any) -> Any:
         """(N, M) Hamming distances in bits of 256."""

@@ -77,7 +77,8 @@ def test_scores_are_a_matrix_with_zero_on_the_same_image_and_quality_is_kept() -
     d = m.compare(f, f)
     assert d.shape == (3, 3) and d.diagonal().tolist() == [0.0, 0.0, 0.0]
     assert ((d >= 0) & (d <= 256)).all()
-    assert quality(f).tolist() == [pdq_hash((x[i] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())[1]
-                                   for i in range(3)]
+    one_by_one = [pdq_hash((x[i] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()) for i in range(3)]
+    assert quality(f).tolist() == [q for _, q in one_by_one]  # a batch hashes each image on its own
+    assert f[:, :256].bool().tolist() == [bits.tolist() for bits, _ in one_by_one]
     flat = torch.full((1, 3, 64, 64), 0.5)
     assert int(quality(m.features(flat))[0]) == 0  # a flat image has no usable hash: quality 0
