@@ -95,7 +95,6 @@ def _vae_works(session: MemorizationSession, plan: Plan, model: Any, works: list
     """Each work as the model's VAE returns it, at the generation size (``model.vae_floor``), as works
     whose reference-feature cache key is the model and the work's sha256."""
     import hashlib
-    from pathlib import Path
 
     from ..metrics.matrix import fit_works
     from ..model.vae_floor import vae_round_trips
@@ -104,7 +103,7 @@ def _vae_works(session: MemorizationSession, plan: Plan, model: Any, works: list
     key = (info.content_hash, info.device, info.dtype, height, width)
     if key not in plan.vae_works:
         shas = [w.sha256 or "" for w in works]
-        rts = vae_round_trips(model, fit_works(works, height, width), shas, Path(session.settings.cache_dir))
+        rts = vae_round_trips(model, fit_works(works, height, width), shas, session.cache_dir)
         plan.vae_works[key] = [
             Work(id=w.id, image=rt, path=w.path, thresholds=w.thresholds, waiver=w.waiver,
                  sha256=hashlib.sha256(f"vae-floor|{'|'.join(map(str, key))}|{sha}".encode()).hexdigest() if sha else None)
