@@ -237,6 +237,7 @@ OPTIONS: Sequence[Option] = (
     Option("metrics", "Metrics to score, comma-separated (default: those with a threshold).", None, _names),
     Option("threshold", "Threshold override METRIC=VALUE; repeatable or comma-separated.", {}, _thresholds, repeat=True),
     Option("align", "Alignment-tolerant tiled L2 and SSIM: the best score over small shifts and rescalings of each generated image; false compares pixels as they are.", True, _bool, ini_type="bool"),
+    Option("vae_floor", "Also score each image against the model's own VAE round trip of each work (cached per model and work) and gate on the closer of the two; reports both.", False, _bool, flag=True, ini_type="bool"),
     Option("warn_band", "Warn when a score is within this fraction of its threshold (0 disables).", 0.1, _float(0.0, 1.0)),
     Option("manifest", "A manifest to collect (repeatable), in addition to memorization_manifests.", [], _paths, repeat=True),
     Option("manifests", "Glob of manifest file names collected under the test paths.", "memorization.toml", _str, cli=False),

@@ -24,6 +24,14 @@ from ..metrics import KNOWN_BOUNDS, KNOWN_DIRECTIONS, METRIC_NAMES
 # threshold, so fewer steps than this can hide a copy.
 MIN_STEPS = 2
 
+# No SSIM-only copy verdict on a low-structure image (``judging.flat_guard``): below this mean local
+# standard deviation of luma (``metrics.ssim.structure``), SSIM's contrast term is ~1 (its constant
+# C2 = 0.03**2) and SSIM compares mean brightness only. Measured at 64 px (README, "flat images"):
+# flat and near-flat images <= 0.0134, the 10%-contrast photos that SSIM called copies of *other*
+# photos (up to 0.555) <= 0.0147; the lowest-structure real photo (rocket) 0.0298-0.0307 and the demo
+# memorizer's copies >= 0.0291. 0.02 lies between (geometric midpoint 0.021), 2/3 of sqrt(C2).
+SSIM_STRUCTURE_FLOOR = 0.02
+
 
 def threshold_problem(name: str, value: float) -> str | None:
     """Why ``name = value`` cannot be a threshold (None when it can). One rule for every source."""

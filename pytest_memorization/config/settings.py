@@ -51,6 +51,7 @@ class Settings:
     metrics: list[str] | None
     threshold: dict[str, float]
     align: bool
+    vae_floor: bool
     warn_band: float
     manifest: list[str]
     manifests: str

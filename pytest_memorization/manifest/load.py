@@ -40,7 +40,7 @@ DETECTOR_KEYS: dict[str, tuple[str, ...]] = {
     "lora_delta": ("threshold", "kind"),
 }
 MODEL_KEYS = ("pretrained", "generator", "config", "lora", "lora_scale", "gate", "seeds", "steps", "guidance_scale",
-              "height", "width", "negative_prompt")
+              "height", "width", "negative_prompt", "vae_floor")
 WORK_KEYS = ("id", "image", "sha256", "prompts", "thresholds", "paraphrases", "img2img", "waive")
 CANARY_KEYS = ("id", "prompt", "paraphrases")
 HUB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -60,6 +60,7 @@ class ModelSpec:
     width: int | None = None
     negative_prompt: str | None = None
     gate: str | None = None  # "lora": the LoRA pre-merge gate
+    vae_floor: bool | None = None  # also score against the model's VAE round trip of each work
     pretrained_kind: str | None = None  # "folder", "file" or "hub"
     generator: str | None = None  # "package.module:function" (model/hook.py) instead of pretrained
     missing: str | None = None  # why ``pretrained`` is neither a folder nor a cached hub id (an error)
@@ -182,6 +183,10 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool, offline_hub: b
         if spec.lora_scale is not None and (problem := lora_gate_problem(spec.lora_scale)):
             c.fail("model.lora_scale", problem)
         spec.gate = "lora"
+    if "vae_floor" in m:
+        if not isinstance(m["vae_floor"], bool):
+            c.fail("model.vae_floor", f"expected true or false, got {tname(m['vae_floor'])}; write vae_floor = true")
+        spec.vae_floor = m["vae_floor"] is True
     return spec
 
 

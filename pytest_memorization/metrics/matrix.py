@@ -69,6 +69,15 @@ def score_matrices(metrics: Mapping[str, Any], images: Any, works: Sequence[Work
     return out
 
 
+def closer_of(a: Mapping[str, Any], b: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Element-wise, the score of ``a`` or ``b`` closer to a copy in each metric's direction (the smaller
+    distance, the larger similarity): how VAE-floor scoring gates on the work and its round trip."""
+    import torch
+
+    return {n: torch.minimum(a[n], b[n]) if metrics[n].direction == "distance" else torch.maximum(a[n], b[n])
+            for n in a}
+
+
 def _reference_features(metric: Any, works: Sequence[Work], refs: Any, height: int, width: int,
                         cache: Any | None) -> Any:
     import torch

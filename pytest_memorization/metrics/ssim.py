@@ -55,6 +55,22 @@ def ssim_pairs(x: Any, y: Any) -> Any:
     return (num / den).reshape(p, -1).mean(dim=1)
 
 
+def structure(images: Any) -> Any:
+    """How much local structure each image (N, 3, H, W) has: the mean, over positions, of the local
+    standard deviation of its luma (ITU-R 601) under SSIM's own 11 x 11 gaussian window -> (N,).
+
+    Where the local standard deviation is well below sqrt(C2) = 0.03, SSIM's contrast-structure term
+    (2 cov + C2) / (var_x + var_y + C2) is close to 1 whatever the other image holds, so SSIM compares
+    mean brightness only: a near-flat image then scores high against any work with flat regions of a
+    similar brightness. ``judging.flat_guard`` uses this to refuse SSIM-only copy verdicts there."""
+    import torch
+
+    x = images.float()
+    y = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    f = _filt(torch.cat([y, y * y], dim=1), _kernel(y.device))
+    return (f[:, 1:] - f[:, :1] ** 2).clamp(min=0).sqrt().mean(dim=(1, 2, 3))
+
+
 class SSIM(PixelMetric):
     name = "ssim"
     direction = "similarity"

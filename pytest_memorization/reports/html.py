@@ -116,6 +116,8 @@ def _scores_table(r: dict[str, Any], run: dict[str, Any]) -> str:
     lora = (r.get("extra") or {}).get("lora_gate")
     base = lora.get("base_scores") if isinstance(lora, dict) else None
     base = base if isinstance(base, dict) else {}
+    vae = (r.get("extra") or {}).get("vae_floor")
+    both = (vae.get("work") or {}, vae.get("vae_round_trip") or {}) if isinstance(vae, dict) else None
     rows = []
     for m in sorted(set(scores) | set(thr)):
         s, t, d = scores.get(m), thr.get(m), direction_of(m, run, r)
@@ -123,12 +125,14 @@ def _scores_table(r: dict[str, Any], run: dict[str, Any]) -> str:
         mark = "crossed" if c else ("" if c is not None else "?")
         op = {"distance": "&le;", "similarity": "&ge;"}.get(d or "", "")
         base_td = f"<td>{e(fmt_num(base.get(m)))}</td>" if base else ""
+        vae_td = "".join(f"<td>{e(fmt_num(x.get(m)))}</td>" for x in both) if both else ""
         rows.append(
-            f'<tr{" class=crossed" if c else ""}><td>{e(m)}</td>{base_td}<td>{e(fmt_num(s))}</td>'
+            f'<tr{" class=crossed" if c else ""}><td>{e(m)}</td>{base_td}<td>{e(fmt_num(s))}</td>{vae_td}'
             f"<td>{op} {e(fmt_num(t))}</td><td>{e(d or 'unknown')}</td><td>{mark}</td></tr>"
         )
-    base_th = "<th>base</th>" if base else ""
     score_th = "LoRA" if base else "score"
+    score_th += "</th><th>vs work</th><th>vs VAE round trip" if both else ""
+    base_th = "<th>base</th>" if base else ""
     return (f'<table class="scores"><tr><th>metric</th>{base_th}<th>{score_th}</th><th>copy when</th>'
             f"<th>direction</th><th></th></tr>{''.join(rows)}</table>")
 

@@ -95,6 +95,7 @@ def evaluate(images: Any, works: Any, *, thresholds: Mapping[str, float] | None 
              warn: Mapping[str, float] | None = None, metrics: Sequence[str] | None = None,
              prompts: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[ImageResult]:
     """Score and judge without raising: one ``ImageResult`` per image."""
+    from ..judging.flat_guard import apply_flat_guard
     from ..judging.thresholds import rules_for, score_rows
     from ..judging.verdict import decide
     from ..metrics.matrix import score_matrices
@@ -120,6 +121,7 @@ def evaluate(images: Any, works: Any, *, thresholds: Mapping[str, float] | None 
                     rules_for(chosen, t, {**w0, **(warn or {})}, band))
     for r, img in zip(results, images):
         r.pixels = img
+    apply_flat_guard(results, images)
     decide(results)
     attach(item, results, work_list)
     return results

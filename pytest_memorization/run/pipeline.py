@@ -9,10 +9,12 @@ run that cannot evaluate shows as ERROR, and a copy as FAILED.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.policy import lora_gate_problem, with_floors
+from ..judging.flat_guard import apply_flat_guard
 from ..judging.img2img import img2img_findings
 from ..judging.lora_gate import lora_gate_findings
 from ..judging.thresholds import MetricRule, rules_for, score_rows
@@ -35,6 +37,8 @@ class Plan:
     lora_gate: bool
     works: list[Work] = field(default_factory=list)
     floors: dict[str, float] = field(default_factory=dict)  # the command line's and ini's thresholds
+    vae_floor: bool = False  # also score against the model's VAE round trip of each work, gate on the closer
+    vae_works: dict[tuple[Any, ...], list[Work]] = field(default_factory=dict)  # per (model, size)
 
 
 def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
@@ -46,10 +50,11 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
     thresholds = s.thresholds(manifest.thresholds)
     metrics = session.metrics_for(manifest.metrics, thresholds)
     gate = bool(s.lora_gate or m.gate == "lora")
-    if gate and source.generator:
+    vae_floor = bool(s.pick("vae_floor", m.vae_floor))
+    if (gate or vae_floor) and source.generator:
         from ..model.hook import not_applicable
 
-        raise not_applicable("the LoRA gate")
+        raise not_applicable("the LoRA gate" if gate else "VAE-floor scoring (--memorization-vae-floor)")
     if gate and source.lora and lora_gate_problem(source.lora_scale):
         from ..errors import MemorizationConfigError
 
@@ -62,7 +67,7 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
     return Plan(source=source, gen=gen, seeds=s.seeds_for(m.seeds),
                 thresholds=thresholds, warn=dict(manifest.warn), metrics=metrics,
                 rules=rules_for(metrics, thresholds, manifest.warn, s.warn_band), lora_gate=gate,
-                floors=dict(s.threshold))
+                floors=dict(s.threshold), vae_floor=vae_floor)
 
 
 def _generator(s: Any, manifest_value: str | None) -> str | None:
@@ -85,6 +90,60 @@ def load_works(plan: Plan, manifest: Manifest) -> list[Work]:
     return plan.works
 
 
+def _vae_works(session: MemorizationSession, plan: Plan, model: Any, works: list[Work], height: int,
+               width: int) -> list[Work]:
+    """Each work as the model's VAE returns it, at the generation size (``model.vae_floor``), as works
+    whose reference-feature cache key is the model and the work's sha256."""
+    import hashlib
+
+    from ..metrics.matrix import fit_works
+    from ..model.vae_floor import vae_round_trips
+
+    info = model.info
+    key = (info.content_hash, info.device, info.dtype, height, width)
+    if key not in plan.vae_works:
+        shas = [w.sha256 or "" for w in works]
+        rts = vae_round_trips(model, fit_works(works, height, width), shas, session.cache_dir)
+        plan.vae_works[key] = [
+            Work(id=w.id, image=rt, path=w.path, thresholds=w.thresholds, waiver=w.waiver,
+                 sha256=hashlib.sha256(f"vae-floor|{'|'.join(map(str, key))}|{sha}".encode()).hexdigest() if sha else None)
+            for w, rt, sha in zip(works, rts, shas)]
+    return plan.vae_works[key]
+
+
+def _score(session: MemorizationSession, plan: Plan, model: Any, images: Any,
+           works: list[Work]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(gating scores, scores against the VAE round trips or None). Under VAE-floor scoring each image is
+    scored against each work and against its round trip; the closer of the two gates."""
+    from ..metrics.matrix import closer_of, score_matrices
+
+    scores = score_matrices(plan.metrics, images, works, session.reference_cache)
+    if not plan.vae_floor:
+        return scores, None
+    rts = _vae_works(session, plan, model, works, int(images.shape[-2]), int(images.shape[-1]))
+    floor = score_matrices(plan.metrics, images, rts, session.reference_cache)
+    for n in scores:  # kept for the report: scores against the works themselves
+        floor[f"{n}@work"] = scores[n]
+    return closer_of(scores, {n: floor[n] for n in scores}, plan.metrics), floor
+
+
+def _record_vae_floor(results: list[ImageResult], works: list[Work], floor: dict[str, Any] | None) -> None:
+    """Both scores of each row against its nearest work, in ``extra["vae_floor"]``."""
+    if floor is None:
+        return
+    index = {w.id: j for j, w in enumerate(works)}
+    names = [n for n in floor if not n.endswith("@work")]
+    for i, r in enumerate(results):
+        j = index.get(r.work, 0) if r.work is not None else 0
+        work = {n: float(floor[f"{n}@work"][i, j]) for n in names}
+        r.extra["vae_floor"] = {"work": work, "vae_round_trip": {n: float(floor[n][i, j]) for n in names},
+                                "gates": "the closer of the two"}
+        r.findings = [dataclasses.replace(f, message=f"{f.message} (its VAE round trip; the work itself: "
+                                                     f"{work[f.metric]:.4f})")
+                      if f.metric in work and f.value is not None and f.value != work[f.metric] else f
+                      for f in r.findings]
+
+
 def _versions(plan: Plan) -> dict[str, str]:
     return {n: m.version for n, m in plan.metrics.items()}
 
@@ -93,8 +152,6 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
                  prompt: str) -> Outcome:
     """Generate every seed for ``prompt``, score against every work, find; under the LoRA gate
     also generate the base model's images of the same seeds (cached) and pair them."""
-    from ..metrics.matrix import score_matrices
-
     model = session.model(plan.source)
     works = load_works(plan, manifest)
     session.record_run(model, _run_extra(plan))
@@ -102,12 +159,13 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
         with model.lora_scale(0.0):
             base = model.generate([prompt], plan.seeds, plan.gen, cache=True)
     gen = model.generate([prompt], plan.seeds, plan.gen)
-    scores = score_matrices(plan.metrics, gen.images, works, session.reference_cache)
+    scores, floor = _score(session, plan, model, gen.images, works)
     results = score_rows(item, gen.prompts, gen.seeds, scores, works, plan.rules)
+    _record_vae_floor(results, works, floor)
     for r, img in zip(results, gen.images):
         r.pixels = img
     if plan.lora_gate:
-        base_scores = score_matrices(plan.metrics, base.images, works, session.reference_cache)
+        base_scores, _ = _score(session, plan, model, base.images, works)
         gate, item_findings = lora_gate_findings(scores, base_scores, works, plan.rules,
                                                  tolerance=session.settings.lora_gate_tolerance)
         index = {w.id: j for j, w in enumerate(works)}
@@ -121,6 +179,7 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
         item_findings += _amplified(session, plan, model, prompt, works, base_scores, results)
     else:
         item_findings = []
+    apply_flat_guard(results, gen.images)
     detected = run_detectors(session, manifest, model, plan, [prompt], results, gen.images)
     return Outcome(results, [*item_findings, *detected])
 
@@ -129,14 +188,12 @@ def _amplified(session: MemorizationSession, plan: Plan, model: Any, prompt: str
                base_scores: dict[str, Any], results: list[ImageResult]) -> list[Any]:
     """Extraction amplification (FineXtract): the same seeds at LoRA weight lambda x scale, which for a
     LoRA is base + lambda * (LoRA - base) to first order; judged by the gate rule against the base."""
-    from ..metrics.matrix import score_matrices
-
     lam = session.settings.lora_amplify
     if not lam:
         return []
     with model.lora_scale(lam * plan.source.lora_scale):
         amp = model.generate([prompt], plan.seeds, plan.gen)
-    scores = score_matrices(plan.metrics, amp.images, works, session.reference_cache)
+    scores, _ = _score(session, plan, model, amp.images, works)
     per_image, item = lora_gate_findings(scores, base_scores, works, plan.rules, amplified=lam,
                                          tolerance=session.settings.lora_gate_tolerance)
     index = {w.id: j for j, w in enumerate(works)}
@@ -158,7 +215,6 @@ def check_img2img(session: MemorizationSession, manifest: Manifest, plan: Plan, 
     """Start from the work itself at each strength; a copy at or above ``min_safe_strength``
     fails (``judging.img2img``). Records the similarity-versus-strength curve."""
     from ..images import fit_to
-    from ..metrics.matrix import score_matrices
 
     assert work.img2img is not None
     model = session.model(plan.source)
@@ -172,8 +228,10 @@ def check_img2img(session: MemorizationSession, manifest: Manifest, plan: Plan, 
     safe = work.img2img.min_safe_strength
     for strength in sorted(work.img2img.strengths):
         gen = model.img2img(init, work.prompts[:1], plan.seeds, plan.gen, strength=strength)
-        scores = score_matrices(plan.metrics, gen.images, [target], session.reference_cache)
+        scores, floor = _score(session, plan, model, gen.images, [target])
         rows = score_rows(item, gen.prompts, gen.seeds, scores, [target], plan.rules)
+        _record_vae_floor(rows, [target], floor)
+        apply_flat_guard(rows, gen.images)
         curve.append({"strength": strength, **{n: _worst(rows, n, r.direction) for n, r in plan.rules.items()}})
         for r, img in zip(rows, gen.images):
             r.pixels = img
@@ -209,4 +267,6 @@ def _run_extra(plan: Plan) -> dict[str, Any]:
     return {"metrics": _versions(plan), "steps": g.steps, "guidance_scale": g.guidance_scale,
             "height": g.height, "width": g.width, "seeds": plan.seeds,
             # the thresholds in force: the manifest's and the command line's, and each metric's default
-            "thresholds": {n: r.threshold for n, r in plan.rules.items() if r.threshold is not None}}
+            "thresholds": {n: r.threshold for n, r in plan.rules.items() if r.threshold is not None},
+            **({"vae_floor": "scored against each work and the model's VAE round trip of it; the closer gates"}
+               if plan.vae_floor else {})}
