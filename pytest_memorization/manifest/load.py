@@ -8,7 +8,6 @@ Imported at plugin start-up: no torch here (images are checked with Pillow only)
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +28,11 @@ from .check import (
     read_toml,
     tname,
 )
+from .detectors import detectors_table
 
 __all__ = ["ModelSpec", "Img2ImgSpec", "WorkSpec", "CanarySpec", "Manifest", "load_manifest", "project_root",
            "MAX_PARAPHRASES", "METRIC_RANGES", "ROOT_MARKERS", "metric_names"]
 
-DETECTOR_KEYS: dict[str, tuple[str, ...]] = {
-    "noise_magnitude": ("threshold", "steps", "seeds", "gate"),
-    "seed_diversity": ("threshold", "seeds", "gate"),
-    "zero_step": ("threshold", "timesteps", "norm_weight", "align_weight"),
-    "lora_delta": ("threshold", "kind"),
-}
 MODEL_KEYS = ("pretrained", "generator", "config", "lora", "lora_scale", "gate", "seeds", "steps", "guidance_scale",
               "height", "width", "negative_prompt", "vae_floor")
 WORK_KEYS = ("id", "image", "sha256", "prompts", "thresholds", "paraphrases", "img2img", "waive")
@@ -310,40 +304,6 @@ def _canary(c: Checker, v: Any, i: int) -> CanarySpec:
     return CanarySpec(id=cid, prompt=prompt, paraphrases=para)
 
 
-def _detectors(c: Checker, v: Any) -> dict[str, dict[str, Any]]:
-    t = c.table(v, "detectors", tuple(DETECTOR_KEYS), "noise_magnitude = { threshold = 3.2 }")
-    out: dict[str, dict[str, Any]] = {}
-    for name, d in t.items():
-        key = f"detectors.{name}"
-        d = c.table(d, key, DETECTOR_KEYS[name], "{ threshold = 3.2, steps = 1 }")
-        o: dict[str, Any] = {}
-        if "threshold" in d:
-            o["threshold"] = c.number(d["threshold"], f"{key}.threshold", 0.0, math.inf,
-                                      fix="or omit threshold to use the calibrated value")
-        if "steps" in d:
-            o["steps"] = c.integer(d["steps"], f"{key}.steps", 1, "write e.g. steps = 1")
-        if "seeds" in d:
-            o["seeds"] = c.seeds(d["seeds"], f"{key}.seeds")
-        if "timesteps" in d:
-            o["timesteps"] = c.integer(d["timesteps"], f"{key}.timesteps", 1, "write timesteps = 1 (both terms at "
-                                       "the first timestep) or 2 (the paper's two timesteps)")
-            if o["timesteps"] > 2:
-                c.fail(f"{key}.timesteps", f"{o['timesteps']} is not 1 or 2; write timesteps = 1 or timesteps = 2")
-        if "kind" in d:
-            if d["kind"] not in ("guidance", "conditional"):
-                c.fail(f"{key}.kind", f"{d['kind']!r:.60} is not 'guidance' or 'conditional'; write kind = \"guidance\"")
-            o["kind"] = d["kind"]
-        for w in ("norm_weight", "align_weight"):
-            if w in d:
-                o[w] = c.number(d[w], f"{key}.{w}", -math.inf, math.inf, fix="write a finite number, e.g. 1.0")
-        if "gate" in d:
-            if not isinstance(d["gate"], bool):
-                c.fail(f"{key}.gate", f"{d['gate']!r:.60} is not true or false; write gate = true")
-            o["gate"] = d["gate"]
-        out[name] = o
-    return out
-
-
 def _entries(c: Checker, data: dict[str, Any], name: str, example: str) -> list[Any]:
     v = data.get(name, [])
     if isinstance(v, dict):
@@ -383,7 +343,7 @@ def load_manifest(path: str | Path, *, allow_outside_root: bool = False, check_i
                 c.fail(f"metrics[{i}]", c.unknown(name, names, None, "metric"))
         manifest.metrics = metrics
     if "detectors" in data:
-        manifest.detectors = _detectors(c, data["detectors"])
+        manifest.detectors = detectors_table(c, data["detectors"])
     example = '[[work]] id = "astronaut" image = "works/astronaut.png" prompts = ["..."]'
     manifest.works = [_work(c, w, i, example) for i, w in enumerate(_entries(c, data, "work", example))]
     canaries = _entries(c, data, "canary", '[[canary]] prompt = "..."')
