@@ -39,6 +39,7 @@ class Generation:
     seeds: list[int]
     settings: GenerationSettings
     from_cache: int = 0
+    cached: list[bool] = field(default_factory=list)  # per image: read from the generation cache
 
     def __len__(self) -> int:
         return len(self.prompts)

@@ -71,6 +71,7 @@ class Settings:
     clip_pretrained: str
     sscd_model: str | None
     cache_dir: str
+    generation_cache: bool
     allow_pickle: bool
     allow_download: bool
     allow_outside_root: bool

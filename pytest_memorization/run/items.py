@@ -175,10 +175,14 @@ class MemorizationItem(pytest.Item):
         if session is None:
             pytest.skip("memorization checks are off: run pytest --memorization")
         try:
+            before = session.generation_counts()
             self.outcome = self.evaluate()
             key = self.baseline_key()
+            after = session.generation_counts()
+            counts = {"from_cache": after[0] - before[0], "generated": after[1] - before[1]}
             for r in self.outcome.results:
                 r.extra[BASELINE_KEY] = key
+                r.extra["generation_counts"] = counts  # the item's images, cached or generated (summary)
             compare_item(session, self.nodeid, key, self.outcome)
             waivers = {w.id: w.waiver for w in self.works() if w.waiver is not None}
             if waivers:  # reviewed, accepted similarities: expected failures until their end date

@@ -137,6 +137,9 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     base = base_image_counts(state.results)
     if base is not None:
         run["lora_gate_base_images"] = base
+    images = image_counts(state.results)
+    if images is not None:
+        run["generated_images"] = images
     for r in state.results:
         r.get("extra", {}).pop("base_pixels", None)
     errored = sorted({r["item"] for r in state.results if r["verdict"] == "error"})
@@ -216,6 +219,10 @@ def summary_lines(state: MemorizationSession) -> list[str]:
     complete = state.complete
     out = lines(state.run_info(), state.results, state.settings.path("report"), complete=complete) \
         if state.results else []
+    images = image_counts(state.results)
+    if images is not None:
+        where = state.cache_dir / "generations" if state.settings.generation_cache else "cache off"
+        out.append(f"images: {images['generated']} generated, {images['from_cache']} from the cache ({where})")
     base = base_image_counts(state.results)
     if base is not None:
         out.append(f"LoRA gate base images: {base['from_cache']} from the cache, {base['generated']} generated "
@@ -228,6 +235,20 @@ def summary_lines(state: MemorizationSession) -> list[str]:
                    f"--memorization-prune-baseline): {', '.join(state.stale)}")
     out.extend(state.notes)
     return out
+
+
+def image_counts(results: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Every image the items needed (gate bases, amplified and img2img ones included): how many came
+    from the generation cache and how many were generated; counted per item from the rows, so it works
+    under pytest-xdist. None when no item generated anything."""
+    per_item: dict[str, tuple[int, int]] = {}
+    for r in results:
+        counts = r.get("extra", {}).get("generation_counts")
+        if isinstance(counts, dict):
+            per_item[r["item"]] = (int(counts.get("from_cache", 0)), int(counts.get("generated", 0)))
+    if not any(c or g for c, g in per_item.values()):
+        return None
+    return {"from_cache": sum(c for c, _ in per_item.values()), "generated": sum(g for _, g in per_item.values())}
 
 
 def base_image_counts(results: list[dict[str, Any]]) -> dict[str, int] | None:

@@ -35,6 +35,7 @@ class Plan:
     lora_gate: bool
     works: list[Work] = field(default_factory=list)
     floors: dict[str, float] = field(default_factory=dict)  # the command line's and ini's thresholds
+    cache: bool = True  # read and write the generation cache (--memorization-generation-cache)
 
 
 def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
@@ -62,7 +63,7 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
     return Plan(source=source, gen=gen, seeds=s.seeds_for(m.seeds),
                 thresholds=thresholds, warn=dict(manifest.warn), metrics=metrics,
                 rules=rules_for(metrics, thresholds, manifest.warn, s.warn_band), lora_gate=gate,
-                floors=dict(s.threshold))
+                floors=dict(s.threshold), cache=bool(s.generation_cache) and not source.generator)
 
 
 def _generator(s: Any, manifest_value: str | None) -> str | None:
@@ -100,12 +101,13 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
     session.record_run(model, _run_extra(plan))
     if plan.lora_gate:
         with model.lora_scale(0.0):
-            base = model.generate([prompt], plan.seeds, plan.gen, cache=True)
-    gen = model.generate([prompt], plan.seeds, plan.gen)
+            base = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache)
+    gen = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache)
     scores = score_matrices(plan.metrics, gen.images, works, session.reference_cache)
     results = score_rows(item, gen.prompts, gen.seeds, scores, works, plan.rules)
-    for r, img in zip(results, gen.images):
+    for r, img, hit in zip(results, gen.images, gen.cached):
         r.pixels = img
+        r.extra["from_cache"] = hit
     if plan.lora_gate:
         base_scores = score_matrices(plan.metrics, base.images, works, session.reference_cache)
         gate, item_findings = lora_gate_findings(scores, base_scores, works, plan.rules,
@@ -135,7 +137,7 @@ def _amplified(session: MemorizationSession, plan: Plan, model: Any, prompt: str
     if not lam:
         return []
     with model.lora_scale(lam * plan.source.lora_scale):
-        amp = model.generate([prompt], plan.seeds, plan.gen)
+        amp = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache)
     scores = score_matrices(plan.metrics, amp.images, works, session.reference_cache)
     per_image, item = lora_gate_findings(scores, base_scores, works, plan.rules, amplified=lam,
                                          tolerance=session.settings.lora_gate_tolerance)
@@ -171,12 +173,13 @@ def check_img2img(session: MemorizationSession, manifest: Manifest, plan: Plan, 
     curve: list[dict[str, Any]] = []
     safe = work.img2img.min_safe_strength
     for strength in sorted(work.img2img.strengths):
-        gen = model.img2img(init, work.prompts[:1], plan.seeds, plan.gen, strength=strength)
+        gen = model.img2img(init, work.prompts[:1], plan.seeds, plan.gen, strength=strength, cache=plan.cache)
         scores = score_matrices(plan.metrics, gen.images, [target], session.reference_cache)
         rows = score_rows(item, gen.prompts, gen.seeds, scores, [target], plan.rules)
         curve.append({"strength": strength, **{n: _worst(rows, n, r.direction) for n, r in plan.rules.items()}})
-        for r, img in zip(rows, gen.images):
+        for r, img, hit in zip(rows, gen.images, gen.cached):
             r.pixels = img
+            r.extra["from_cache"] = hit
             r.extra["img2img"] = {"strength": strength, "min_safe_strength": safe}
             r.findings = img2img_findings(r.findings, work.id, strength, safe)
         results += rows
@@ -198,7 +201,7 @@ def check_canary(session: MemorizationSession, manifest: Manifest, plan: Plan, i
                for s in plan.seeds]
     images = None
     if "seed_diversity" in manifest.detectors:
-        images = model.generate([prompt], plan.seeds, plan.gen).images
+        images = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache).images
         for r, img in zip(results, images):
             r.pixels = img
     return Outcome(results, run_detectors(session, manifest, model, plan, [prompt], results, images))

@@ -82,10 +82,14 @@ class MemorizationSession:
 
             pipe, info = load(source)
             self.models[source] = MemorizationModel(
-                pipe, info, batch_size=self.settings.batch_size, progress=self.verbosity >= 0,
-                cache_dir=self.cache_dir)
+                pipe, info, batch_size=self.settings.batch_size, cache_dir=self.cache_dir)
             _freeze_heap()
         return self.models[source]
+
+    def generation_counts(self) -> tuple[int, int]:
+        """Images read from the generation cache and images generated so far, over every model."""
+        models = list(self.models.values())
+        return sum(m.cache_hits for m in models), sum(m.generated for m in models)
 
     @property
     def cache_dir(self) -> Path:
