@@ -75,6 +75,8 @@ class Settings:
     allow_pickle: bool
     allow_download: bool
     allow_outside_root: bool
+    progress: str
+    progress_every: float
     shard: tuple[int, int] | None
     explicit: frozenset[str] = frozenset()
     rootdir: Path = Path(".")

@@ -40,6 +40,7 @@ class MemorizationSession:
         self.deselected: set[str] = set()
         self._cache: Any = None
         self._cache_marked = False
+        self.progress: Any = None  # run.progress.Progress, set at configure
 
     # -- models ---------------------------------------------------------------------------
     def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
@@ -84,6 +85,8 @@ class MemorizationSession:
             self.models[source] = MemorizationModel(
                 pipe, info, batch_size=self.settings.batch_size, cache_dir=self.cache_dir)
             _freeze_heap()
+        if self.progress is not None:
+            self.models[source].on_images = self.progress.on_images
         return self.models[source]
 
     def generation_counts(self) -> tuple[int, int]:
