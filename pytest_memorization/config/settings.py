@@ -75,6 +75,7 @@ class Settings:
     allow_pickle: bool
     allow_download: bool
     allow_outside_root: bool
+    early_exit: bool
     progress: str
     progress_every: float
     shard: tuple[int, int] | None

@@ -72,18 +72,34 @@ class MemorizationModel:
         self.oom_retries = 0
         self.on_images: Callable[[int], None] | None = None  # told how many images are done, cached or not
         self._gen_cache: Any = None
+        self._exits: list[Any] | None = None  # the last batch's early exits (model/early_exit.py)
 
     # -- generation -----------------------------------------------------------------------
     def generate(self, prompts: Sequence[str] | str, seeds: Sequence[int],
-                 settings: GenerationSettings | None = None, *, cache: bool = False, **overrides: Any) -> Generation:
+                 settings: GenerationSettings | None = None, *, cache: bool = False, early_exit: Any = None,
+                 **overrides: Any) -> Generation:
         """Every prompt with every seed: N = len(prompts) * len(seeds) images, (N, 3, H, W) in [0, 1] on CPU.
         ``settings`` (or keyword overrides of its fields: steps, guidance_scale, height, width,
         negative_prompt) default to ``GenerationSettings()``. ``cache=True`` reads and writes the
-        generation cache in ``cache_dir`` (``model/gencache.py``)."""
+        generation cache in ``cache_dir`` (``model/gencache.py``). ``early_exit`` (a
+        ``model.early_exit.EarlyExit``) stops a batch whose x0 is clearly far from every work; those
+        images are x0, never cached, and ``Generation.early_exit`` says which."""
+        from . import early_exit as ee
+
         settings = _settings(settings, overrides)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         jobs = [(p, s) for p in prompts for s in seeds]
-        return self._run(jobs, settings, cache, lambda chunk: self._call(chunk, settings))
+        if early_exit is None or not ee.applicable(self.family.name, self.pipe):
+            return self._run(jobs, settings, cache, lambda chunk: self._call(chunk, settings))
+
+        def call(chunk: list[tuple[str, int]]) -> Any:
+            images, done = ee.run(self.pipe, early_exit, settings.steps,
+                                  lambda **cb: self._call(chunk, settings, **cb))
+            self._exits = [None] * len(chunk) if done is None else \
+                [{"step": done["step"], "steps": settings.steps, "x0_scores": f} for f in done["far"]]
+            return images
+
+        return self._run(jobs, settings, cache, call)
 
     def img2img(self, image: Any, prompts: Sequence[str], seeds: Sequence[int],
                 settings: GenerationSettings | None = None, *, strength: float, cache: bool = False,
@@ -117,10 +133,11 @@ class MemorizationModel:
         return self._run(jobs, settings, cache, call,
                          extra_key={"img2img": {"source": tensor_hash(image), "strength": float(strength)}})
 
-    def _call(self, chunk: list[tuple[str, int]], settings: GenerationSettings) -> Any:
+    def _call(self, chunk: list[tuple[str, int]], settings: GenerationSettings, **callbacks: Any) -> Any:
         import torch
 
         return self.pipe(
+            **callbacks,
             prompt=[p for p, _ in chunk],
             **negative_prompt_kwargs(family_of(self.pipe), settings.negative_prompt, len(chunk)),
             num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
@@ -145,12 +162,14 @@ class MemorizationModel:
                     out[i] = img
                     todo.remove(i)
         cached = [out[i] is not None for i in range(len(jobs))]
+        exits: list[Any] = [None] * len(jobs)
         hits = sum(cached)
         self._done(hits)
         start, size = 0, self.batch_size
         while start < len(todo):
             idx = todo[start:start + size]
             try:
+                self._exits = None
                 with torch.no_grad():
                     imgs = call([jobs[i] for i in idx]).float().cpu()
             except (RuntimeError, MemoryError, torch.cuda.OutOfMemoryError) as e:
@@ -169,14 +188,15 @@ class MemorizationModel:
             check_images(imgs, [jobs[i][0] for i in idx], [jobs[i][1] for i in idx], self.info.dtype)
             for k, i in enumerate(idx):
                 out[i] = imgs[k]
-                if store is not None:
+                exits[i] = self._exits[k] if self._exits else None
+                if store is not None and exits[i] is None:  # an early exit's x0 is not the image: never cached
                     store.put(names[i], imgs[k])
             self.generated += len(idx)
             self._done(len(idx))
             start += len(idx)
         self.cache_hits += hits
         return Generation(torch.stack(out), [p for p, _ in jobs], [s for _, s in jobs], settings, from_cache=hits,
-                          cached=cached)
+                          cached=cached, early_exit=exits)
 
     def _done(self, n: int) -> None:
         if n and self.on_images is not None:

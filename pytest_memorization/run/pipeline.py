@@ -99,15 +99,17 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
     model = session.model(plan.source)
     works = load_works(plan, manifest)
     session.record_run(model, _run_extra(plan))
+    early, no_early = _early_exit(session, plan, works)
     if plan.lora_gate:
         with model.lora_scale(0.0):
-            base = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache)
-    gen = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache)
+            base = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache, early_exit=early)
+    gen = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache, early_exit=early)
     scores = score_matrices(plan.metrics, gen.images, works, session.reference_cache)
     results = score_rows(item, gen.prompts, gen.seeds, scores, works, plan.rules)
-    for r, img, hit in zip(results, gen.images, gen.cached):
+    for r, img, hit, stop in zip(results, gen.images, gen.cached, gen.early_exit):
         r.pixels = img
         r.extra["from_cache"] = hit
+        _mark_exit(r, stop, no_early)
     if plan.lora_gate:
         base_scores = score_matrices(plan.metrics, base.images, works, session.reference_cache)
         gate, item_findings = lora_gate_findings(scores, base_scores, works, plan.rules,
@@ -119,6 +121,8 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
             r.extra["lora_gate"] = {"base_scores": {n: float(base_scores[n][i, j]) for n in plan.rules},
                                     "from_cache": base.from_cache,
                                     "base_generated": len(base.seeds) - base.from_cache}
+            if base.early_exit[i] is not None:
+                r.extra["lora_gate"]["base_early_exit"] = base.early_exit[i]
             r.extra["base_pixels"] = base.images[i]
         item_findings += _amplified(session, plan, model, prompt, works, base_scores, results)
     else:
@@ -149,6 +153,44 @@ def _amplified(session: MemorizationSession, plan: Plan, model: Any, prompt: str
                                              "closest": {n: _closest(scores[n][i], plan.rules[n].direction)
                                                          for n in plan.rules}}
     return item
+
+
+def _early_exit(session: MemorizationSession, plan: Plan, works: list[Work]) -> tuple[Any, str | None]:
+    """The item's early exit (``model.early_exit``, ``judging.early_exit``), or None and why not."""
+    if not session.settings.early_exit:
+        return None, None
+    from ..config.policy import EARLY_EXIT_AT
+    from ..judging.early_exit import clearly_far, why_not
+    from ..metrics.matrix import score_matrices
+    from ..model.early_exit import EarlyExit
+
+    reason = why_not(plan.rules, works, plan.gen.steps)
+    if reason:
+        return None, reason
+    gating = {n: r for n, r in plan.rules.items()
+              if r.threshold is not None or any(n in w.thresholds for w in works)}
+    metrics = {n: plan.metrics[n] for n in gating}
+
+    def far(images: Any) -> list[dict[str, float] | None]:
+        return clearly_far(score_matrices(metrics, images, works, session.reference_cache), works, gating)
+
+    return EarlyExit(far, EARLY_EXIT_AT), None
+
+
+def _mark_exit(r: ImageResult, stop: dict[str, Any] | None, no_early: str | None) -> None:
+    """The report says which images stopped early (a ``pass`` finding: information) and why an item could not."""
+    from ..config.policy import EARLY_EXIT_FACTOR
+    from ..records import Finding
+
+    if no_early:
+        r.extra["early_exit"] = {"not_applied": no_early}
+    if stop is None:
+        return
+    r.extra["early_exit"] = stop
+    far = ", ".join(f"{n} {v:.3f}" for n, v in stop["x0_scores"].items())
+    r.findings.append(Finding("early_exit", "pass", f"stopped at step {stop['step']} of {stop['steps']}: its "
+                              f"predicted image x0 ({far}) was {EARLY_EXIT_FACTOR:g}x past every threshold "
+                              "against every work; the image scored is that x0"))
 
 
 def _closest(row: Any, direction: str) -> float:
