@@ -110,6 +110,8 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
         r.pixels = img
         r.extra["from_cache"] = hit
         _mark_exit(r, stop, no_early)
+        if early is not None and stop is None:
+            r.extra["early_exit"] = {"stopped": False}
     if plan.lora_gate:
         base_scores = score_matrices(plan.metrics, base.images, works, session.reference_cache)
         gate, item_findings = lora_gate_findings(scores, base_scores, works, plan.rules,
@@ -183,10 +185,10 @@ def _mark_exit(r: ImageResult, stop: dict[str, Any] | None, no_early: str | None
     from ..records import Finding
 
     if no_early:
-        r.extra["early_exit"] = {"not_applied": no_early}
+        r.extra["early_exit"] = {"stopped": False, "not_applied": no_early}
     if stop is None:
         return
-    r.extra["early_exit"] = stop
+    r.extra["early_exit"] = {"stopped": True, **stop}
     far = ", ".join(f"{n} {v:.3f}" for n, v in stop["x0_scores"].items())
     r.findings.append(Finding("early_exit", "pass", f"stopped at step {stop['step']} of {stop['steps']}: its "
                               f"predicted image x0 ({far}) was {EARLY_EXIT_FACTOR:g}x past every threshold "
