@@ -107,3 +107,17 @@ def test_the_rule_is_conservative() -> None:
     assert "at least 10 steps" in why_not(rules, works, 4)
     lpips = {**rules, "lpips": MetricRule("lpips", "distance", 0.3, None)}
     assert "gated by lpips" in why_not(lpips, works, 20)
+
+
+def test_an_external_generator_is_never_stopped_early() -> None:
+    import torch
+
+    from pytest_memorization.model.early_exit import applicable
+    from pytest_memorization.model.hook import GeneratorModel
+
+    def fn(prompts, seeds, settings):  # noqa: ANN001, ANN202
+        return torch.rand(len(prompts), 3, 16, 16, generator=torch.Generator().manual_seed(seeds[0]))
+
+    gen = GeneratorModel("mygen:fn", fn).generate(["a"], [0, 1], early_exit=object(), steps=20, height=16, width=16)
+    assert gen.images.shape == (2, 3, 16, 16)
+    assert not applicable("generator", None) and not applicable("flux", object())

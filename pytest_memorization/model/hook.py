@@ -91,9 +91,10 @@ class GeneratorModel:
         return f"{self.info.content_hash}|generator"
 
     def generate(self, prompts: Sequence[str] | str, seeds: Sequence[int],
-                 settings: GenerationSettings | None = None, *, cache: bool = False, **overrides: Any) -> Generation:
+                 settings: GenerationSettings | None = None, *, cache: bool = False, early_exit: Any = None,
+                 **overrides: Any) -> Generation:
         """Every prompt with every seed, as ``MemorizationModel.generate``; never cached (the generator
-        may change behind its name)."""
+        may change behind its name) and never stopped early (its steps are not ours to see)."""
         import torch
 
         from .generation import _settings, check_images

@@ -99,7 +99,7 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
     model = session.model(plan.source)
     works = load_works(plan, manifest)
     session.record_run(model, _run_extra(plan))
-    early, no_early = _early_exit(session, plan, works)
+    early, no_early = _early_exit(session, plan, works, model)
     if plan.lora_gate:
         with model.lora_scale(0.0):
             base = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache, early_exit=early)
@@ -157,15 +157,17 @@ def _amplified(session: MemorizationSession, plan: Plan, model: Any, prompt: str
     return item
 
 
-def _early_exit(session: MemorizationSession, plan: Plan, works: list[Work]) -> tuple[Any, str | None]:
+def _early_exit(session: MemorizationSession, plan: Plan, works: list[Work], model: Any) -> tuple[Any, str | None]:
     """The item's early exit (``model.early_exit``, ``judging.early_exit``), or None and why not."""
     if not session.settings.early_exit:
         return None, None
     from ..config.policy import EARLY_EXIT_AT
     from ..judging.early_exit import clearly_far, why_not
     from ..metrics.matrix import score_matrices
-    from ..model.early_exit import EarlyExit
+    from ..model.early_exit import SUPPORTED_FAMILIES, EarlyExit, applicable
 
+    if not applicable(model.family.name, model.pipe):
+        return None, f"early exit supports {', '.join(SUPPORTED_FAMILIES)}; this model is {model.family.name}"
     reason = why_not(plan.rules, works, plan.gen.steps)
     if reason:
         return None, reason
