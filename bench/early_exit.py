@@ -96,6 +96,9 @@ def main() -> int:
             same = sum(full["verdicts"].get(k) == v for k, v in early["verdicts"].items())
             items_same = full["items"] == early["items"]
             rows.append((name, full, early, same, items_same))
+            print(f"MEASURED {name}: UNet calls {full['calls']} -> {early['calls']}, image-steps {full['images']} -> "
+                  f"{early['images']}, wall {full['wall']:.1f}s -> {early['wall']:.1f}s, exited {early['exited']}, "
+                  f"verdicts {same}/{len(early['verdicts'])}, items {'same' if items_same else 'DIFFER'}", flush=True)
     print(f"{'model':<11} {'UNet calls full':>15} {'early':>6} {'ratio':>6} {'image-steps':>11} {'early':>6} "
           f"{'wall full':>9} {'early':>6} {'ratio':>6} {'exited':>7} {'verdicts':>9} items")
     tot = {"cf": 0, "ce": 0, "if": 0, "ie": 0, "wf": 0.0, "we": 0.0, "n": 0, "same": 0}

@@ -174,11 +174,25 @@ def _early_exit(session: MemorizationSession, plan: Plan, works: list[Work], mod
     gating = {n: r for n, r in plan.rules.items()
               if r.threshold is not None or any(n in w.thresholds for w in works)}
     metrics = {n: plan.metrics[n] for n in gating}
+    quick = _unaligned(session, metrics)
 
     def far(images: Any) -> list[dict[str, float] | None]:
+        """The item's own (aligned) metrics decide. Unaligned scores first, as a cheap veto: aligning can
+        only bring an image closer, so an image not far unaligned is not far aligned either."""
+        if quick and any(f is None for f in clearly_far(score_matrices(quick, images, works), works, gating)):
+            return [None] * int(images.shape[0])
         return clearly_far(score_matrices(metrics, images, works, session.reference_cache), works, gating)
 
     return EarlyExit(far, EARLY_EXIT_AT), None
+
+
+def _unaligned(session: MemorizationSession, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The same metrics without the alignment search (None when they are not aligned anyway)."""
+    if not any(getattr(m, "align", False) for m in metrics.values()):
+        return None
+    from ..metrics import get_metric
+
+    return {n: get_metric(n, **{**session.metric_options(n), "align": False}) for n in metrics}
 
 
 def _mark_exit(r: ImageResult, stop: dict[str, Any] | None, no_early: str | None) -> None:
