@@ -69,7 +69,8 @@ def main() -> int:
     print(f"{'run':<12} {'wall':>8} {'ratio':>6} {'generated':>9} {'cached':>6}  verdicts")
     ok = True
     for name, (wall, doc) in runs.items():
-        counts = doc["run"].get("generated_images") or doc["run"].get("rescored", {}).get("generated_images", {})
+        # a rescored report keeps the run info of the report it read: its own counts are under "rescored"
+        counts = doc["run"]["rescored"]["generated_images"] if "rescored" in doc["run"] else doc["run"]["generated_images"]
         gen, cached = counts.get("generated", 0), counts.get("from_cache", counts.get("from_report", 0))
         s = doc["summary"]
         print(f"{name:<12} {wall:>7.1f}s {wall / base:>6.3f} {gen:>9} {cached:>6}  "
