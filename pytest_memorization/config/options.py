@@ -254,7 +254,7 @@ OPTIONS: Sequence[Option] = (
     Option("allow_pickle", "Allow pickle checkpoints (.ckpt/.bin/.pt), loaded with weights_only=True.", False, _bool, flag=True, ini_type="bool"),
     Option("allow_download", "Allow Hugging Face downloads (default: local cache only, HF_HUB_OFFLINE=1).", False, _bool, flag=True, ini_type="bool"),
     Option("allow_outside_root", "Allow manifest paths that leave the manifest's project root.", False, _bool, flag=True, ini_type="bool"),
-    Option("early_exit", "Stop generating a batch once every image's predicted clean image x0 is clearly far from every work (2x past each tiled_l2/ssim threshold, checked from 40% of the steps); SD 1/2 and SDXL; the report marks those images.", False, _bool, flag=True, ini_type="bool"),
+    Option("early_exit", "Stop generating a batch once every image's predicted clean image x0 is clearly far from every work (2x past each tiled_l2/ssim threshold, checked from 40 percent of the steps); SD 1/2 and SDXL; the report marks those images.", False, _bool, flag=True, ini_type="bool"),
     Option("progress", "One progress line for the run (images done / total, ETA): auto draws it live on a terminal and prints plain lines under -q or without a terminal (CI); plain always prints plain lines; off prints nothing.", "auto", _choice("auto", "plain", "off")),
     Option("progress_every", "Seconds between plain progress lines (0: one per update).", 30.0, _float(0.0, 86400.0)),
     Option("shard", "Run only shard I of N of the items, e.g. 0/4 (deterministic, even split).", None, _shard),
