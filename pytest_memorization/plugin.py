@@ -56,6 +56,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from .run.state import record_collected
 
         record_collected(run, session)
+        if run.progress is not None:
+            run.progress.collected(session.items)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -75,19 +77,45 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         from .run.outputs import finish_item
 
         finish_item(session, item, report)
+    if session is not None and session.progress is not None and report.when == "setup" \
+            and hasattr(item, "expected_images"):
+        session.progress.tag(item, report)
     return report
 
 
-def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_logstart(nodeid: str, location: Any) -> Any:
     session = state.active()
     if session is not None:
         session.running.add(nodeid)  # removed at logfinish: what remains crashed or was killed
+        if session.progress is not None:
+            session.progress.erase()  # before pytest writes: the live line sits at the end of its line
+            session.progress.begin()
+    return (yield)
 
 
-def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> Any:
     session = state.active()
     if session is not None:
         session.running.discard(nodeid)
+        if session.progress is not None:
+            session.progress.erase()  # pytest writes the [ 50%] column here
+    try:
+        return (yield)
+    finally:
+        if session is not None and session.progress is not None:
+            session.progress.refresh()
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    try:
+        return (yield)
+    finally:  # inside the terminal reporter's wrapper: erased before it writes the final [100%]
+        run = session_of(session.config)
+        if run is not None and run.progress is not None:
+            run.progress.erase()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -109,16 +137,26 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
         session.incomplete.append(f"could not collect {report.nodeid or 'the test paths'}")
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> Any:
     session = state.active()
     if session is not None:
         receive_report(session, report)
+        if session.progress is not None:
+            session.progress.erase()
+    try:
+        return (yield)
+    finally:
+        if session is not None and session.progress is not None:
+            session.progress.refresh()  # after the terminal reporter wrote its outcome
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session_of(session.config)
     if run is None or hasattr(session.config, "workerinput"):
         return
+    if run.progress is not None:
+        run.progress.erase()
     from .run.outputs import finish_session
 
     finish_session(run, session, exitstatus)

@@ -39,6 +39,8 @@ class Generation:
     seeds: list[int]
     settings: GenerationSettings
     from_cache: int = 0
+    cached: list[bool] = field(default_factory=list)  # per image: read from the generation cache
+    early_exit: list[Any] = field(default_factory=list)  # per image: None, or {step, steps, x0_scores}
 
     def __len__(self) -> int:
         return len(self.prompts)

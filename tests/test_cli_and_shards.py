@@ -116,6 +116,8 @@ def test_shards_merge_to_the_unsharded_run(sharded: pytest.Pytester) -> None:
     keys = [(r["item"], r["seed"]) for r in merged["results"]]
     assert len(keys) == len(set(keys)) == 4 * 2
     assert merged["complete"] is True
+    # the shards ran after the full run: their images came from the generation cache, and merge adds them up
+    assert merged["run"]["generated_images"] == {"generated": 0, "from_cache": 8}
     for row in merged["results"]:
         assert (p / "merged" / row["image"]).is_file()
 

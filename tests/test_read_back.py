@@ -102,7 +102,10 @@ def test_a_forged_generation_cache_entry_is_regenerated(tiny_pipeline: Path, tmp
     (entry,) = (tmp_path / "cache" / "generations").glob("*.safetensors")
     image = load_file(str(entry))["image"]
     save_file({"image": torch.full_like(image, 0.5)}, str(entry))  # no seal
-    forged = model.generate([COPY_PROMPT], [0], **kw)
+    from pytest_memorization.model.gencache import GenerationCacheWarning
+
+    with pytest.warns(GenerationCacheWarning, match="seal does not match"):
+        forged = model.generate([COPY_PROMPT], [0], **kw)
     assert forged.from_cache == 0 and torch.allclose(forged.images, real.images, atol=1e-5)
     assert model.generate([COPY_PROMPT], [0], **kw).from_cache == 1  # rewritten, sealed again
 

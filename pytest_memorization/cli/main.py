@@ -6,6 +6,7 @@
     merge-baselines OUT BASELINE.json...      merge shard baseline files into OUT
     index build --metric clip --out DIR IMAGES_OR_DIRS...
     index query DIR IMAGE... [-k 10] [--json]
+    rescore REPORT_DIR WORKS... [--threshold M=V] [--metrics a,b] [--out DIR]
 
 Errors are one line on stderr and exit status 2, never a traceback.
 """
@@ -20,11 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+from ._paths import IMAGE_SUFFIXES, CLIError, image_paths
 
-
-class CLIError(Exception):
-    pass
+__all__ = ["IMAGE_SUFFIXES", "CLIError", "main", "parser"]
 
 
 def cmd_options(args: argparse.Namespace) -> int:
@@ -125,35 +124,13 @@ def _metric(args: argparse.Namespace, name: str, stored: dict[str, Any] | None =
     return get_metric(name, **opts), opts
 
 
-def _image_paths(sources: Sequence[str]) -> tuple[list[Path], list[str]]:
-    paths: list[Path] = []
-    ids: list[str] = []
-    for s in sources:
-        p = Path(s)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise CLIError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            paths += found
-            ids += [f.relative_to(p).as_posix() for f in found]
-        elif p.is_file():
-            paths.append(p)
-            ids.append(p.name)
-        else:
-            raise CLIError(f"{p}: no such image file or folder")
-    dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
-    if dup:
-        raise CLIError(f"two images would get the same id {dup[0]!r}; pass their common parent folder instead")
-    return paths, ids
-
-
 def cmd_index_build(args: argparse.Namespace) -> int:
     import time
 
     from ..metrics.index import build_index
 
     metric, opts = _metric(args, args.metric)
-    paths, ids = _image_paths(args.images)
+    paths, ids = image_paths(args.images)
     t0 = time.perf_counter()
     out = build_index(metric, paths, ids, args.out, batch_size=args.batch_size, size=args.size, dtype=args.dtype,
                       metric_options={k: v for k, v in opts.items() if k != "weights_dir"})
@@ -188,12 +165,39 @@ def cmd_index_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from ..config.options import BY_NAME
+    from . import rescore as rs
+
+    thresholds: dict[str, float] = {}
+    for chunk in args.threshold or []:
+        thresholds.update(BY_NAME["threshold"].parse(BY_NAME["threshold"], chunk))
+    metrics = [m for m in (args.metrics or "").split(",") if m] or None
+    try:
+        done = rs.rescore(args.report, args.works, thresholds=thresholds, metrics=metrics,
+                          warn_band=args.warn_band, align=not args.no_align, weights_dir=args.weights_dir)
+        written = rs.write(done, args.report, args.out) if args.out else None
+    except rs.RescoreError as e:
+        raise CLIError(str(e)) from None
+    counts = {v: sum(r.verdict == v for r in done.results) for v in ("error", "fail", "warn", "pass")}
+    for line in done.failures:
+        print(line)
+    print(f"re-scored {len(done.results)} image(s) of {args.report} against {len(done.works)} work(s) "
+          f"({', '.join(done.metrics)}; 0 generated): " + ", ".join(f"{n} {v}" for v, n in counts.items() if n))
+    if done.skipped:
+        print(f"not re-scored ({len(done.skipped)}): " + "; ".join(done.skipped[:10]))
+    if written:
+        print(f"report written: {written}")
+    return 1 if counts["fail"] or counts["error"] else 0
+
+
 EXAMPLES = """examples:
   pytest-memorization options > options.md
   pytest-memorization merge report shard-0/report shard-1/report
   pytest-memorization merge-baselines baseline.json shard-0/baseline.json shard-1/baseline.json
   pytest-memorization index build --metric clip --out catalogue.idx works/
   pytest-memorization index query catalogue.idx report/images/*.png -k 5
+  pytest-memorization rescore report new-works/memorization.toml --out report-rescored
 
 The gate itself runs inside pytest: pytest --memorization (see pytest --help, group "memorization").
 """
@@ -258,6 +262,20 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print JSON")
     metric_flags(q)
     q.set_defaults(func=cmd_index_query)
+
+    r = sub.add_parser("rescore", help="score a report's images against new works/thresholds (generates nothing)")
+    r.add_argument("report", metavar="REPORT_DIR", help="a report folder written by --memorization-report=DIR")
+    r.add_argument("works", nargs="+", metavar="WORKS",
+                   help="a manifest (its works, thresholds, warn and metrics) or work images / folders")
+    r.add_argument("--threshold", action="append", metavar="METRIC=VALUE",
+                   help="threshold (repeatable); the strictest of these and the manifest's wins")
+    r.add_argument("--metrics", metavar="NAME[,NAME]", help="metrics to score (default: the manifest's, else "
+                   "tiled_l2, ssim and those with a threshold)")
+    r.add_argument("--warn-band", type=float, default=0.1, help="warn band fraction (default 0.1)")
+    r.add_argument("--no-align", action="store_true", help="compare pixels as they are (no shift tolerance)")
+    r.add_argument("--weights-dir", help="folder searched first for metric weights")
+    r.add_argument("--out", metavar="DIR", help="write report.json, index.html and the images into DIR")
+    r.set_defaults(func=cmd_rescore)
     return ap
 
 

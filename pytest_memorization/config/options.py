@@ -258,10 +258,14 @@ OPTIONS: Sequence[Option] = (
     Option("clip_model", "open_clip model name for the clip metric.", "ViT-B-32"),
     Option("clip_pretrained", "open_clip weights: cached tag, local file, or local-dir:/path.", "laion2b_s34b_b79k"),
     Option("sscd_model", "SSCD TorchScript file (sscd_disc_mixup.torchscript.pt) for the sscd metric.", None),
-    Option("cache_dir", "Cache for reference features and base-model images.", ".memorization_cache"),
+    Option("cache_dir", "Cache for reference features and generated images.", ".memorization_cache"),
+    Option("generation_cache", "Cache every generated image in the cache dir, keyed by what changes its pixels (model, LoRA, prompt, seed, settings; not thresholds, metrics or works), so a rerun that changes only those regenerates nothing; false regenerates every image.", True, _bool, ini_type="bool"),
     Option("allow_pickle", "Allow pickle checkpoints (.ckpt/.bin/.pt), loaded with weights_only=True.", False, _bool, flag=True, ini_type="bool"),
     Option("allow_download", "Allow Hugging Face downloads (default: local cache only, HF_HUB_OFFLINE=1).", False, _bool, flag=True, ini_type="bool"),
     Option("allow_outside_root", "Allow manifest paths that leave the manifest's project root.", False, _bool, flag=True, ini_type="bool"),
+    Option("early_exit", "Stop generating a batch once every image's predicted clean image x0 is clearly far from every work (2x past each tiled_l2/ssim threshold, checked from 40 percent of the steps); SD 1/2 and SDXL; the report marks those images.", False, _bool, flag=True, ini_type="bool"),
+    Option("progress", "One progress line for the run (images done / total, ETA): auto draws it live on a terminal and prints plain lines under -q or without a terminal (CI); plain always prints plain lines; off prints nothing.", "auto", _choice("auto", "plain", "off")),
+    Option("progress_every", "Seconds between plain progress lines (0: one per update).", 30.0, _float(0.0, 86400.0)),
     Option("shard", "Run only shard I of N of the items, e.g. 0/4 (deterministic, even split).", None, _shard),
 )
 BY_NAME = {o.name: o for o in OPTIONS}

@@ -81,3 +81,15 @@ def lora_gate_problem(scale: float) -> str | None:
         return ("LoRA scale 0 under the LoRA gate compares the base model with itself, so the gate can never "
                 "fail; use the scale the LoRA ships with (e.g. 1.0)")
     return None
+
+
+# Early exit (--memorization-early-exit, judging/early_exit.py): a batch stops denoising only when
+# every image's predicted clean image x0 is at least EARLY_EXIT_FACTOR times past every gating
+# threshold against every work (distance > 2 x threshold; similarity < threshold / 2), checked at
+# these fractions of the steps (never before 40%), and only when every gating metric is one of
+# EARLY_EXIT_METRICS (pixel metrics that a blurry early x0 does not flatter). Chosen before
+# measuring; bench/early_exit.py measures verdict agreement on the demo models (README).
+EARLY_EXIT_FACTOR = 2.0
+EARLY_EXIT_AT = (0.4, 0.6, 0.8)
+EARLY_EXIT_METRICS = ("tiled_l2", "ssim")
+EARLY_EXIT_MIN_STEPS = 10  # with fewer steps x0 at 40% is too rough to trust, and little is saved

@@ -73,9 +73,13 @@ class Settings:
     clip_pretrained: str
     sscd_model: str | None
     cache_dir: str
+    generation_cache: bool
     allow_pickle: bool
     allow_download: bool
     allow_outside_root: bool
+    early_exit: bool
+    progress: str
+    progress_every: float
     shard: tuple[int, int] | None
     explicit: frozenset[str] = frozenset()
     rootdir: Path = Path(".")

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,30 +61,49 @@ def _is_oom(e: BaseException) -> bool:
 class MemorizationModel:
     """A loaded pipeline plus what it is (``info``). The ``memorization_model`` fixture returns one."""
 
-    def __init__(self, pipe: Any, info: ModelInfo, *, batch_size: int = 8, progress: bool = False,
-                 cache_dir: Path | None = None) -> None:
+    def __init__(self, pipe: Any, info: ModelInfo, *, batch_size: int = 8, cache_dir: Path | None = None) -> None:
         self.pipe = pipe
         self.info = info
         self.batch_size = batch_size
-        self.progress = progress
         self.cache_dir = cache_dir
         self._lora_scale = info.lora_scale
         self.cache_hits = 0
+        self.generated = 0  # images this model generated (not from the cache)
         self.oom_retries = 0
+        self.on_images: Callable[[int], None] | None = None  # told how many images are done, cached or not
+        self._gen_cache: Any = None
+        self._exits: list[Any] | None = None  # the last batch's early exits (model/early_exit.py)
 
     # -- generation -----------------------------------------------------------------------
     def generate(self, prompts: Sequence[str] | str, seeds: Sequence[int],
-                 settings: GenerationSettings | None = None, *, cache: bool = False, **overrides: Any) -> Generation:
+                 settings: GenerationSettings | None = None, *, cache: bool = False, early_exit: Any = None,
+                 **overrides: Any) -> Generation:
         """Every prompt with every seed: N = len(prompts) * len(seeds) images, (N, 3, H, W) in [0, 1] on CPU.
         ``settings`` (or keyword overrides of its fields: steps, guidance_scale, height, width,
-        negative_prompt) default to ``GenerationSettings()``."""
+        negative_prompt) default to ``GenerationSettings()``. ``cache=True`` reads and writes the
+        generation cache in ``cache_dir`` (``model/gencache.py``). ``early_exit`` (a
+        ``model.early_exit.EarlyExit``) stops a batch whose x0 is clearly far from every work; those
+        images are x0, never cached, and ``Generation.early_exit`` says which."""
+        from . import early_exit as ee
+
         settings = _settings(settings, overrides)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         jobs = [(p, s) for p in prompts for s in seeds]
-        return self._run(jobs, settings, cache, lambda chunk: self._call(chunk, settings))
+        if early_exit is None or not ee.applicable(self.family.name, self.pipe):
+            return self._run(jobs, settings, cache, lambda chunk: self._call(chunk, settings))
+
+        def call(chunk: list[tuple[str, int]]) -> Any:
+            images, done = ee.run(self.pipe, early_exit, settings.steps,
+                                  lambda **cb: self._call(chunk, settings, **cb))
+            self._exits = [None] * len(chunk) if done is None else \
+                [{"step": done["step"], "steps": settings.steps, "x0_scores": f} for f in done["far"]]
+            return images
+
+        return self._run(jobs, settings, cache, call)
 
     def img2img(self, image: Any, prompts: Sequence[str], seeds: Sequence[int],
-                settings: GenerationSettings | None = None, *, strength: float, **overrides: Any) -> Generation:
+                settings: GenerationSettings | None = None, *, strength: float, cache: bool = False,
+                **overrides: Any) -> Generation:
         """Start from ``image`` (3, H, W) in [0, 1]; runs int(steps * strength) steps, sharing the weights.
         The output has the image's size (``settings.height``/``width`` are not used)."""
         from diffusers import AutoPipelineForImage2Image
@@ -112,12 +128,16 @@ class MemorizationModel:
                 output_type="pt",
             ).images
 
-        return self._run(jobs, settings, False, call)
+        from .gencache import tensor_hash
 
-    def _call(self, chunk: list[tuple[str, int]], settings: GenerationSettings) -> Any:
+        return self._run(jobs, settings, cache, call,
+                         extra_key={"img2img": {"source": tensor_hash(image), "strength": float(strength)}})
+
+    def _call(self, chunk: list[tuple[str, int]], settings: GenerationSettings, **callbacks: Any) -> Any:
         import torch
 
         return self.pipe(
+            **callbacks,
             prompt=[p for p, _ in chunk],
             **negative_prompt_kwargs(family_of(self.pipe), settings.negative_prompt, len(chunk)),
             num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
@@ -126,63 +146,61 @@ class MemorizationModel:
         ).images
 
     def _run(self, jobs: list[tuple[str, int]], settings: GenerationSettings, cache: bool,
-             call: Callable[[list[tuple[str, int]]], Any]) -> Generation:
+             call: Callable[[list[tuple[str, int]]], Any], extra_key: dict[str, Any] | None = None) -> Generation:
         import torch
 
         if not jobs:
             raise BrokenOutputError("zero images requested: no prompts or no seeds")
         out: list[Any] = [None] * len(jobs)
+        store = self.generation_cache if cache else None
+        names = [self._cache_name(j, settings, extra_key) for j in jobs] if store is not None else []
         todo = list(range(len(jobs)))
-        hits = 0
-        if cache:
+        if store is not None:
             for i in list(todo):
-                img = self._cache_get(jobs[i], settings)
-                if img is not None:
-                    out[i], hits = img, hits + 1
+                img = store.get(names[i])
+                if img is not None and tuple(img.shape[-2:]) == (settings.height, settings.width):
+                    out[i] = img
                     todo.remove(i)
-        with self._progress(len(todo)) as bar:
-            start, size = 0, self.batch_size
-            while start < len(todo):
-                idx = todo[start:start + size]
-                try:
-                    with torch.no_grad():
-                        imgs = call([jobs[i] for i in idx]).float().cpu()
-                except (RuntimeError, MemoryError, torch.cuda.OutOfMemoryError) as e:
-                    if not _is_oom(e):
-                        raise
-                    if size == 1:
-                        raise BrokenOutputError(
-                            f"out of memory on {self.info.device} even with batch size 1 "
-                            f"({settings.height}x{settings.width}, {self.info.dtype}); use a smaller size, "
-                            "float16, or a larger GPU") from e
-                    size = max(1, size // 2)
-                    self.oom_retries += 1
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                    continue
-                check_images(imgs, [jobs[i][0] for i in idx], [jobs[i][1] for i in idx], self.info.dtype)
-                for k, i in enumerate(idx):
-                    out[i] = imgs[k]
-                    if cache:
-                        self._cache_put(jobs[i], settings, imgs[k])
-                bar(len(idx))
-                start += len(idx)
+        cached = [out[i] is not None for i in range(len(jobs))]
+        exits: list[Any] = [None] * len(jobs)
+        hits = sum(cached)
+        self._done(hits)
+        start, size = 0, self.batch_size
+        while start < len(todo):
+            idx = todo[start:start + size]
+            try:
+                self._exits = None
+                with torch.no_grad():
+                    imgs = call([jobs[i] for i in idx]).float().cpu()
+            except (RuntimeError, MemoryError, torch.cuda.OutOfMemoryError) as e:
+                if not _is_oom(e):
+                    raise
+                if size == 1:
+                    raise BrokenOutputError(
+                        f"out of memory on {self.info.device} even with batch size 1 "
+                        f"({settings.height}x{settings.width}, {self.info.dtype}); use a smaller size, "
+                        "float16, or a larger GPU") from e
+                size = max(1, size // 2)
+                self.oom_retries += 1
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            check_images(imgs, [jobs[i][0] for i in idx], [jobs[i][1] for i in idx], self.info.dtype)
+            for k, i in enumerate(idx):
+                out[i] = imgs[k]
+                exits[i] = self._exits[k] if self._exits else None
+                if store is not None and exits[i] is None:  # an early exit's x0 is not the image: never cached
+                    store.put(names[i], imgs[k])
+            self.generated += len(idx)
+            self._done(len(idx))
+            start += len(idx)
         self.cache_hits += hits
-        return Generation(torch.stack(out), [p for p, _ in jobs], [s for _, s in jobs], settings, from_cache=hits)
+        return Generation(torch.stack(out), [p for p, _ in jobs], [s for _, s in jobs], settings, from_cache=hits,
+                          cached=cached, early_exit=exits)
 
-    @contextlib.contextmanager
-    def _progress(self, total: int) -> Iterator[Callable[[int], None]]:
-        if not self.progress or total <= self.batch_size:
-            yield lambda n: None
-            return
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="memorization: generating", unit="img", file=sys.__stderr__,
-                   mininterval=1.0, leave=False)
-        try:
-            yield bar.update
-        finally:
-            bar.close()
+    def _done(self, n: int) -> None:
+        if n and self.on_images is not None:
+            self.on_images(n)
 
     # -- LoRA -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -226,50 +244,23 @@ class MemorizationModel:
         return noise_magnitude(self.pipe, list(prompts), list(seeds), steps=steps, guidance_scale=guidance_scale,
                                height=height, width=width, num_inference_steps=num_inference_steps)
 
-    # -- on-disk cache of generations -----------------------------------------------------
-    def _cache_path(self, job: tuple[str, int], settings: GenerationSettings) -> Path | None:
+    # -- on-disk cache of generations (model/gencache.py) ----------------------------------
+    def _cache_name(self, job: tuple[str, int], settings: GenerationSettings,
+                    extra: dict[str, Any] | None = None) -> str:
+        from .gencache import cache_identity, entry_name
+
+        identity = cache_identity(self.info, self.pipe, self._lora_scale, self.family.name)
+        return entry_name(identity, job[0], job[1], settings.key(), extra)
+
+    @property
+    def generation_cache(self) -> Any:
         if self.cache_dir is None:
             return None
-        key = json.dumps([self.fingerprint, job[0], job[1], settings.key()], sort_keys=True)
-        return self.cache_dir / "generations" / (hashlib.sha256(key.encode()).hexdigest() + ".safetensors")
+        if self._gen_cache is None:
+            from .gencache import GenerationCache
 
-    def _cache_get(self, job: tuple[str, int], settings: GenerationSettings) -> Any:
-        path = self._cache_path(job, settings)
-        if path is None or not path.is_file():
-            return None
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                seal = (f.metadata() or {}).get("seal")
-                image = f.get_tensor("image")
-        except Exception:  # a damaged cache entry is regenerated, never trusted
-            return None
-        if seal != self._seal(path, image):
-            return None  # edited, forged or from another machine: regenerate
-        return image
-
-    def _cache_put(self, job: tuple[str, int], settings: GenerationSettings, image: Any) -> None:
-        path = self._cache_path(job, settings)
-        if path is None:
-            return
-        from safetensors.torch import save_file
-
-        from .._io import atomic_path, mark_cache_dir
-
-        assert self.cache_dir is not None
-        mark_cache_dir(self.cache_dir)
-        image = image.detach().to("cpu").contiguous()
-        with atomic_path(path) as tmp:
-            save_file({"image": image}, str(tmp), metadata={"seal": self._seal(path, image)})
-
-    @staticmethod
-    def _seal(path: Path, image: Any) -> str:
-        """HMAC of the entry's inputs (its name is the hash of model, prompt, seed and settings) and pixels."""
-        from .._io import seal
-        from ..metrics.cache import tensor_bytes
-
-        return seal(f"generation|{path.stem}", [tensor_bytes(image)])
+            self._gen_cache = GenerationCache(self.cache_dir)
+        return self._gen_cache
 
 
 def _settings(settings: GenerationSettings | None, overrides: dict[str, Any]) -> GenerationSettings:

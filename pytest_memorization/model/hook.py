@@ -75,7 +75,9 @@ class GeneratorModel:
     def __init__(self, spec: str, fn: Callable[..., Any], *, batch_size: int = 8) -> None:
         self.spec, self.fn, self.batch_size = spec, fn, batch_size
         self.cache_hits = 0
+        self.generated = 0
         self.oom_retries = 0
+        self.on_images: Callable[[int], None] | None = None  # told how many images are done
         self.info = ModelInfo(source=f"generator:{spec}", kind="generator", content_hash=_code_hash(spec, fn),
                               device="external", dtype="external", pipeline_class="generator",
                               extra={"family": GENERATOR.name})
@@ -89,9 +91,10 @@ class GeneratorModel:
         return f"{self.info.content_hash}|generator"
 
     def generate(self, prompts: Sequence[str] | str, seeds: Sequence[int],
-                 settings: GenerationSettings | None = None, *, cache: bool = False, **overrides: Any) -> Generation:
+                 settings: GenerationSettings | None = None, *, cache: bool = False, early_exit: Any = None,
+                 **overrides: Any) -> Generation:
         """Every prompt with every seed, as ``MemorizationModel.generate``; never cached (the generator
-        may change behind its name)."""
+        may change behind its name) and never stopped early (its steps are not ours to see)."""
         import torch
 
         from .generation import _settings, check_images
@@ -108,6 +111,9 @@ class GeneratorModel:
             imgs = _as_batch(self.fn(ps, ss, settings), len(chunk), self.spec)
             check_images(imgs, ps, ss)
             out.append(imgs)
+            self.generated += len(chunk)
+            if self.on_images is not None:
+                self.on_images(len(chunk))
         return Generation(torch.cat(out), [p for p, _ in jobs], [s for _, s in jobs], settings)
 
     def img2img(self, *args: Any, **kwargs: Any) -> Generation:

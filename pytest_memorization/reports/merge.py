@@ -86,6 +86,11 @@ def merge_runs(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
                     "shards must use the same settings"
                 )
     merged = copy.deepcopy(first)
+    for key in ("generated_images", "lora_gate_base_images", "early_exit"):  # image counts add up over shards
+        parts = [r[key] for r in runs if isinstance(r.get(key), dict)]
+        if parts:
+            merged[key] = {k: sum(p.get(k, 0) for p in parts) if all(isinstance(p.get(k, 0), int) for p in parts)
+                           else parts[0].get(k) for k in parts[0]}
     starts = [r["started"] for r in runs if r.get("started")]
     ends = [r["finished"] for r in runs if r.get("finished")]
     if starts:

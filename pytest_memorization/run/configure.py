@@ -44,6 +44,9 @@ def configure(config: pytest.Config) -> None:
 
         os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
     run = MemorizationSession(settings, verbosity=config.get_verbosity())
+    from .progress import Progress
+
+    run.progress = Progress(config, settings.progress, settings.progress_every)
     state.start(config, settings, run)
     if not hasattr(config, "workerinput"):  # the controller checks output paths and starts the staging folder
         from .outputs import prepare
@@ -99,3 +102,5 @@ def receive_report(session: MemorizationSession, report: pytest.TestReport) -> N
     results = getattr(report, "memorization_results", None)
     if results:
         session.add_results(results)
+    if session.progress is not None:
+        session.progress.item_done(report)

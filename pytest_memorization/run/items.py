@@ -147,6 +147,23 @@ class MemorizationItem(pytest.Item):
     def evaluate(self) -> Any:  # overridden
         raise NotImplementedError
 
+    def expected_images(self) -> int:
+        """How many images this item generates (or reads from the cache): the run's progress total.
+        From the manifest and settings only: no model, no metric."""
+        from .state import settings_of
+
+        s, m = settings_of(self.config), self.manifest_file.manifest
+        seeds = len(s.seeds_for(m.model.seeds))
+        if self.kind in ("prompt", "card"):
+            gate = bool(s.lora_gate or m.model.gate == "lora")
+            return seeds * (1 + (1 + bool(s.lora_amplify) if gate else 0))
+        if self.kind == "img2img":
+            spec = next((w for w in m.works if w.id == self.work), None)
+            return seeds * len(spec.img2img.strengths) if spec is not None and spec.img2img else 0
+        if self.kind == "canary":
+            return seeds if "seed_diversity" in m.detectors else 0
+        return 0
+
     def baseline_key(self) -> str | None:
         """The key of this item's baseline entry: what it checks, not where it sits (see judging.baselines)."""
         from ..judging.baselines import content_key
@@ -174,11 +191,17 @@ class MemorizationItem(pytest.Item):
         session = session_of(self.config)
         if session is None:
             pytest.skip("memorization checks are off: run pytest --memorization")
+        if session.progress is not None:
+            session.progress.start_item(self)
         try:
+            before = session.generation_counts()
             self.outcome = self.evaluate()
             key = self.baseline_key()
+            after = session.generation_counts()
+            counts = {"from_cache": after[0] - before[0], "generated": after[1] - before[1]}
             for r in self.outcome.results:
                 r.extra[BASELINE_KEY] = key
+                r.extra["generation_counts"] = counts  # the item's images, cached or generated (summary)
             compare_item(session, self.nodeid, key, self.outcome)
             waivers = {w.id: w.waiver for w in self.works() if w.waiver is not None}
             if waivers:  # reviewed, accepted similarities: expected failures until their end date

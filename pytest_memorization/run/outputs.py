@@ -137,6 +137,12 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     base = base_image_counts(state.results)
     if base is not None:
         run["lora_gate_base_images"] = base
+    images = image_counts(state.results)
+    if images is not None:
+        run["generated_images"] = images
+    stopped = early_exits(state.results)
+    if stopped is not None:
+        run["early_exit"] = stopped
     for r in state.results:
         r.get("extra", {}).pop("base_pixels", None)
     errored = sorted({r["item"] for r in state.results if r["verdict"] == "error"})
@@ -217,6 +223,16 @@ def summary_lines(state: MemorizationSession) -> list[str]:
     complete = state.complete
     out = lines(state.run_info(), state.results, state.settings.path("report"), complete=complete) \
         if state.results else []
+    images = image_counts(state.results)
+    if images is not None:
+        where = state.cache_dir / "generations" if state.settings.generation_cache else "cache off"
+        out.append(f"images: {images['generated']} generated, {images['from_cache']} from the cache ({where})")
+    stopped = early_exits(state.results)
+    if stopped is not None:
+        out.append(f"early exit: {stopped['stopped']} of {stopped['images']} images stopped early (their x0 was "
+                   f"clearly far from every work; extra.early_exit in the report)"
+                   + (f"; not applied to {stopped['not_applied']} images: {stopped['why_not']}"
+                      if stopped["not_applied"] else ""))
     base = base_image_counts(state.results)
     if base is not None:
         out.append(f"LoRA gate base images: {base['from_cache']} from the cache, {base['generated']} generated "
@@ -229,6 +245,41 @@ def summary_lines(state: MemorizationSession) -> list[str]:
                    f"--memorization-prune-baseline): {', '.join(state.stale)}")
     out.extend(state.notes)
     return out
+
+
+def image_counts(results: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Every image the items needed (gate bases, amplified and img2img ones included): how many came
+    from the generation cache and how many were generated; counted per item from the rows, so it works
+    under pytest-xdist. None when no item generated anything."""
+    per_item: dict[str, tuple[int, int]] = {}
+    for r in results:
+        counts = r.get("extra", {}).get("generation_counts")
+        if isinstance(counts, dict):
+            per_item[r["item"]] = (int(counts.get("from_cache", 0)), int(counts.get("generated", 0)))
+    if not any(c or g for c, g in per_item.values()):
+        return None
+    return {"from_cache": sum(c for c, _ in per_item.values()), "generated": sum(g for _, g in per_item.values())}
+
+
+def early_exits(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Images (LoRA-gate base images included) that stopped early, of those scored; None without early exit."""
+    stopped = images = skipped = 0
+    why: list[str] = []
+    for r in results:
+        extra = r.get("extra", {})
+        mark = extra.get("early_exit")
+        if not isinstance(mark, dict):
+            continue
+        gate = extra.get("lora_gate") if isinstance(extra.get("lora_gate"), dict) else None
+        n = 1 + (gate is not None)
+        images += n
+        stopped += bool(mark.get("stopped")) + bool(gate and "base_early_exit" in gate)
+        if "not_applied" in mark:
+            skipped += n
+            why.append(str(mark["not_applied"]))
+    if not images:
+        return None
+    return {"stopped": stopped, "images": images, "not_applied": skipped, "why_not": "; ".join(dict.fromkeys(why))}
 
 
 def base_image_counts(results: list[dict[str, Any]]) -> dict[str, int] | None:

@@ -39,6 +39,7 @@ class Plan:
     floors: dict[str, float] = field(default_factory=dict)  # the command line's and ini's thresholds
     vae_floor: bool = False  # also score against the model's VAE round trip of each work, gate on the closer
     vae_works: dict[tuple[Any, ...], list[Work]] = field(default_factory=dict)  # per (model, size)
+    cache: bool = True  # read and write the generation cache (--memorization-generation-cache)
 
 
 def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
@@ -67,7 +68,8 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
     return Plan(source=source, gen=gen, seeds=s.seeds_for(m.seeds),
                 thresholds=thresholds, warn=dict(manifest.warn), metrics=metrics,
                 rules=rules_for(metrics, thresholds, manifest.warn, s.warn_band), lora_gate=gate,
-                floors=dict(s.threshold), vae_floor=vae_floor)
+                floors=dict(s.threshold), vae_floor=vae_floor,
+                cache=bool(s.generation_cache) and not source.generator)
 
 
 def _generator(s: Any, manifest_value: str | None) -> str | None:
@@ -155,15 +157,20 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
     model = session.model(plan.source)
     works = load_works(plan, manifest)
     session.record_run(model, _run_extra(plan))
+    early, no_early = _early_exit(session, plan, works, model)
     if plan.lora_gate:
         with model.lora_scale(0.0):
-            base = model.generate([prompt], plan.seeds, plan.gen, cache=True)
-    gen = model.generate([prompt], plan.seeds, plan.gen)
+            base = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache, early_exit=early)
+    gen = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache, early_exit=early)
     scores, floor = _score(session, plan, model, gen.images, works)
     results = score_rows(item, gen.prompts, gen.seeds, scores, works, plan.rules)
     _record_vae_floor(results, works, floor)
-    for r, img in zip(results, gen.images):
+    for r, img, hit, stop in zip(results, gen.images, gen.cached, gen.early_exit):
         r.pixels = img
+        r.extra["from_cache"] = hit
+        _mark_exit(r, stop, no_early)
+        if early is not None and stop is None:
+            r.extra["early_exit"] = {"stopped": False}
     if plan.lora_gate:
         base_scores, _ = _score(session, plan, model, base.images, works)
         gate, item_findings = lora_gate_findings(scores, base_scores, works, plan.rules,
@@ -175,6 +182,8 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
             r.extra["lora_gate"] = {"base_scores": {n: float(base_scores[n][i, j]) for n in plan.rules},
                                     "from_cache": base.from_cache,
                                     "base_generated": len(base.seeds) - base.from_cache}
+            if base.early_exit[i] is not None:
+                r.extra["lora_gate"]["base_early_exit"] = base.early_exit[i]
             r.extra["base_pixels"] = base.images[i]
         item_findings += _amplified(session, plan, model, prompt, works, base_scores, results)
     else:
@@ -192,7 +201,7 @@ def _amplified(session: MemorizationSession, plan: Plan, model: Any, prompt: str
     if not lam:
         return []
     with model.lora_scale(lam * plan.source.lora_scale):
-        amp = model.generate([prompt], plan.seeds, plan.gen)
+        amp = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache)
     scores, _ = _score(session, plan, model, amp.images, works)
     per_image, item = lora_gate_findings(scores, base_scores, works, plan.rules, amplified=lam,
                                          tolerance=session.settings.lora_gate_tolerance)
@@ -204,6 +213,62 @@ def _amplified(session: MemorizationSession, plan: Plan, model: Any, prompt: str
                                              "closest": {n: _closest(scores[n][i], plan.rules[n].direction)
                                                          for n in plan.rules}}
     return item
+
+
+def _early_exit(session: MemorizationSession, plan: Plan, works: list[Work], model: Any) -> tuple[Any, str | None]:
+    """The item's early exit (``model.early_exit``, ``judging.early_exit``), or None and why not."""
+    if not session.settings.early_exit:
+        return None, None
+    from ..config.policy import EARLY_EXIT_AT
+    from ..judging.early_exit import clearly_far, why_not
+    from ..metrics.matrix import score_matrices
+    from ..model.early_exit import SUPPORTED_FAMILIES, EarlyExit, applicable
+
+    if plan.vae_floor:  # x0 would be judged against the works alone, not the closer VAE round trips
+        return None, "early exit is off under the VAE floor"
+    if not applicable(model.family.name, model.pipe):
+        return None, f"early exit supports {', '.join(SUPPORTED_FAMILIES)}; this model is {model.family.name}"
+    reason = why_not(plan.rules, works, plan.gen.steps)
+    if reason:
+        return None, reason
+    gating = {n: r for n, r in plan.rules.items()
+              if r.threshold is not None or any(n in w.thresholds for w in works)}
+    metrics = {n: plan.metrics[n] for n in gating}
+    quick = _unaligned(session, metrics)
+
+    def far(images: Any) -> list[dict[str, float] | None]:
+        """The item's own (aligned) metrics decide. Unaligned scores first, as a cheap veto: aligning can
+        only bring an image closer, so an image not far unaligned is not far aligned either."""
+        if quick and any(f is None for f in clearly_far(score_matrices(quick, images, works), works, gating)):
+            return [None] * int(images.shape[0])
+        return clearly_far(score_matrices(metrics, images, works, session.reference_cache), works, gating)
+
+    return EarlyExit(far, EARLY_EXIT_AT), None
+
+
+def _unaligned(session: MemorizationSession, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The same metrics without the alignment search (None when they are not aligned anyway)."""
+    if not any(getattr(m, "align", False) for m in metrics.values()):
+        return None
+    from ..metrics import get_metric
+
+    return {n: get_metric(n, **{**session.metric_options(n), "align": False}) for n in metrics}
+
+
+def _mark_exit(r: ImageResult, stop: dict[str, Any] | None, no_early: str | None) -> None:
+    """The report says which images stopped early (a ``pass`` finding: information) and why an item could not."""
+    from ..config.policy import EARLY_EXIT_FACTOR
+    from ..records import Finding
+
+    if no_early:
+        r.extra["early_exit"] = {"stopped": False, "not_applied": no_early}
+    if stop is None:
+        return
+    r.extra["early_exit"] = {"stopped": True, **stop}
+    far = ", ".join(f"{n} {v:.3f}" for n, v in stop["x0_scores"].items())
+    r.findings.append(Finding("early_exit", "pass", f"stopped at step {stop['step']} of {stop['steps']}: its "
+                              f"predicted image x0 ({far}) was {EARLY_EXIT_FACTOR:g}x past every threshold "
+                              "against every work; the image scored is that x0"))
 
 
 def _closest(row: Any, direction: str) -> float:
@@ -227,14 +292,15 @@ def check_img2img(session: MemorizationSession, manifest: Manifest, plan: Plan, 
     curve: list[dict[str, Any]] = []
     safe = work.img2img.min_safe_strength
     for strength in sorted(work.img2img.strengths):
-        gen = model.img2img(init, work.prompts[:1], plan.seeds, plan.gen, strength=strength)
+        gen = model.img2img(init, work.prompts[:1], plan.seeds, plan.gen, strength=strength, cache=plan.cache)
         scores, floor = _score(session, plan, model, gen.images, [target])
         rows = score_rows(item, gen.prompts, gen.seeds, scores, [target], plan.rules)
         _record_vae_floor(rows, [target], floor)
         apply_flat_guard(rows, gen.images)
         curve.append({"strength": strength, **{n: _worst(rows, n, r.direction) for n, r in plan.rules.items()}})
-        for r, img in zip(rows, gen.images):
+        for r, img, hit in zip(rows, gen.images, gen.cached):
             r.pixels = img
+            r.extra["from_cache"] = hit
             r.extra["img2img"] = {"strength": strength, "min_safe_strength": safe}
             r.findings = img2img_findings(r.findings, work.id, strength, safe)
         results += rows
@@ -256,7 +322,7 @@ def check_canary(session: MemorizationSession, manifest: Manifest, plan: Plan, i
                for s in plan.seeds]
     images = None
     if "seed_diversity" in manifest.detectors:
-        images = model.generate([prompt], plan.seeds, plan.gen).images
+        images = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache).images
         for r, img in zip(results, images):
             r.pixels = img
     return Outcome(results, run_detectors(session, manifest, model, plan, [prompt], results, images))

@@ -42,6 +42,7 @@ class MemorizationSession:
         self._cache: Any = None
         self._cache_marked = False
         self._metric_device: str | None = None
+        self.progress: Any = None  # run.progress.Progress, set at configure
 
     # -- models ---------------------------------------------------------------------------
     def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
@@ -84,10 +85,16 @@ class MemorizationSession:
 
             pipe, info = load(source)
             self.models[source] = MemorizationModel(
-                pipe, info, batch_size=self.settings.batch_size, progress=self.verbosity >= 0,
-                cache_dir=self.cache_dir)
+                pipe, info, batch_size=self.settings.batch_size, cache_dir=self.cache_dir)
             _freeze_heap()
+        if self.progress is not None:
+            self.models[source].on_images = self.progress.on_images
         return self.models[source]
+
+    def generation_counts(self) -> tuple[int, int]:
+        """Images read from the generation cache and images generated so far, over every model."""
+        models = list(self.models.values())
+        return sum(m.cache_hits for m in models), sum(m.generated for m in models)
 
     @property
     def cache_dir(self) -> Path:
