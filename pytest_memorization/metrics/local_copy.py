@@ -3,12 +3,12 @@
 Tiled L2 and SSIM compare whole images, so a protected logo, character or face pasted into a new
 scene escapes them (the template and local memorization of Webster 2023 and Chen et al., ICLR
 2025). This metric slides the work over the generated image at every position and at
-``len(scales)`` sizes (the work's longer side from 30% to 100% of the image's side, keeping its
+24 sizes (``scales``: the work fitted inside the image, then scaled by 30% to 100%, keeping its
 aspect ratio) and scores each placement by **zero-mean normalized cross-correlation** (NCC) of
 the RGB pixels: per-channel means removed, one norm over the three channels. The score is the
 best placement's NCC, in [-1, 1], a similarity; ``locate`` returns that placement as a box.
 
-Weight-free and torch-only (a batched ``conv2d`` for the correlations, integral images for the
+Weight-free and torch-only (FFT products for the correlations, float64; integral images for the
 patch norms). Working size: generated images with a side above ``max_side`` (default 128 px)
 are searched on a copy scaled to ``max_side`` (the box is given in fractions of the image, so it
 holds at any size); this bounds the cost at 512 px (``bench/local_copy.py``).
