@@ -67,7 +67,7 @@ def test_save_then_compare_an_unchanged_model_passes(proj: pytest.Pytester) -> N
     base = json.loads((proj.path / "base.json").read_text())
     assert base["schema"] == 2
     assert sorted(_entries(proj)) == ["memorization.toml::astronaut[0]", "memorization.toml::coffee[0]", MOVED]
-    assert set(_entries(proj)[MOVED]["scores"]) == {"tiled_l2", "ssim"}
+    assert set(_entries(proj)[MOVED]["scores"]) == {"tiled_l2", "ssim", "local_copy"}
     # readable keys: manifest path (relative to ITS project root) | work | kind | content hash
     assert sorted(k.rsplit("|", 1)[0] for k in base["entries"]) == [
         "memorization.toml|astronaut|prompt", "memorization.toml|coffee|prompt", "moved/memorization.toml|target|prompt"]
@@ -83,7 +83,9 @@ def test_save_then_compare_an_unchanged_model_passes(proj: pytest.Pytester) -> N
 def test_a_model_that_moved_toward_a_work_fails_that_item_with_the_numbers(
         proj: pytest.Pytester, model_copy_png: bytes) -> None:
     # thresholds no image reaches (the copy reads tiled_l2 0.0012, ssim 0.99997), so only the baseline gates
-    gates = ("--memorization-threshold", "tiled_l2=0.0001,ssim=0.99999", "--memorization-warn-band", "0")
+    # (local_copy is left out: an exact copy scores 1, and no threshold in its range lets that through)
+    gates = ("--memorization-threshold", "tiled_l2=0.0001,ssim=0.99999", "--memorization-warn-band", "0",
+             "--memorization-metrics", "tiled_l2,ssim")
     _run(proj, "--memorization-save", "base.json", *gates).assert_outcomes(passed=3)
     before = _entries(proj)[MOVED]["scores"]["tiled_l2"]
     assert before > 0.2

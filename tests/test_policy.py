@@ -70,7 +70,8 @@ def copy_project(pytester: pytest.Pytester, tiny_pipeline: Path, model_copy_png:
     gate_project(pytester, tiny_pipeline, photos=(), files={"copy.png": model_copy_png})
     lax = ", ".join(f"{k} = {v}" for k, v in LAX.items())
     (pytester.path / "memorization.toml").write_text(
-        TINY_MODEL_TOML.format(prefix="", seeds="[0]") + "\n[thresholds]\n"
+        # tiled L2 and SSIM are under test; local_copy (1 on an exact copy, no lax value) is left out
+        'metrics = ["tiled_l2", "ssim"]\n' + TINY_MODEL_TOML.format(prefix="", seeds="[0]") + "\n[thresholds]\n"
         + "".join(f"{k} = {v}\n" for k, v in LAX.items())
         + f'\n[[work]]\nid = "copy"\nimage = "works/copy.png"\nprompts = ["{COPY_PROMPT}"]\n'
         + f"thresholds = {{ {lax} }}\n")
@@ -107,7 +108,7 @@ def test_a_marker_cannot_relax_the_command_line_threshold(project: pytest.Pytest
         import pytest
         from pytest_memorization import assert_not_memorized
 
-        @pytest.mark.memorization(thresholds={LAX!r})
+        @pytest.mark.memorization(thresholds={LAX!r}, metrics=["tiled_l2", "ssim"])
         def test_gate(memorization_model):
             images = memorization_model.generate(["{COPY_PROMPT}"], seeds=[0], steps=2, height=64, width=64)
             assert_not_memorized(images, {{"copy": "copy.png"}})

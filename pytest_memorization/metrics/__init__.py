@@ -28,21 +28,22 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "sscd": ("sscd", "SSCDMetric"),
     "phash": ("phash", "PHash"),
     "pdq": ("pdq", "PDQ"),
+    "local_copy": ("local_copy", "LocalCopy"),
 }
 METRIC_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 # Each built-in metric's direction, readable without importing its module (reports, baselines, xdist
 # controllers). A test checks it against the classes' own ``direction``.
 KNOWN_DIRECTIONS: dict[str, str] = {
     "tiled_l2": "distance", "ssim": "similarity", "lpips": "distance", "clip": "similarity", "sscd": "similarity",
-    "phash": "distance", "pdq": "distance",
+    "phash": "distance", "pdq": "distance", "local_copy": "similarity",
 }
 # Each built-in metric's range (lower, upper; None = unbounded), readable without torch. A test
 # checks it against the classes' own ``lower_bound``/``upper_bound``.
 KNOWN_BOUNDS: dict[str, tuple[float, float | None]] = {
     "tiled_l2": (0.0, 1.0), "ssim": (-1.0, 1.0), "lpips": (0.0, None), "clip": (-1.0, 1.0), "sscd": (-1.0, 1.0),
-    "phash": (0.0, 64.0), "pdq": (0.0, 256.0),
+    "phash": (0.0, 64.0), "pdq": (0.0, 256.0), "local_copy": (-1.0, 1.0),
 }
-WEIGHT_FREE: tuple[str, ...] = ("tiled_l2", "ssim", "phash", "pdq")
+WEIGHT_FREE: tuple[str, ...] = ("tiled_l2", "ssim", "phash", "pdq", "local_copy")
 
 
 def metric_class(name: str) -> type[Metric]:

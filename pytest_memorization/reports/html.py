@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .maps import detector_map_figures
+from .overlays import box_svg
 from .schema import (
     SEVERITY,
     VERDICTS,
@@ -238,11 +239,15 @@ def heat_svg(tiles: Any) -> str:
 
 
 def _generated_figure(r: dict[str, Any], caption: str) -> str:
-    heat = heat_svg((r.get("extra") or {}).get("tiles"))
+    extra = r.get("extra") or {}
+    heat = heat_svg(extra.get("tiles"))
+    box = box_svg(extra.get("local_copy"), (r.get("thresholds") or {}).get("local_copy"))
     img = _img(r.get("image"), f"{caption} image")
-    if not heat:
+    if not heat and not box:
         return _figure(img, caption)
-    return _figure(f'<div class="heatwrap">{img}{heat}</div>', f"{caption}: red tiles match the work")
+    note = f"{caption}: red tiles match the work" if heat else caption
+    note += "; red box: the work found inside it" if 'stroke="#e5262b"' in box else ""
+    return _figure(f'<div class="heatwrap">{img}{heat}{box}</div>', note)
 
 
 def _seed_strip(rows: list[dict[str, Any]]) -> str:
@@ -293,7 +298,7 @@ def _card(rows: list[dict[str, Any]], run: dict[str, Any], idx: int) -> str:
     if "img2img_curve" in extra:
         i2i = extra.get("img2img") if isinstance(extra.get("img2img"), dict) else {}
         curve = curve_svg(extra.get("img2img_curve"), lead.get("thresholds"), safe=i2i.get("min_safe_strength"))
-    rest = {k: x for k, x in extra.items() if k not in ("img2img_curve", "tiles")}
+    rest = {k: x for k, x in extra.items() if k not in ("img2img_curve", "tiles", "local_copy")}
     details = (f"<details><summary>extra</summary><pre>{e(json.dumps(rest, indent=1, sort_keys=True))}</pre>"
                "</details>") if rest else ""
     work = f"<span>work <b>{e(lead.get('work'))}</b></span>" if lead.get("work") is not None else ""

@@ -116,6 +116,8 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
                 from ..metrics.tiled_l2 import tile_rms
 
                 r.extra["tiles"] = {"grid": 4, "rms": tile_rms(r.pixels, work_tensors[r.work])}
+                if "local_copy" in r.scores:  # where the nearest work sits inside the image (a box)
+                    r.extra["local_copy"] = session.metric("local_copy").locate(r.pixels, work_tensors[r.work])
         base = r.extra.pop("base_pixels", None)
         if base is not None and "lora_gate" in r.extra:
             rel = generated_png_path(report_dir, r.item, r.seed, tag + "base")

@@ -10,7 +10,7 @@ from pytest_memorization.metrics import METRIC_NAMES, get_metric
 
 
 def test_names():
-    assert set(METRIC_NAMES) == {"tiled_l2", "ssim", "lpips", "clip", "sscd", "phash", "pdq"}
+    assert set(METRIC_NAMES) == {"tiled_l2", "ssim", "lpips", "clip", "sscd", "phash", "pdq", "local_copy"}
 
 
 def test_known_directions_are_the_classes_own():
