@@ -42,8 +42,7 @@ def test_weight_free_metrics_catch_the_memorizer_and_the_lora_and_pass_the_twin(
     report = json.loads((demo.path / "rep" / "report.json").read_text())
     got = outcomes(report)
     for project, (want, count) in EXPECTED.items():
-        # a warn passes, as in `make demo`: with local_copy on by default the clean twin's seed 1 comes
-        # within its warn band against coffee (0.68-0.69 vs 0.75; README, demo)
+        # a warn passes, as in `make demo` (a score inside its warn band is still a pass)
         assert [("pass" if v == "warn" else v) for v in got[project]] == [want] * count, (project, got[project])
     for row in report["results"]:
         if row["item"].startswith("memorizer/"):
