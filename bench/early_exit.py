@@ -48,7 +48,7 @@ def run(root: Path, name: str, early: bool, counter: dict[str, int]) -> dict:
     import pytest
 
     report = root / f"report-{name}-{'early' if early else 'full'}"
-    args = [str(root / name), "--memorization", "--memorization-generation-cache=false", "--memorization-metrics=tiled_l2,ssim", "-q", "-p", "no:cacheprovider",
+    args = [str(root / name), "--memorization", "--memorization-generation-cache=false", "-q", "-p", "no:cacheprovider",
             f"--memorization-report={report}", f"--memorization-cache-dir={root / '.cache'}", "--memorization-progress=off"]
     if early:
         args.append("--memorization-early-exit")
