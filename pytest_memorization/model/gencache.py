@@ -52,11 +52,15 @@ def tensor_hash(t: Any) -> str:
 
 
 class GenerationCache:
-    """``get`` / ``put`` of one image (3, H, W) by entry name under ``root/generations``."""
+    """``get`` / ``put`` of one sealed image (3, H, W) by entry name under ``root/<folder>``.
 
-    def __init__(self, root: Path) -> None:
+    ``label`` names the entries in seals and warnings; the VAE floor keeps its round trips in one
+    of these too (``folder="vae_floor"``)."""
+
+    def __init__(self, root: Path, *, folder: str = "generations", label: str = "generation") -> None:
         self.root = Path(root)
-        self.folder = self.root / "generations"
+        self.folder = self.root / folder
+        self.label = label
         self.rejected = 0  # entries found but not trusted (regenerated)
 
     def path(self, name: str) -> Path:
@@ -74,7 +78,7 @@ class GenerationCache:
                 image = f.get_tensor("image")
         except Exception as e:  # a damaged cache entry is regenerated, never trusted
             return self._reject(path, f"unreadable ({type(e).__name__})")
-        if seal != _seal(name, image):
+        if seal != _seal(self.label, name, image):
             return self._reject(path, "its seal does not match its pixels (edited, damaged or from another machine)")
         if image.ndim != 3 or image.shape[0] != 3:
             return self._reject(path, f"shape {tuple(image.shape)} is not (3, H, W)")
@@ -88,18 +92,18 @@ class GenerationCache:
         mark_cache_dir(self.root)
         image = image.detach().to("cpu").float().contiguous()
         with atomic_path(self.path(name)) as tmp:
-            save_file({"image": image}, str(tmp), metadata={"seal": _seal(name, image)})
+            save_file({"image": image}, str(tmp), metadata={"seal": _seal(self.label, name, image)})
 
     def _reject(self, path: Path, why: str) -> None:
         self.rejected += 1
-        warnings.warn(f"generation cache entry {path} was not used: {why}; the image is regenerated and the "
+        warnings.warn(f"{self.label} cache entry {path} was not used: {why}; the image is computed again and the "
                       "entry rewritten", GenerationCacheWarning, stacklevel=3)
         return None
 
 
-def _seal(name: str, image: Any) -> str:
+def _seal(label: str, name: str, image: Any) -> str:
     """HMAC of the entry's inputs (its name is the hash of model, prompt, seed and settings) and pixels."""
     from .._io import seal
     from ..metrics.cache import tensor_bytes
 
-    return seal(f"generation|{name}", [tensor_bytes(image)])
+    return seal(f"{label}|{name}", [tensor_bytes(image)])

@@ -5,7 +5,7 @@ work more closely than its own round trip (on the demo's tiny VAE: RMSE 0.036-0.
 works, tiled L2 0.048-0.126). A latent-perfect copy therefore scores at that floor against the work,
 not at 0, and the floor eats the threshold's margin. Scored against the round trip as well, such a
 copy reads near 0. One round trip per (model content, device, dtype, work sha256, size), cached on disk
-under the cache dir (sealed like the generation cache: an edited entry is recomputed, never trusted).
+under the cache dir (sealed entries of a ``GenerationCache``: an edited one is recomputed, never trusted).
 The latent is the encoder's mode (its mean): deterministic, no seed.
 """
 
@@ -18,48 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BrokenOutputError, MemorizationConfigError
+from .gencache import GenerationCache
 from .hook import not_applicable
 
 
-def _path(model: Any, work_sha: str, height: int, width: int, cache_dir: Path | None) -> Path | None:
-    if cache_dir is None or not work_sha:
-        return None
+def _entry(model: Any, work_sha: str, height: int, width: int) -> str:
     info = model.info
     key = json.dumps(["vae-floor-v1", info.content_hash, info.device, info.dtype, work_sha, height, width])
-    return cache_dir / "vae_floor" / (hashlib.sha256(key.encode()).hexdigest() + ".safetensors")
-
-
-def _seal(path: Path, image: Any) -> str:
-    from .._io import seal
-    from ..metrics.cache import tensor_bytes
-
-    return seal(f"vae_floor|{path.stem}", [tensor_bytes(image)])
-
-
-def _get(path: Path | None) -> Any:
-    if path is None or not path.is_file():
-        return None
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            stored = (f.metadata() or {}).get("seal")
-            image = f.get_tensor("image")
-    except Exception:  # a damaged entry is recomputed
-        return None
-    return image if stored == _seal(path, image) else None
-
-
-def _put(path: Path | None, cache_dir: Path | None, image: Any) -> None:
-    if path is None or cache_dir is None:
-        return
-    from safetensors.torch import save_file
-
-    from .._io import atomic_path, mark_cache_dir
-
-    mark_cache_dir(cache_dir)
-    with atomic_path(path) as tmp:
-        save_file({"image": image}, str(tmp), metadata={"seal": _seal(path, image)})
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def round_trip(vae: Any, image: Any) -> Any:
@@ -88,15 +54,17 @@ def vae_round_trips(model: Any, images: Any, work_shas: Sequence[str], cache_dir
                                       "--memorization-vae-floor (ini memorization_vae_floor, manifest [model] "
                                       "vae_floor) for this model")
     height, width = int(images.shape[-2]), int(images.shape[-1])
+    store = GenerationCache(cache_dir, folder="vae_floor", label="vae_floor") if cache_dir is not None else None
     out = []
     for image, sha in zip(images, work_shas):
-        path = _path(model, sha, height, width, cache_dir)
-        rt = _get(path)
+        name = _entry(model, sha, height, width) if store is not None and sha else None
+        rt = store.get(name) if name else None
         if rt is None or tuple(rt.shape) != tuple(image.shape):
             rt = round_trip(vae, image).contiguous()
             if not torch.isfinite(rt).all():
                 raise BrokenOutputError(f"the VAE round trip of a work (sha256 {sha[:12]}) is NaN or Inf on "
                                         f"{model.info.device}/{model.info.dtype}; try --memorization-dtype float32")
-            _put(path, cache_dir, rt)
+            if name and store is not None:
+                store.put(name, rt)
         out.append(rt)
     return torch.stack(out)
