@@ -48,21 +48,13 @@ def _guidance(pipe: Any, sch: Any, t: Any, x: Any, cond: Any, uncond: Any, S: in
     (``uncond`` None: eps(p) alone)."""
     import torch
 
-    from .zero_step import unet_eps
+    from .zero_step import guidance_vectors, unet_eps
 
     u = None
     if uncond is not None:
         parts = [x[i:i + batch_size] for i in range(0, S, batch_size)]
         u = torch.cat([unet_eps(pipe, sch, xs, t, uncond[:1].expand(len(xs), -1, -1)) for xs in parts])
-    jobs = [(p, s) for p in range(cond.shape[0]) for s in range(S)]
-    out = []
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start:start + batch_size]
-        p_idx = torch.tensor([p for p, _ in chunk], device=cond.device)
-        s_idx = torch.tensor([s for _, s in chunk], device=x.device)
-        c = unet_eps(pipe, sch, x[s_idx], t, cond[p_idx])
-        out.append(c if u is None else c - u[s_idx])
-    return torch.cat(out)
+    return guidance_vectors(pipe, sch, t, x, cond, u, batch_size)
 
 
 def lora_delta_scores(

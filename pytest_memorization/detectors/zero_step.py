@@ -85,6 +85,23 @@ def unet_eps(pipe: Any, scheduler: Any, x: Any, t: Any, emb: Any) -> Any:
     return to_epsilon(scheduler, out, model_in, t)
 
 
+def guidance_vectors(pipe: Any, scheduler: Any, t: Any, x: Any, cond: Any, eps_u: Any, batch_size: int) -> Any:
+    """(P*S, C, h, w): eps(x_s, t, prompt p) - eps_u[s] for every (prompt, seed), prompt-major, in
+    batches (``eps_u`` None: the conditional prediction alone). P*S UNet evaluations."""
+    import torch
+
+    P, S = cond.shape[0], x.shape[0]
+    jobs = [(p, s) for p in range(P) for s in range(S)]
+    out = []
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        p_idx = torch.tensor([p for p, _ in chunk], device=cond.device)
+        s_idx = torch.tensor([s for _, s in chunk], device=x.device)
+        c = unet_eps(pipe, scheduler, x[s_idx], t, cond[p_idx])
+        out.append(c if eps_u is None else c - eps_u[s_idx])
+    return torch.cat(out)
+
+
 def _schedule(pipe: Any, num_inference_steps: int) -> tuple[Any, Any, Any]:
     from .noise_magnitude import fresh_scheduler
 
@@ -153,29 +170,13 @@ def zero_step_scores(
                 for i, row in zip(idx, out):
                     cache[keys[i]] = row
             eps_u[int(t)] = torch.stack([cache[k] for k in keys])
-        norm = torch.zeros(P * S)
-        align = torch.zeros(P * S)
-        maps = torch.zeros(P * S, *x.shape[2:])
-        jobs = [(p, s) for p in range(P) for s in range(S)]
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
-            p_idx = torch.tensor([p for p, _ in chunk], device=cond.device)
-            s_idx = torch.tensor([s for _, s in chunk], device=x.device)
-            xs, emb = x[s_idx], cond[p_idx]
-            rows = slice(start, start + len(chunk))
-            c_hi = unet_eps(pipe, sch, xs, t_hi, emb)
-            evals += len(chunk)
-            g_hi = c_hi - eps_u[int(t_hi)][s_idx]
-            norm[rows] = g_hi.flatten(1).norm(dim=1).cpu()
-            maps[rows] = g_hi.norm(dim=1).cpu()
-            if single_t:
-                u_lo, g_lo = eps_u[int(t_hi)][s_idx], g_hi
-            else:
-                u_lo = eps_u[int(t_lo)][s_idx]
-                g_lo = unet_eps(pipe, sch, xs, t_lo, emb) - u_lo
-                evals += len(chunk)
-            align[rows] = torch.nn.functional.cosine_similarity(u_lo, g_lo, dim=1).flatten(1).mean(dim=1).cpu()
-    norm, align = norm.view(P, S), align.view(P, S)
+        g_hi = guidance_vectors(pipe, sch, t_hi, x, cond, eps_u[int(t_hi)], batch_size)  # prompt-major
+        g_lo = g_hi if single_t else guidance_vectors(pipe, sch, t_lo, x, cond, eps_u[int(t_lo)], batch_size)
+        evals += P * S * len(times)
+        u_lo = eps_u[int(t_lo)].repeat(P, 1, 1, 1)  # row p * S + s holds seed s
+        norm = g_hi.flatten(1).norm(dim=1).cpu().view(P, S)
+        maps = g_hi.norm(dim=1).cpu()
+        align = torch.nn.functional.cosine_similarity(u_lo, g_lo, dim=1).flatten(1).mean(dim=1).cpu().view(P, S)
     score = norm_weight * norm + align_weight * align
     return ZeroStep(score=score, norm=norm, align=align, maps=maps.view(P, S, *maps.shape[1:]), unet_evals=evals)
 
