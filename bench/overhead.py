@@ -221,7 +221,7 @@ def profile(proj: Path, cfg_path: Path, threads: int) -> None:
         keys = ("__call__ (pipeline_stable_diffusion", "from_pretrained", "score_matrices", "features", "compare",
                 "content_hash", "_sha256", "load_manifest", "write_report", "save_image", "check_images",
                 "get_metric", "pytest_sessionfinish", "_find_and_load", "judge", "record_run", "finish_item",
-                "check_prompt", "plan_for", "load_works", "pairs", "best_over_candidates")
+                "measure_prompt", "plan_for", "load_works", "pairs", "best_over_candidates")
         rows = []
         for (fn, line, name), (_cc, _nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
             label = f"{name} ({Path(fn).stem}:{line})"

@@ -250,3 +250,29 @@ def from_any(x: Any) -> Any:
         f"cannot use a {type(x).__name__} as an image; pass a file path, a PIL image, "
         "a numpy array (H, W, C) or a tensor (C, H, W) in [0, 1]"
     )
+
+
+def as_batch(x: Any) -> Any:
+    """What users have, as one (N, 3, H, W) float32 CPU batch in [0, 1]: a diffusers pipeline's output
+    (anything with ``.images``), a list of PIL images, numpy arrays (HWC uint8 or float), tensors
+    (CHW) or paths, one numpy array (N, H, W, C) or (H, W, C), or one tensor (N, C, H, W) or (C, H, W).
+    Each image goes through ``from_any``; images of different sizes are an ``ImageError``."""
+    import numpy as np
+    import torch
+
+    if hasattr(x, "images") and not isinstance(x, (torch.Tensor, np.ndarray)):
+        x = x.images
+    if isinstance(x, torch.Tensor) and x.dim() == 4 or isinstance(x, np.ndarray) and x.ndim == 4:
+        items = list(x)
+    elif isinstance(x, (list, tuple)):
+        items = list(x)
+    else:
+        items = [x]
+    if not items:
+        raise ImageError("no images given: pass at least one image")
+    images = [from_any(i) for i in items]
+    sizes = sorted({(int(t.shape[-2]), int(t.shape[-1])) for t in images})
+    if len(sizes) > 1:
+        raise ImageError(f"the images have different sizes (height x width {', '.join(f'{h}x{w}' for h, w in sizes)}); "
+                         "score each size in its own call")
+    return torch.stack(images)

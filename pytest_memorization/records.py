@@ -15,6 +15,10 @@ Verdict = Literal["pass", "warn", "fail", "error"]
 VERDICTS: tuple[Verdict, ...] = ("error", "fail", "warn", "pass")  # most severe first: the one severity order
 SEVERITY: dict[str, int] = {v: i for i, v in enumerate(VERDICTS)}
 
+# The rules whose finding means "this score crossed its line" (drawn as crossed in every report).
+CROSSING_RULES = frozenset({"threshold", "flat_guard", "waiver", "lora_gate.crossed", "img2img.copy",
+                            "noise_magnitude", "zero_step", "lora_delta", "seed_diversity", "subject"})
+
 MAX_GENERATION_SIDE = 4096  # pixels; 65536 x 65536 was a 1,000-line traceback, then out of memory
 
 
@@ -89,6 +93,29 @@ class Finding:
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Finding:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class DetectorScore:
+    """What a reference-free detector measured for one prompt: the input of its rule
+    (``judging.detectors.detector_finding``). ``score``/``threshold`` follow the detector's
+    ``direction``: ``similarity`` (higher = more memorized: noise magnitude, zero-step, LoRA delta)
+    or ``distance`` (lower = more memorized: seed diversity's closest pair)."""
+
+    name: str
+    prompt: str
+    score: float
+    threshold: float
+    calibrated: bool = False
+    direction: str = "similarity"
+    gate: bool = True  # False: a crossing warns only (seed diversity without ``gate = true``)
+    n_images: int = 0
+    trigger_words: tuple[str, ...] | None = None  # None: not available for this family
+
 
 @dataclass
 class ImageResult:
@@ -113,6 +140,20 @@ class ImageResult:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "pixels"}
         d["findings"] = [f.to_json() for f in self.findings]
         return _plain(d)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ImageResult:
+        """The inverse of ``to_json`` (``pixels`` stay behind): ``from_json(r.to_json()).to_json() ==
+        r.to_json()``. How rows travel from xdist workers and back from report.json."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"pixels", "findings"}
+        row = cls(**{k: v for k, v in d.items() if k in names})
+        row.findings = [Finding.from_json(f) for f in d.get("findings") or []]
+        return row
+
+    def crossed(self, metric: str) -> bool:
+        """Whether a failing or waived finding of this row names ``metric``: what reports draw as crossed
+        (they read the judge's findings and never compare a score with a threshold themselves)."""
+        return any(f.metric == metric and f.rule in CROSSING_RULES for f in self.findings)
 
 
 def _plain(obj: Any) -> Any:

@@ -186,9 +186,11 @@ def cmd_rescore(args: argparse.Namespace) -> int:
           f"({', '.join(done.metrics)}; 0 generated): " + ", ".join(f"{n} {v}" for v, n in counts.items() if n))
     if done.skipped:
         print(f"not re-scored ({len(done.skipped)}): " + "; ".join(done.skipped[:10]))
+    if not done.complete:
+        print("the report read is of an interrupted run (complete: false): the re-scored report is incomplete too")
     if written:
         print(f"report written: {written}")
-    return 1 if counts["fail"] or counts["error"] else 0
+    return 1 if counts["fail"] or counts["error"] or not done.complete else 0
 
 
 EXAMPLES = """examples:

@@ -4,8 +4,10 @@ new list of works (and new thresholds or metrics) without loading a model or gen
 The images are the report's saved PNGs (8 bits per channel: a score moves by at most the rounding
 of 1/255 from the run's own). WORKS is a manifest (its ``[[work]]`` entries, ``[thresholds]``,
 ``[warn]`` and ``metrics``) or image files and folders (the work id is the file name without its
-suffix). Rows without a saved image (error rows, detector-only canaries) are listed, not scored.
-The verdicts come from the gate's own rules (``judging.thresholds``) and ``judging.verdict.decide``.
+suffix). The verdicts come from the gate's one judge (``judging.judge``): the same rules, floors
+and flat guard as a pytest run. It fails closed: a row without a saved image (an error row of the
+run) is carried over as an ``error`` row, so the exit status is non-zero, and a report of an
+interrupted run stays incomplete.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ class RescoreError(CLIError):
 
 @dataclass
 class Rescored:
-    results: list[Any]  # ImageResult rows, verdicts decided
+    results: list[Any]  # ImageResult rows, verdicts decided by the judge
     failures: list[str]  # one line per failing finding, as the gate prints them
     skipped: list[str] = field(default_factory=list)  # rows without an image: "item seed N (verdict)"
     works: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
+    complete: bool = True  # False when the report read was of an interrupted run
 
 
 def load_works(sources: Sequence[str]) -> tuple[list[Any], dict[str, float], dict[str, float], list[str] | None]:
@@ -61,11 +64,9 @@ def rescore(report_dir: str | Path, sources: Sequence[str], *, thresholds: dict[
             weights_dir: str | None = None) -> Rescored:
     import torch
 
-    from ..config.policy import with_floors
     from ..config.settings import DEFAULT_METRICS
     from ..images import load_image
-    from ..judging.thresholds import rules_for, score_rows
-    from ..judging.verdict import decide
+    from ..judging.judge import Measured, judge, make_rules
     from ..metrics import get_metric
     from ..metrics.matrix import score_matrices
     from ..reports.writer import load_report
@@ -73,46 +74,49 @@ def rescore(report_dir: str | Path, sources: Sequence[str], *, thresholds: dict[
     doc = load_report(report_dir)
     root = Path(report_dir)
     works, manifest_thresholds, warn, manifest_metrics = load_works(sources)
-    limits = with_floors(manifest_thresholds, dict(thresholds or {}))  # strictest wins, as in the gate
-    names = list(metrics or manifest_metrics or dict.fromkeys([*DEFAULT_METRICS, *limits]))
+    floors = dict(thresholds or {})
+    names = list(metrics or manifest_metrics or dict.fromkeys([*DEFAULT_METRICS, *manifest_thresholds, *floors]))
     built = {}
     for n in names:
         opts: dict[str, Any] = {"weights_dir": weights_dir} if weights_dir else {}
         if n in ("tiled_l2", "ssim"):
             opts["align"] = align
         built[n] = get_metric(n, **opts)
-    rules = rules_for(built, limits, warn, warn_band)
+    rules = make_rules(built, manifest_thresholds, warn, warn_band, floors)  # floored once, as in the gate
     groups: dict[str, list[dict[str, Any]]] = {}
     skipped = []
+    out: list[Any] = []
+    failures: list[str] = []
     for r in doc["results"]:
         image = r.get("image")
         if not image or not (root / image).is_file():
-            skipped.append(f"{r['item']} seed {r['seed']} ({r['verdict']}: no saved image)")
+            why = f"{r['item']} seed {r['seed']} ({r['verdict']}: no saved image)"
+            skipped.append(why)
+            judged = judge(Measured.failed(r["item"], r.get("prompt", ""), f"not re-scored: {why}; rerun the "
+                                           "item with pytest --memorization to score it"), rules)
+            out += judged.results
+            failures += judged.failures
             continue
         groups.setdefault(r["item"], []).append(r)
-    if not groups:
-        raise RescoreError(f"{report_dir}: no result row has a saved image to re-score")
-    out: list[Any] = []
-    failures: list[str] = []
+    if not doc["results"]:
+        raise RescoreError(f"{report_dir}: the report has no result rows to re-score")
     for item, rows in groups.items():
         images = [load_image(root / r["image"]) for r in rows]
         sizes = {tuple(i.shape[-2:]) for i in images}
-        batches = [[k for k, i in enumerate(images) if tuple(i.shape[-2:]) == s] for s in sorted(sizes)]
-        results = []
-        for idx in batches:
+        for size in sorted(sizes):
+            idx = [k for k, i in enumerate(images) if tuple(i.shape[-2:]) == size]
             batch = torch.stack([images[k] for k in idx]).float()
-            scores = score_matrices(built, batch, works)
-            part = score_rows(item, [rows[k]["prompt"] for k in idx], [rows[k]["seed"] for k in idx], scores,
-                              works, rules)
-            for k, res in zip(idx, part):
+            extras = [{"rescored_from": {"verdict": rows[k]["verdict"], "work": rows[k].get("work"),
+                                         "scores": rows[k].get("scores", {})}} for k in idx]
+            measured = Measured(item, [rows[k]["prompt"] for k in idx], [rows[k]["seed"] for k in idx], works,
+                                score_matrices(built, batch, works), images=batch, extras=extras)
+            judged = judge(measured, rules)
+            for k, res in zip(idx, judged.results):
                 res.image = rows[k]["image"]
-                res.extra["rescored_from"] = {"verdict": rows[k]["verdict"], "work": rows[k].get("work"),
-                                              "scores": rows[k].get("scores", {})}
-            results += part
-        failures += decide(results, [])
-        out += results
-    return Rescored(out, failures, skipped, [w.id for w in works], names,
-                    {n: r.threshold for n, r in rules.items() if r.threshold is not None})
+            failures += judged.failures
+            out += judged.results
+    return Rescored(out, failures, skipped, [w.id for w in works], names, rules.thresholds(),
+                    complete=bool(doc.get("complete", True)))
 
 
 def write(rescored: Rescored, report_dir: str | Path, out: str | Path) -> Path:
@@ -123,11 +127,12 @@ def write(rescored: Rescored, report_dir: str | Path, out: str | Path) -> Path:
     if dst.resolve() == src.resolve():
         raise RescoreError(f"--out {out}: write the re-scored report to another folder than the report read")
     for r in rescored.results:
-        (dst / r.image).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / r.image, dst / r.image)
+        if r.image:
+            (dst / r.image).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / r.image, dst / r.image)
     run = dict(load_report(src)["run"])
     run["rescored"] = {"from": str(src), "works": rescored.works, "metrics": rescored.metrics,
                        "thresholds": rescored.thresholds, "generated_images": {"generated": 0,
                                                                               "from_report": len(rescored.results)}}
     run["thresholds"] = rescored.thresholds
-    return write_report(dst, run, rescored.results)
+    return write_report(dst, run, rescored.results, complete=rescored.complete)

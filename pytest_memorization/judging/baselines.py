@@ -9,7 +9,7 @@ sha256 of its image, the prompt text, the seeds and the generation settings; the
 kept beside the scores for people. An edited prompt is a new entry (missing until added on
 purpose) and the old entry is stale.
 
-``compare_item`` fails the item itself (not the session) when a score worsened beyond its
+``BaselineStore.compare`` (the judge's baseline step) fails the item itself (not the session) when a score worsened beyond its
 tolerance. A metric ``version`` mismatch is an error (scores are not comparable); other
 fingerprint differences are warnings. Saving merges into the file: entries of items that did
 not run are kept, stale ones go only with ``--memorization-prune-baseline``. Writes are atomic.
@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from .._io import atomic_write_json
 from ..errors import BaselineError
 from ..metrics import KNOWN_DIRECTIONS
 from ..metrics.base import worsening
-from ..records import Finding, Outcome
+from ..records import Finding, ImageResult, Outcome
 
 SCHEMA = 2
 FINGERPRINT_KEYS = ("model_hash", "lora_hash", "lora_scale", "device", "dtype", "steps", "guidance_scale",
@@ -45,19 +46,19 @@ def content_key(*, manifest: str, kind: str, work: str | None, work_sha256: str 
     return f"{manifest}|{work or '-'}|{kind}|{digest}"
 
 
-def worst_scores(results: list[dict[str, Any]], directions: dict[str, str]) -> dict[str, dict[str, Any]]:
+def worst_scores(results: list[ImageResult], directions: dict[str, str]) -> dict[str, dict[str, Any]]:
     """entry key -> {"item": node id, "prompt": ..., "scores": metric -> worst score (min distance /
     max similarity; detectors: max)}. Manifest rows carry a content key; rows of Python tests have no
     content to key by, so their node id is their key (``python|<node id>``)."""
     out: dict[str, dict[str, Any]] = {}
     for r in results:
-        key = r.get("extra", {}).get(KEY) or f"python|{r['item']}"
-        entry = out.setdefault(key, {"item": r["item"], "prompt": r.get("prompt", ""), "scores": {}})["scores"]
-        for m, v in r["scores"].items():
+        key = r.extra.get(KEY) or f"python|{r.item}"
+        entry = out.setdefault(key, {"item": r.item, "prompt": r.prompt, "scores": {}})["scores"]
+        for m, v in r.scores.items():
             d = directions.get(m, "distance")
             if m not in entry or worsening(entry[m], v, d) > 0:
                 entry[m] = v
-        for name, det in r.get("detectors", {}).items():
+        for name, det in r.detectors.items():
             if isinstance(det, dict) and isinstance(det.get("score"), (int, float)):
                 if name not in entry or det["score"] > entry[name]:
                     entry[name] = float(det["score"])  # detector scores: higher = more memorized
@@ -97,13 +98,13 @@ def load_baseline(path: Path) -> dict[str, Any]:
     return data
 
 
-def stale_keys(entries: dict[str, Any], results: list[dict[str, Any]], known_items: set[str] | None) -> list[str]:
+def stale_keys(entries: dict[str, Any], results: list[ImageResult], known_items: set[str] | None) -> list[str]:
     """Entries no item of this run stands for: their item ran with other content (an edited prompt,
     a changed work image, other seeds or settings), or no collected item has their node id (a removed
     work). Entries of deselected items are not stale. ``known_items`` None (an xdist controller,
     which collects nothing): only the first kind is known."""
-    ran_keys = {r.get("extra", {}).get(KEY) for r in results}
-    ran_items = {r["item"] for r in results if r.get("extra", {}).get(KEY)}
+    ran_keys = {r.extra.get(KEY) for r in results}
+    ran_items = {r.item for r in results if r.extra.get(KEY)}
     return sorted(k for k, e in entries.items() if k not in ran_keys and (
         e.get("item") in ran_items or (known_items is not None and e.get("item") not in known_items)))
 
@@ -135,27 +136,81 @@ def save_baseline(path: Path, state: Any, run: dict[str, Any], *, add: bool = Tr
     return len(drop)
 
 
-def _baseline(state: Any) -> dict[str, Any] | None:
-    if not state.settings.compare:
-        return None
-    if state.baseline is None:
-        state.baseline = load_baseline(state.settings.path("compare"))
-    return state.baseline
+class BaselineStore:
+    """The ``--memorization-compare`` file of one run and what was checked of it: its own state (not the
+    session's). ``run_info`` and ``directions`` are read when first needed (the models load lazily)."""
+
+    def __init__(self, settings: Any, run_info: Callable[[], dict[str, Any]], has_runs: Callable[[], bool],
+                 directions: Callable[[], dict[str, str]]) -> None:
+        self.settings = settings
+        self.run_info, self.has_runs, self.directions = run_info, has_runs, directions
+        self.doc: dict[str, Any] | None = None
+        self.checked = False
+        self.error: str | None = None
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.settings.compare:
+            return None
+        if self.doc is None:
+            self.doc = load_baseline(self.settings.path("compare"))
+        return self.doc
+
+    def comparer(self, nodeid: str, key: str | None) -> Callable[[Outcome], None] | None:
+        """The judge's baseline step for one item (None when no baseline is compared)."""
+        if not self.settings.compare or key is None:
+            return None
+        return lambda outcome: self.compare(nodeid, key, outcome)
+
+    def compare(self, nodeid: str, key: str, outcome: Outcome) -> None:
+        """Compare one item with the entry of its content ``key``: ``baseline.*`` findings on the image
+        rows with the worsened score, or on the whole item when its entry is missing."""
+        base = self.load()
+        if base is None:
+            return
+        self._check_fingerprint(base)
+        if self.settings.update_baseline:
+            return
+        compare_scores(base, nodeid, key, outcome, self.settings.compare, self.settings.compare_fail,
+                       {**KNOWN_DIRECTIONS, **self.directions()})
+
+    def stale(self, results: list[ImageResult], known_items: set[str] | None) -> list[str]:
+        """The baseline's stale entries (see ``stale_keys``), for the summary and report."""
+        try:  # under pytest-xdist only the workers compared, so the controller loads the baseline here
+            base = self.load()
+        except BaselineError:  # already reported by every item
+            return []
+        if base is None or not results:
+            return []
+        return stale_keys(base["entries"], results, known_items)
+
+    def _check_fingerprint(self, base: dict[str, Any]) -> None:
+        """Raise on a metric version change (for EVERY item, not only the first); warn once on other changes."""
+        if self.error:
+            raise BaselineError(self.error)
+        if self.checked or not self.has_runs():
+            return
+        self.checked = True
+        now = fingerprint(self.run_info())
+        old = base.get("fingerprint", {})
+        for metric, version in now["metrics"].items():
+            was = old.get("metrics", {}).get(metric)
+            if was is not None and was != version and not self.settings.update_baseline:
+                self.error = (
+                    f"baseline {self.settings.compare}: metric '{metric}' changed version ({was} -> {version}); "
+                    "its scores are not comparable. Recreate the baseline with --memorization-save, or rewrite "
+                    "it with --memorization-update-baseline")
+                raise BaselineError(self.error)
+        diffs = [f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in FINGERPRINT_KEYS if old.get(k) != now.get(k)]
+        if diffs:
+            warnings.warn(f"baseline {self.settings.compare} was made under different conditions: "
+                          + "; ".join(diffs), stacklevel=2)
 
 
-def compare_item(state: Any, nodeid: str, key: str | None, outcome: Outcome) -> None:
-    """Compare one item with the baseline entry of its content ``key``: add ``baseline.*`` findings to
-    the image rows with the worsened score, or to the whole item when its entry is missing."""
-    base = _baseline(state)
-    if base is None or key is None:
-        return
-    _check_fingerprint(state, base)
-    if state.settings.update_baseline:
-        return
-    rows = [r.to_json() for r in outcome.results]
-    mine = worst_scores(rows, directions_of(state)).get(key, {}).get("scores", {})
+def compare_scores(base: dict[str, Any], nodeid: str, key: str, outcome: Outcome, compare: str,
+                   compare_fail: dict[str, float] | None, dirs: dict[str, str]) -> None:
+    """The baseline rule on one item: ``baseline.missing`` (item) or ``baseline.worsened`` (rows)."""
+    mine = worst_scores(outcome.results, dirs).get(key, {}).get("scores", {})
     entry = base["entries"].get(key)
-    compare = state.settings.compare
     if entry is None:
         was = sorted(k for k, e in base["entries"].items() if e.get("item") == nodeid)
         why = (f" its prompt, work image, seeds or generation settings changed since the baseline was written "
@@ -166,8 +221,7 @@ def compare_item(state: Any, nodeid: str, key: str | None, outcome: Outcome) -> 
             f"--memorization-compare={compare} --memorization-update-baseline (entries are never created silently)"))
         return
     old = entry["scores"]
-    tolerances = state.settings.compare_fail or default_tolerances(outcome.results)
-    dirs = directions_of(state)
+    tolerances = compare_fail or default_tolerances(outcome.results)
     for metric, tol in tolerances.items():
         if metric not in mine or metric not in old:
             continue
@@ -189,37 +243,3 @@ def default_tolerances(results: list[Any]) -> dict[str, float]:
         for metric, t in r.thresholds.items():
             out[metric] = abs(t) * 0.1
     return out
-
-
-def _check_fingerprint(state: Any, base: dict[str, Any]) -> None:
-    """Raise on a metric version change (for EVERY item, not only the first); warn once on other changes."""
-    if state.baseline_error:
-        raise BaselineError(state.baseline_error)
-    if state.baseline_checked or not state.runs:
-        return
-    state.baseline_checked = True
-    now = fingerprint(state.run_info())
-    old = base.get("fingerprint", {})
-    for metric, version in now["metrics"].items():
-        was = old.get("metrics", {}).get(metric)
-        if was is not None and was != version and not state.settings.update_baseline:
-            state.baseline_error = (
-                f"baseline {state.settings.compare}: metric '{metric}' changed version ({was} -> {version}); "
-                "its scores are not comparable. Recreate the baseline with --memorization-save, or rewrite "
-                "it with --memorization-update-baseline")
-            raise BaselineError(state.baseline_error)
-    diffs = [f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in FINGERPRINT_KEYS if old.get(k) != now.get(k)]
-    if diffs:
-        warnings.warn(f"baseline {state.settings.compare} was made under different conditions: "
-                      + "; ".join(diffs), stacklevel=2)
-
-
-def stale_entries(state: Any) -> list[str]:
-    """The baseline's stale entries (see ``stale_keys``), for the summary and report."""
-    try:  # under pytest-xdist only the workers compared, so the controller loads the baseline here
-        base = _baseline(state)
-    except BaselineError:  # already reported by every item
-        return []
-    if base is None or not state.results:
-        return []
-    return stale_keys(base["entries"], state.results, state.known_items)

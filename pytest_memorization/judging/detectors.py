@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..records import Finding
+from ..records import DetectorScore, Finding
 
 SEED_DIVERSITY_DEFAULT = 0.15  # Carlini et al.'s tiled-L2 copy threshold, applied between seeds
 
@@ -66,3 +66,21 @@ def threshold_finding(name: str, prompt: str, score: float, threshold: float, ca
     label = "calibrated" if calibrated else "uncalibrated, written in the manifest"
     return Finding(name, "fail", f"{DETECTOR_LABELS.get(name, name)} {score:.4f} >= {threshold:.4f} ({label}) for "
                    f"prompt {prompt!r}", metric=name, value=score, threshold=threshold)
+
+
+def detector_finding(d: DetectorScore) -> Finding | None:
+    """The rule of any detector score (the judge calls this for every path): its own rule where the
+    detector has one, else the generic threshold rule. A NaN score or threshold is an ``error``."""
+    if d.name == "noise_magnitude":
+        return noise_magnitude_finding(d.prompt, d.score, d.threshold, d.calibrated, d.trigger_words or ())
+    if d.name == "seed_diversity":
+        return seed_diversity_finding(d.prompt, d.score, d.threshold, d.n_images, d.gate)
+    return threshold_finding(d.name, d.prompt, d.score, d.threshold, d.calibrated)
+
+
+def flagged(d: DetectorScore) -> bool:
+    """Whether the score crosses its threshold (a measurement decision: whether to spend the work of
+    finding trigger tokens or drawing a map; the verdict is the judge's)."""
+    if not (math.isfinite(d.score) and math.isfinite(d.threshold)):
+        return False
+    return d.score <= d.threshold if d.direction == "distance" else d.score >= d.threshold

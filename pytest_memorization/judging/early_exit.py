@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..config.policy import EARLY_EXIT_FACTOR, EARLY_EXIT_METRICS, EARLY_EXIT_MIN_STEPS
-from ..records import Work
+from ..records import Finding, Work
 from .thresholds import MetricRule
 
 
@@ -52,3 +52,11 @@ def clearly_far(scores: Mapping[str, Any], works: Sequence[Work], rules: Mapping
             closest[name] = min(row) if rule.direction == "distance" else max(row)
         out.append(closest if far else None)
     return out
+
+
+def stopped_finding(stop: Mapping[str, Any]) -> Finding:
+    """The report's note on an image that stopped early (a ``pass`` finding: information only)."""
+    far = ", ".join(f"{n} {v:.3f}" for n, v in stop["x0_scores"].items())
+    return Finding("early_exit", "pass", f"stopped at step {stop['step']} of {stop['steps']}: its "
+                   f"predicted image x0 ({far}) was {EARLY_EXIT_FACTOR:g}x past every threshold "
+                   "against every work; the image scored is that x0")

@@ -1,9 +1,11 @@
 """Findings -> verdict: the one place where a verdict is decided.
 
 Every rule (``thresholds``, ``lora_gate``, ``img2img``, ``detectors``, ``baselines``) only
-returns ``Finding`` records. ``decide`` turns an item's findings into each image's verdict
-(the most severe finding; ``pass`` without any) and the item's failure lines. Nothing
-else assigns ``ImageResult.verdict``.
+returns ``Finding`` records, and ``judging.judge`` runs them. ``decide`` turns an item's findings
+into each image's verdict (the most severe finding; ``pass`` without any) and the item's failure
+lines; each row keeps every finding that applies to it (its own, then the item's), so a report
+reads the deciding finding (``deciding``) instead of working a verdict out again. Nothing else
+assigns ``ImageResult.verdict``.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ def decide(results: Sequence[ImageResult], item_findings: Sequence[Finding] = ()
     copies: list[str] = []
     others: list[str] = []
     for r in results:
-        findings = [*r.findings, *item_findings]
-        r.verdict = worst(f.severity for f in findings)
-        r.reasons = [f.message for f in sorted(findings, key=lambda f: SEVERITY[f.severity])
+        own = list(r.findings)
+        r.findings = [*own, *(f for f in item_findings if f not in own)]  # each row carries every finding
+        r.verdict = worst(f.severity for f in r.findings)
+        r.reasons = [f.message for f in sorted(r.findings, key=lambda f: SEVERITY[f.severity])
                      if f.severity != "pass"]
-        for f in r.findings:
+        for f in own:
             if f.severity == "fail":
                 (copies if f.rule == "threshold" else others).append(_line(r, f))
             elif f.severity == "error":  # could not be judged: never a pass
@@ -53,3 +56,8 @@ def _line(r: ImageResult, f: Finding) -> str:
     if f.rule.startswith("lora_gate"):
         return f"LoRA gate: prompt {r.prompt!r}, seed {r.seed}: {f.message}"
     return f.message
+
+
+def deciding(findings: Iterable[Finding], verdict: str) -> Finding | None:
+    """The finding that set ``verdict`` (the first of that severity; None for a pass without findings)."""
+    return next((f for f in findings if f.severity == verdict), None)

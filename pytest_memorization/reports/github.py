@@ -53,15 +53,15 @@ def step_summary(
     if bad:
         pics = report_url is not None
         out += ["**Worst items**", "",
-                "| verdict | item | seed | work | prompt | metric | score | copy when |" + (" image | work |" if pics else ""),
-                "|---|---|---:|---|---|---|---:|---|" + ("---|---|" if pics else "")]
+                "| verdict | item | seed | work | prompt | finding |" + (" image | work |" if pics else ""),
+                "|---|---|---:|---|---|---|" + ("---|---|" if pics else "")]
         for r in bad:
             d = describe(r, run)
             cells = (f" {thumb(report_url, r.get('image'), 'generated, seed ' + d['seed'])} |"
                      f" {thumb(report_url, r.get('work_image'), 'work ' + d['work'])} |") if report_url else ""
             out.append(
-                f"| {ICONS[r['verdict']]} {r['verdict']} | {md(d['item'], 100)} | {d['seed']} | {md(d['work'], 40)} "
-                f"| {md(d['prompt'], 60)} | {md(d['metric'], 30)} | {md(d['score'])} | {md(d['threshold'])} |{cells}"
+                f"| {ICONS[r['verdict']]} {d['verdict'].lower()} | {md(d['item'], 100)} | {d['seed']} | {md(d['work'], 40)} "
+                f"| {md(d['prompt'], 60)} | {md(d['finding'], 160)} |{cells}"
             )
         out.append("")
     if report_dir is not None and report_url:

@@ -27,6 +27,7 @@ from .schema import (
     model_label,
     overall,
     safe_relpath,
+    verdict_label,
     worst_results,
 )
 
@@ -122,8 +123,8 @@ def _scores_table(r: dict[str, Any], run: dict[str, Any]) -> str:
     rows = []
     for m in sorted(set(scores) | set(thr)):
         s, t, d = scores.get(m), thr.get(m), direction_of(m, run, r)
-        c = crossed(s, t, d)
-        mark = "crossed" if c else ("" if c is not None else "?")
+        c = crossed(r, m)
+        mark = "crossed" if c else ""
         op = {"distance": "&le;", "similarity": "&ge;"}.get(d or "", "")
         base_td = f"<td>{e(fmt_num(base.get(m)))}</td>" if base else ""
         vae_td = "".join(f"<td>{e(fmt_num(x.get(m)))}</td>" for x in both) if both else ""
@@ -145,7 +146,7 @@ def _detectors_table(r: dict[str, Any]) -> str:
     rows = []
     for name in sorted(dets):
         d = dets[name] if isinstance(dets[name], dict) else {"score": dets[name]}
-        c = crossed(d.get("score"), d.get("threshold"), d.get("direction", "similarity"))
+        c = crossed(r, name)
         cal = {True: "calibrated", False: "uncalibrated"}.get(d.get("calibrated"), "")
         toks = "".join(f'<span class="tok">{e(t)}</span>' for t in d.get("trigger_tokens") or [])
         rows.append(f'<tr{" class=crossed" if c else ""}><td>{e(name)}</td><td>{e(fmt_num(d.get("score")))}</td>'
@@ -310,7 +311,7 @@ def _card(rows: list[dict[str, Any]], run: dict[str, Any], idx: int) -> str:
         f"<span>{len(rows)} seeds: {e(tally)}; worst seed {e(lead.get('seed'))} shown large</span>"
     return (
         f'<section class="row v-{e(v)}" data-verdict="{e(v)}" data-seeds="{len(rows)}" id="r{idx}">'
-        f'<div class="rowhead"><span class="badge b-{e(v)}">{e(v.upper())}</span>'
+        f'<div class="rowhead"><span class="badge b-{e(v)}">{e(verdict_label(lead).upper())}</span>'
         f"<code>{e(lead.get('item'))}</code>{seeds}{work}</div>"
         f'<div class="body"><div><div class="imgs">{"".join(figs)}</div>{_seed_strip(rows)}</div><div class="info">'
         f'<div class="prompt">{e(lead.get("prompt"))}</div>'

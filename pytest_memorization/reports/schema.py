@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import MemorizationConfigError
 from ..metrics import KNOWN_DIRECTIONS  # noqa: F401  (re-exported for report readers)
-from ..records import SEVERITY, VERDICTS  # noqa: F401  (the one severity order)
+from ..records import CROSSING_RULES, SEVERITY, VERDICTS  # noqa: F401  (the one severity order)
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("item", "prompt", "seed", "verdict")
@@ -106,11 +106,23 @@ def is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def crossed(score: Any, threshold: Any, direction: str | None) -> bool | None:
-    """True/False when the score is at/past its threshold; None when it cannot be told."""
-    if not (is_number(score) and is_number(threshold)) or direction is None:
-        return None
-    return score <= threshold if direction == "distance" else score >= threshold
+def crossed(r: dict[str, Any], metric: str) -> bool:
+    """Whether the judge found ``metric`` (a metric or a detector) past its line for this row: read from
+    the row's findings (``records.CROSSING_RULES``), never worked out again from scores."""
+    return any(isinstance(f, dict) and f.get("metric") == metric and f.get("rule") in CROSSING_RULES
+               for f in r.get("findings") or [])
+
+
+def deciding(r: dict[str, Any]) -> dict[str, Any] | None:
+    """The finding that set the row's verdict (the first of that severity), as report.json holds it."""
+    return next((f for f in r.get("findings") or [] if isinstance(f, dict) and f.get("severity") == r.get("verdict")),
+                None)
+
+
+def verdict_label(r: dict[str, Any]) -> str:
+    """The row's verdict for people: ``waived`` where a waiver turned its copy into an expected one."""
+    f = deciding(r)
+    return "waived" if f is not None and f.get("rule") == "waiver" else str(r.get("verdict"))
 
 
 def closeness(score: Any, threshold: Any, direction: str | None) -> float:
@@ -130,8 +142,7 @@ def worst_metric(r: dict[str, Any], run: dict[str, Any] | None = None) -> dict[s
         d = direction_of(m, run, r)
         c = closeness(score, t, d)
         if best is None or c > best[0]:
-            best = (c, {"metric": m, "score": score, "threshold": t, "direction": d,
-                        "crossed": crossed(score, t, d)})
+            best = (c, {"metric": m, "score": score, "threshold": t, "direction": d, "crossed": crossed(r, m)})
     for name, det in (r.get("detectors") or {}).items():
         if not isinstance(det, dict):
             continue
@@ -139,7 +150,7 @@ def worst_metric(r: dict[str, Any], run: dict[str, Any] | None = None) -> dict[s
         c = closeness(det.get("score"), det.get("threshold"), d)
         if best is None or c > best[0]:
             best = (c, {"metric": name, "score": det.get("score"), "threshold": det.get("threshold"),
-                        "direction": d, "crossed": crossed(det.get("score"), det.get("threshold"), d)})
+                        "direction": d, "crossed": crossed(r, name)})
     return best[1] if best else None
 
 

@@ -10,7 +10,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .schema import VERDICTS, fmt_num, model_label, overall, summarize, to_result_dict, worst_results
+from .schema import (
+    VERDICTS,
+    deciding,
+    fmt_num,
+    model_label,
+    overall,
+    summarize,
+    to_result_dict,
+    verdict_label,
+    worst_results,
+)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -33,8 +43,10 @@ def describe(r: dict[str, Any], run: dict[str, Any] | None = None) -> dict[str, 
         op = {"distance": "<=", "similarity": ">="}.get(w["direction"] or "", "vs")
         threshold = f"{op} {threshold}" if w["threshold"] is not None else "no threshold"
     reason = (r.get("reasons") or [""])[0]
+    found = deciding(r)
     return {
-        "verdict": r["verdict"].upper(),
+        "verdict": verdict_label(r).upper(),
+        "finding": clean(found["message"] if found else reason, 160),
         "item": clean(r["item"], 100),
         "seed": str(r["seed"]),
         "work": clean(r.get("work") if r.get("work") is not None else "(no work)", 40),
@@ -71,12 +83,12 @@ def summary_lines(
         if r["verdict"] == "error" and r["seed"] < 0:  # nothing was generated: say what errored, not "-"
             lines.append(f"  {d['verdict']:5} {d['item']}: not evaluated: {d['reason'] or 'unknown error'}")
             continue
-        lines.append(
-            f"  {d['verdict']:5} {d['item']} seed {d['seed']}: work {d['work']}: "
-            f"{d['metric']} {d['score']} ({d['threshold']}) prompt '{d['prompt']}'"
-        )
-        if r["verdict"] == "error" and d["reason"]:
-            lines.append(f"        {d['reason']}")
+        if r["verdict"] == "pass" or not d["finding"]:  # no finding decided it: the closest score
+            lines.append(f"  {d['verdict']:5} {d['item']} seed {d['seed']}: work {d['work']}: "
+                         f"{d['metric']} {d['score']} ({d['threshold']}) prompt '{d['prompt']}'")
+            continue
+        lines.append(f"  {d['verdict']:5} {d['item']} seed {d['seed']}: {d['finding']} (prompt '{d['prompt']}')")
+
     if len(bad) > len(shown):
         lines.append(f"  ... and {len(bad) - len(shown)} more")
     if report_dir is not None:

@@ -8,15 +8,15 @@ metric, score, threshold and saved image. Defaults come from the running test:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config.policy import with_floors
 from ..config.settings import DEFAULT_METRICS
-from ..errors import MemorizationConfigError, MemorizationError
-from ..records import Generation, ImageResult, Work
+from ..errors import BrokenOutputError, MemorizationConfigError, MemorizationError
+from ..records import Generation, ImageResult, Outcome, Work
 from .state import active, attach, current_item
 
 
@@ -64,14 +64,16 @@ def as_works(works: Any) -> list[Work]:
     return out
 
 
-def _defaults() -> tuple[dict[str, float], dict[str, float], list[str] | None, float]:
+def _defaults() -> tuple[dict[str, float], dict[str, float], list[str] | None, float, dict[str, float]]:
+    """(thresholds, warn, metrics, warn band, floors) of the running test: its marker over the session's."""
     session, item = active(), current_item()
     thresholds: dict[str, float] = {}
     warn: dict[str, float] = {}
     metrics: list[str] | None = None
     band = 0.1
+    floors: dict[str, float] = {}
     if session is not None:
-        thresholds.update(session.settings.threshold)
+        floors = dict(session.settings.threshold)
         metrics = session.settings.metrics
         band = session.settings.warn_band
     marker = item.get_closest_marker("memorization") if item is not None else None
@@ -79,7 +81,7 @@ def _defaults() -> tuple[dict[str, float], dict[str, float], list[str] | None, f
         thresholds.update(marker.kwargs.get("thresholds", {}))
         warn.update(marker.kwargs.get("warn", {}))
         metrics = marker.kwargs.get("metrics", metrics)
-    return thresholds, warn, metrics, band
+    return thresholds, warn, metrics, band, floors
 
 
 def _metric(name: str) -> Any:
@@ -91,70 +93,82 @@ def _metric(name: str) -> Any:
     return get_metric(name)
 
 
-def evaluate(images: Any, works: Any, *, thresholds: Mapping[str, float] | None = None,
-             warn: Mapping[str, float] | None = None, metrics: Sequence[str] | None = None,
-             prompts: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[ImageResult]:
-    """Score and judge without raising: one ``ImageResult`` per image."""
-    from ..judging.flat_guard import apply_flat_guard
-    from ..judging.thresholds import rules_for, score_rows
-    from ..judging.verdict import decide
+def _batch(images: Any) -> tuple[Any, list[str] | None, list[int] | None]:
+    """(N, 3, H, W) images, and the prompts and seeds a ``Generation`` carries."""
+    from ..images import as_batch
+
+    if isinstance(images, Generation):
+        return images.images, images.prompts, images.seeds
+    return as_batch(images), None, None
+
+
+def judged(images: Any, works: Any, *, thresholds: Mapping[str, float] | None = None,
+           warn: Mapping[str, float] | None = None, metrics: Sequence[str] | None = None,
+           prompts: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> Outcome:
+    """Score ``images`` against ``works`` and hand them to the judge (``judging.judge``), as a manifest
+    item does; the rows go into the running test's report. Images that cannot be judged (NaN, black,
+    constant) give an error row in the report and raise ``BrokenOutputError``."""
+    from ..images import ImageError
+    from ..judging.judge import Measured, judge, make_rules
     from ..metrics.matrix import score_matrices
     from ..model.generation import check_images
 
-    if isinstance(images, Generation):
-        prompts, seeds, images = images.prompts, images.seeds, images.images
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    n = images.shape[0]
-    prompts = list(prompts) if prompts is not None else [""] * n
-    seeds = list(seeds) if seeds is not None else list(range(n))
-    check_images(images, prompts, seeds)
-    t0, w0, m0, band = _defaults()
-    floors = active().settings.threshold if active() is not None else {}  # type: ignore[union-attr]
-    t = with_floors({**t0, **(thresholds or {})}, floors)  # a marker or argument cannot relax the CI's
-    names = list(metrics or m0 or list(dict.fromkeys([*DEFAULT_METRICS, *t])))
-    chosen = {name: _metric(name) for name in names}
-    work_list = as_works(works)
-    scores = score_matrices(chosen, images, work_list)
     item = current_item()
-    results = score_rows(item.nodeid if item is not None else "<python>", prompts, seeds, scores, work_list,
-                    rules_for(chosen, t, {**w0, **(warn or {})}, band))
-    for r, img in zip(results, images):
-        r.pixels = img
-    apply_flat_guard(results, images)
-    decide(results)
-    attach(item, results, work_list)
-    return results
+    name = item.nodeid if item is not None else "<python>"
+    work_list = as_works(works)
+    try:
+        batch, gen_prompts, gen_seeds = _batch(images)
+        n = int(batch.shape[0])
+        prompts = list(prompts if prompts is not None else gen_prompts or [""] * n)
+        seeds = list(seeds if seeds is not None else gen_seeds or range(n))
+        check_images(batch, prompts, seeds)
+    except (BrokenOutputError, ImageError) as e:  # NaN, black, constant: an error row, never a pass
+        failed = judge(Measured.failed(name, (list(prompts or []) or [""])[0], e), make_rules({}, {}, {}, 0.0, {}))
+        attach(item, failed.results)
+        raise BrokenOutputError(f"the images cannot be judged: {e}") from None
+    t0, w0, m0, band, floors = _defaults()
+    t = {**t0, **(thresholds or {})}
+    names = list(metrics or m0 or list(dict.fromkeys([*DEFAULT_METRICS, *t, *floors])))
+    chosen = {n: _metric(n) for n in names}
+    rules = make_rules(chosen, t, {**w0, **(warn or {})}, band, floors)  # a marker cannot relax the CI's
+    scores = score_matrices(chosen, batch, work_list)
+    outcome = judge(Measured(name, prompts, seeds, work_list, scores, images=batch), rules)
+    attach(item, outcome.results, work_list)
+    return outcome
+
+
+def evaluate(images: Any, works: Any, *, thresholds: Mapping[str, float] | None = None,
+             warn: Mapping[str, float] | None = None, metrics: Sequence[str] | None = None,
+             prompts: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[ImageResult]:
+    """Score and judge without raising on a copy: one ``ImageResult`` per image."""
+    return judged(images, works, thresholds=thresholds, warn=warn, metrics=metrics, prompts=prompts,
+                  seeds=seeds).results
 
 
 def assert_not_memorized(images: Any, works: Any, *, thresholds: Mapping[str, float] | None = None,
                          warn: Mapping[str, float] | None = None, metrics: Sequence[str] | None = None,
                          prompts: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[ImageResult]:
-    """Fail (``MemorizationError``, an ``AssertionError``) when any image copies any work."""
+    """Fail (``MemorizationError``, an ``AssertionError``) when any image copies any work. ``images``:
+    a pipeline's output, PIL images, numpy arrays, tensors or paths (see ``images.as_batch``)."""
     __tracebackhide__ = True
-    from ..judging.verdict import decide
-
-    results = evaluate(images, works, thresholds=thresholds, warn=warn, metrics=metrics, prompts=prompts, seeds=seeds)
-    for r in results:
+    outcome = judged(images, works, thresholds=thresholds, warn=warn, metrics=metrics, prompts=prompts, seeds=seeds)
+    for r in outcome.results:
         if r.verdict == "warn":
             warnings.warn(f"memorization warn band: prompt {r.prompt!r}, seed {r.seed}, work '{r.work}': "
                           + "; ".join(r.reasons), UserWarning, stacklevel=2)
-    if any(r.verdict == "fail" for r in results):
-        raise MemorizationError("\n".join(decide(results)))
-    return results
+    if outcome.failures:
+        raise MemorizationError("\n".join(outcome.failures))
+    return outcome.results
 
 
 def nearest_works(images: Any, works: Any, *, k: int = 3, metric: str = "tiled_l2") -> list[list[tuple[str, float]]]:
     """For each image, the ``k`` closest works under ``metric`` with their scores, closest first."""
     from ..metrics.matrix import score_matrices
 
-    if isinstance(images, Generation):
-        images = images.images
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
+    batch = _batch(images)[0]
     m = _metric(metric)
     work_list = as_works(works)
-    s = score_matrices({metric: m}, images, work_list)[metric]
+    s = score_matrices({metric: m}, batch, work_list)[metric]
     order = s.argsort(dim=1, descending=m.direction == "similarity")[:, :k]
     return [[(work_list[j].id, float(s[i, j])) for j in row.tolist()] for i, row in enumerate(order)]
 
@@ -162,22 +176,28 @@ def nearest_works(images: Any, works: Any, *, k: int = 3, metric: str = "tiled_l
 def assert_not_memorized_prompt(model: Any, prompts: Sequence[str] | str, seeds: Sequence[int], *,
                                 threshold: float, steps: int = 1, guidance_scale: float = 7.5,
                                 height: int = 512, width: int = 512) -> Any:
-    """Fail when Wen et al.'s noise magnitude of a prompt reaches ``threshold`` (no reference image)."""
+    """Fail when Wen et al.'s noise magnitude of a prompt reaches ``threshold`` (no reference image);
+    judged by the same rule as a manifest's ``[detectors] noise_magnitude`` (a NaN score is an error)."""
     __tracebackhide__ = True
+    from ..judging.detectors import flagged
+    from ..judging.judge import Measured, judge, make_rules
+    from ..records import DetectorScore
+
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     d = model.noise_magnitude(prompts, seeds, steps, guidance_scale=guidance_scale, height=height, width=width)
-    means = d.mean(dim=1)
-    bad = [(p, float(v)) for p, v in zip(prompts, means) if float(v) >= threshold]
-    if bad:
-        from ..detectors.trigger_tokens import trigger_tokens
+    scores = []
+    for p, v in zip(prompts, d.mean(dim=1).tolist()):
+        score = DetectorScore("noise_magnitude", p, float(v), float(threshold), calibrated=False)
+        if flagged(score) and model.family.trigger_tokens:
+            from ..detectors.trigger_tokens import trigger_tokens
 
-        lines = [f"noise magnitude reaches the threshold {threshold:g} for {len(bad)} prompt(s):"]
-        for p, v in bad:
-            if not model.family.trigger_tokens:  # an unknown pipeline: say so instead of guessing
-                lines.append(f"  {p!r}: d = {v:.4f} (trigger tokens: not available for {model.family.label} models)")
-                continue
-            words = [w for w, _ in trigger_tokens(model.pipe, p, list(seeds)[:1], steps=steps,
-                                                   guidance_scale=guidance_scale, height=height, width=width)]
-            lines.append(f"  {p!r}: d = {v:.4f}; memorization driven by: " + ", ".join(repr(w) for w in words))
-        raise MemorizationError("\n".join(lines))
+            words = trigger_tokens(model.pipe, p, list(seeds)[:1], steps=steps, guidance_scale=guidance_scale,
+                                   height=height, width=width)
+            score = dataclasses.replace(score, trigger_words=tuple(w for w, _ in words))
+        scores.append(score)
+    item = current_item()
+    name = item.nodeid if item is not None else "<python>"
+    outcome = judge(Measured(name, [], [], detectors=scores), make_rules({}, {}, {}, 0.0, {}))
+    if outcome.failures:
+        raise MemorizationError("\n".join(outcome.failures))
     return d

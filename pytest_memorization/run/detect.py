@@ -14,11 +14,12 @@ turn them into findings live in ``judging.detectors``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..errors import MemorizationConfigError
-from ..judging.detectors import SEED_DIVERSITY_DEFAULT, noise_magnitude_finding, seed_diversity_finding
-from ..records import Finding, ImageResult
+from ..judging.detectors import SEED_DIVERSITY_DEFAULT
+from ..records import DetectorScore
 
 PURE_NOISE = ("zero_step", "lora_delta")  # calibrated like noise_magnitude, scored on the seeds' pure noise
 
@@ -101,30 +102,32 @@ def _pixel_map(m: Any) -> list[list[float]]:
 
 
 def _run_pure_noise(name: str, model: Any, cfg: dict[str, Any], session: Any, plan: Any, prompt: str,
-                    results: list[ImageResult]) -> Finding | None:
-    from ..judging.detectors import threshold_finding
+                    rows: list[dict[str, Any]]) -> DetectorScore:
+    from ..judging.detectors import flagged
 
     g = plan.gen
     scorer = _pure_noise_scorer(name, model, cfg, session)
     threshold, calibrated = noise_threshold(session, model, cfg, plan, name)
     scores, maps = scorer(model.pipe, [prompt], plan.seeds, height=g.height, width=g.width)
-    mean = float(scores[0].mean())
-    found = threshold_finding(name, prompt, mean, threshold, calibrated)
-    flagged = found is not None and found.severity == "fail"
-    for i, r in enumerate(results):
-        entry: dict[str, Any] = {"score": mean, "threshold": threshold, "calibrated": calibrated,
-                                 "seed_score": float(scores[0, i]), "flagged": flagged}
-        if flagged:  # where: the per-pixel map over this seed's image (latent pixels, [0, 1])
+    d = DetectorScore(name, prompt, float(scores[0].mean()), threshold, calibrated)
+    hit = flagged(d)
+    for i, row in enumerate(rows):
+        entry: dict[str, Any] = {"score": d.score, "threshold": threshold, "calibrated": calibrated,
+                                 "seed_score": float(scores[0, i]), "flagged": hit}
+        if hit:  # where: the per-pixel map over this seed's image (latent pixels, [0, 1])
             entry["map"] = _pixel_map(maps[0, i])
-        r.detectors[name] = entry
-    return found
+        row[name] = entry
+    return d
 
 
-def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: list[str],
-                  results: list[ImageResult], images: Any) -> list[Finding]:
-    """Run the manifest's detectors for one prompt; record their scores on the rows; return the
-    item-level findings (judged by ``judging.detectors``)."""
-    findings: list[Finding] = []
+def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: list[str], n_images: int,
+                  images: Any) -> tuple[list[DetectorScore], list[dict[str, Any]]]:
+    """Run the manifest's detectors for one prompt: (the scores, for ``judging.judge``; per image, the
+    entries its report row shows under ``detectors``). No rule runs here."""
+    from ..judging.detectors import flagged
+
+    measured: list[DetectorScore] = []
+    rows: list[dict[str, Any]] = [{} for _ in range(n_images)]
     cfg = manifest.detectors
     g = plan.gen
     if "noise_magnitude" in cfg:
@@ -134,45 +137,40 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
         threshold, calibrated = noise_threshold(session, model, c, plan)
         d = model.noise_magnitude(prompts, plan.seeds, steps, guidance_scale=max(g.guidance_scale, 1.01),
                                   height=g.height, width=g.width)
-        mean = float(d[0].mean())
-        entry: dict[str, Any] = {"score": mean, "threshold": threshold, "calibrated": calibrated, "steps": steps}
-        found = noise_magnitude_finding(prompts[0], mean, threshold, calibrated)
-        if found is not None and found.severity == "fail" and not model.family.trigger_tokens:
+        score = DetectorScore("noise_magnitude", prompts[0], float(d[0].mean()), threshold, calibrated)
+        entry: dict[str, Any] = {"score": score.score, "threshold": threshold, "calibrated": calibrated,
+                                 "steps": steps}
+        if flagged(score) and not model.family.trigger_tokens:
             from ..model.families import not_applicable
 
             entry["trigger_tokens"] = None
             entry["trigger_tokens_note"] = not_applicable("trigger_tokens", model.family)
-        elif found is not None and found.severity == "fail":
+        elif flagged(score):
             from ..detectors.trigger_tokens import trigger_tokens
 
             words = [w for w, _ in trigger_tokens(model.pipe, prompts[0], plan.seeds[:1], steps=steps,
                                                    guidance_scale=max(g.guidance_scale, 1.01),
                                                    height=g.height, width=g.width)]
             entry["trigger_tokens"] = words
-            found = noise_magnitude_finding(prompts[0], mean, threshold, calibrated, words)
-        if found is not None:
-            findings.append(found)
-        for r, score in zip(results, d[0].tolist()):
-            r.detectors["noise_magnitude"] = {**entry, "seed_score": float(score)}
+            score = dataclasses.replace(score, trigger_words=tuple(words))
+        measured.append(score)
+        for row, s in zip(rows, d[0].tolist()):
+            row["noise_magnitude"] = {**entry, "seed_score": float(s)}
     for name in PURE_NOISE:
         if name in cfg:
-            found = _run_pure_noise(name, model, cfg[name], session, plan, prompts[0], results)
-            if found is not None:
-                findings.append(found)
+            measured.append(_run_pure_noise(name, model, cfg[name], session, plan, prompts[0], rows))
     if "seed_diversity" in cfg and images is not None and len(images) > 1:
         from ..detectors.seed_diversity import seed_diversity
 
         c = cfg["seed_diversity"]
-        threshold = float(c.get("threshold", SEED_DIVERSITY_DEFAULT))
-        score = float(seed_diversity(images))
-        gate = bool(c.get("gate", False))
-        found = seed_diversity_finding(prompts[0], score, threshold, len(images), gate)
-        for r in results:
-            r.detectors["seed_diversity"] = {"score": score, "threshold": threshold, "gate": gate,
-                                             "flagged": found is not None}
-        if found is not None:
-            findings.append(found)
-    return findings
+        score = DetectorScore("seed_diversity", prompts[0], float(seed_diversity(images)),
+                              float(c.get("threshold", SEED_DIVERSITY_DEFAULT)), direction="distance",
+                              gate=bool(c.get("gate", False)), n_images=len(images))
+        for row in rows:
+            row["seed_diversity"] = {"score": score.score, "threshold": score.threshold, "gate": score.gate,
+                                     "direction": "distance", "flagged": flagged(score)}
+        measured.append(score)
+    return measured, rows
 
 
 def _check_applicable(name: str, model: Any) -> None:

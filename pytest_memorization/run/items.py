@@ -30,14 +30,11 @@ CLEAN_ERRORS = (MemorizationError, MemorizationConfigError, BrokenOutputError, M
 
 
 def error_row(nodeid: str, prompt: str, error: BaseException) -> Any:
-    """A report row for an item that could not be evaluated (seed -1: nothing was generated)."""
-    from ..judging.verdict import decide
-    from ..records import Finding, ImageResult
+    """A report row for an item that could not be evaluated (seed -1: nothing was generated), judged
+    like every other row."""
+    from ..judging.judge import Measured, Rules, judge
 
-    row = ImageResult(item=nodeid, prompt=prompt, seed=-1, work=None, scores={}, thresholds={},
-                      findings=[Finding("error", "error", f"{type(error).__name__}: {error}")])
-    decide([row])
-    return row
+    return judge(Measured.failed(nodeid, prompt, error), Rules({})).results[0]
 
 
 class ManifestFile(pytest.File):
@@ -57,6 +54,11 @@ class ManifestFile(pytest.File):
                                      offline_hub=not from_options and not settings_of(self.config).allow_download)
         except MemorizationConfigError as e:
             raise self.CollectError(str(e)) from None
+        if manifest.canaries and not manifest.works and not manifest.detectors:
+            raise self.CollectError(
+                f"{self.path}: its [[canary]] prompts would check nothing: a canary is compared with every "
+                "[[work]] of its manifest and run through its [detectors], and this manifest has neither. "
+                "Add the works the canaries must not copy, or a [detectors] table")
         self.manifest = manifest
         self._plan: Any = None
         for work in manifest.works:
@@ -144,7 +146,7 @@ class MemorizationItem(pytest.Item):
 
     kind = "item"
 
-    def evaluate(self) -> Any:  # overridden
+    def measure(self) -> Any:  # overridden: a judging.judge.Measured
         raise NotImplementedError
 
     def expected_images(self) -> int:
@@ -161,7 +163,7 @@ class MemorizationItem(pytest.Item):
             spec = next((w for w in m.works if w.id == self.work), None)
             return seeds * len(spec.img2img.strengths) if spec is not None and spec.img2img else 0
         if self.kind == "canary":
-            return seeds if "seed_diversity" in m.detectors else 0
+            return seeds
         return 0
 
     def baseline_key(self) -> str | None:
@@ -183,8 +185,7 @@ class MemorizationItem(pytest.Item):
 
     def setup(self) -> None:
         from ..judging.baselines import KEY as BASELINE_KEY
-        from ..judging.baselines import compare_item
-        from ..judging.verdict import decide
+        from ..judging.judge import judge
         from .outputs import save_images
         from .state import attach, session_of
 
@@ -195,22 +196,15 @@ class MemorizationItem(pytest.Item):
             session.progress.start_item(self)
         try:
             before = session.generation_counts()
-            self.outcome = self.evaluate()
+            measured = self.measure()
             key = self.baseline_key()
             after = session.generation_counts()
             counts = {"from_cache": after[0] - before[0], "generated": after[1] - before[1]}
-            for r in self.outcome.results:
-                r.extra[BASELINE_KEY] = key
-                r.extra["generation_counts"] = counts  # the item's images, cached or generated (summary)
-            compare_item(session, self.nodeid, key, self.outcome)
-            waivers = {w.id: w.waiver for w in self.works() if w.waiver is not None}
-            if waivers:  # reviewed, accepted similarities: expected failures until their end date
-                import datetime as dt
-
-                from ..judging.waivers import apply_waivers
-
-                self.outcome.findings += apply_waivers(self.outcome.results, waivers, dt.date.today(), self.work)
-            self.outcome.failures = decide(self.outcome.results, self.outcome.findings)
+            measured.extras = [{**e, BASELINE_KEY: key, "generation_counts": counts}  # counts: the summary's
+                               for e in (measured.extras or [{} for _ in measured.prompts])]
+            rules = self.manifest_file.plan().rules.with_waivers(
+                {w.id: w.waiver for w in self.works() if w.waiver is not None}, self.work)
+            self.outcome = judge(measured, rules, baseline=session.baselines.comparer(self.nodeid, key))
         except Exception as e:  # the report shows the item as an error row, not as nothing
             attach(self, [error_row(self.nodeid, self.prompt, e)])
             raise
@@ -268,10 +262,10 @@ class MemorizationItem(pytest.Item):
 class PromptItem(MemorizationItem):
     kind = "prompt"
 
-    def evaluate(self) -> Any:
-        from .pipeline import check_prompt
+    def measure(self) -> Any:
+        from .pipeline import measure_prompt
 
-        return self._run(check_prompt, self.prompt)
+        return self._run(measure_prompt, self.prompt)
 
 
 class CardItem(PromptItem):
@@ -283,40 +277,44 @@ class CardItem(PromptItem):
         super().__init__(**kwargs)
         self.card = card
 
-    def evaluate(self) -> Any:
-        outcome = super().evaluate()
-        for r in outcome.results:
-            r.extra["model_card"] = self.card
-        return outcome
+    def measure(self) -> Any:
+        measured = super().measure()
+        for extra in measured.extras:
+            extra["model_card"] = self.card
+        return measured
 
 
 class Img2ImgItem(MemorizationItem):
     kind = "img2img"
 
-    def evaluate(self) -> Any:
-        from .pipeline import check_img2img
+    def measure(self) -> Any:
+        from .pipeline import measure_img2img
 
         manifest: Manifest = self.manifest_file.manifest
-        return self._run(check_img2img, next(w for w in manifest.works if w.id == self.work))
+        return self._run(measure_img2img, next(w for w in manifest.works if w.id == self.work))
 
 
 class CanaryItem(MemorizationItem):
     kind = "canary"
 
-    def evaluate(self) -> Any:
-        from .pipeline import check_canary
+    def measure(self) -> Any:
+        from .pipeline import measure_canary
 
-        return self._run(check_canary, self.prompt)
+        return self._run(measure_canary, self.prompt)
 
 
 class CalibrateItem(MemorizationItem):
     def baseline_key(self) -> str | None:
         return None  # calibration writes its own file; it has no baseline entry
 
-    def evaluate(self) -> Any:
+    def setup(self) -> None:
+        """Calibration measures ordinary prompts and writes its file; it judges nothing (no rows)."""
         from .detect import calibrate_item
+        from .state import session_of
 
-        return self._run(calibrate_item)
+        if session_of(self.config) is None:
+            pytest.skip("memorization checks are off: run pytest --memorization")
+        self.outcome = self._run(calibrate_item)
 
 
 def calibration_only(session: Any, items: list[pytest.Item]) -> tuple[list[pytest.Item], list[pytest.Item]]:

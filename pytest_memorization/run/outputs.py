@@ -16,6 +16,8 @@ import pytest
 
 from ..errors import MemorizationConfigError
 from ..judging.baselines import directions_of
+from ..judging.verdict import deciding
+from ..records import ImageResult
 from .session import MemorizationSession
 from .state import RESULTS_KEY, WORKS_KEY
 
@@ -68,6 +70,9 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
         item.user_properties.append(("memorization.prompt", results[0].prompt))
     for r in results:
         item.user_properties.append((f"memorization.seed{r.seed}.verdict", r.verdict))
+        found = deciding(r.findings, r.verdict)
+        if found is not None:  # the rule and message that decided it (baseline, waiver, LoRA gate, ...)
+            item.user_properties.append((f"memorization.seed{r.seed}.finding", f"{found.rule}: {found.message}"))
         if r.work is not None:
             item.user_properties.append((f"memorization.seed{r.seed}.work", r.work))
         if r.image and report_dir is not None:
@@ -129,7 +134,7 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
 
 def finish_session(state: MemorizationSession, session: pytest.Session, exitstatus: int) -> None:
     """Write the run's outputs once (controller only). Fail closed when nothing was checked."""
-    from ..judging.baselines import save_baseline, stale_entries
+    from ..judging.baselines import save_baseline
 
     s = state.settings
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
@@ -146,11 +151,11 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     if stopped is not None:
         run["early_exit"] = stopped
     for r in state.results:
-        r.get("extra", {}).pop("base_pixels", None)
-    errored = sorted({r["item"] for r in state.results if r["verdict"] == "error"})
+        r.extra.pop("base_pixels", None)
+    errored = sorted({r.item for r in state.results if r.verdict == "error"})
     state.complete = complete  # the terminal summary (printed after this) says INCOMPLETE and why
     state.notes.extend(f"INCOMPLETE: {why}" for why in reasons)
-    state.stale = stale_entries(state)
+    state.stale = state.baselines.stale(state.results, state.known_items)
     report_dir, staging = s.path("report"), staging_dir(state)
     failed_write = False
     if report_dir is not None and staging is not None and (state.results or not interrupted):
@@ -249,26 +254,26 @@ def summary_lines(state: MemorizationSession) -> list[str]:
     return out
 
 
-def image_counts(results: list[dict[str, Any]]) -> dict[str, int] | None:
+def image_counts(results: list[ImageResult]) -> dict[str, int] | None:
     """Every image the items needed (gate bases, amplified and img2img ones included): how many came
     from the generation cache and how many were generated; counted per item from the rows, so it works
     under pytest-xdist. None when no item generated anything."""
     per_item: dict[str, tuple[int, int]] = {}
     for r in results:
-        counts = r.get("extra", {}).get("generation_counts")
+        counts = r.extra.get("generation_counts")
         if isinstance(counts, dict):
-            per_item[r["item"]] = (int(counts.get("from_cache", 0)), int(counts.get("generated", 0)))
+            per_item[r.item] = (int(counts.get("from_cache", 0)), int(counts.get("generated", 0)))
     if not any(c or g for c, g in per_item.values()):
         return None
     return {"from_cache": sum(c for c, _ in per_item.values()), "generated": sum(g for _, g in per_item.values())}
 
 
-def early_exits(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+def early_exits(results: list[ImageResult]) -> dict[str, Any] | None:
     """Images (LoRA-gate base images included) that stopped early, of those scored; None without early exit."""
     stopped = images = skipped = 0
     why: list[str] = []
     for r in results:
-        extra = r.get("extra", {})
+        extra = r.extra
         mark = extra.get("early_exit")
         if not isinstance(mark, dict):
             continue
@@ -284,14 +289,14 @@ def early_exits(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"stopped": stopped, "images": images, "not_applied": skipped, "why_not": "; ".join(dict.fromkeys(why))}
 
 
-def base_image_counts(results: list[dict[str, Any]]) -> dict[str, int] | None:
+def base_image_counts(results: list[ImageResult]) -> dict[str, int] | None:
     """The LoRA gate's base-model images: how many came from the generation cache and how many were
     generated, counted per item from the rows (so it works under pytest-xdist); None without the gate."""
     per_item: dict[str, tuple[int, int]] = {}
     for r in results:
-        gate = r.get("extra", {}).get("lora_gate")
+        gate = r.extra.get("lora_gate")
         if isinstance(gate, dict):
-            per_item[r["item"]] = (int(gate.get("from_cache", 0)), int(gate.get("base_generated", 0)))
+            per_item[r.item] = (int(gate.get("from_cache", 0)), int(gate.get("base_generated", 0)))
     if not per_item:
         return None
     return {"from_cache": sum(c for c, _ in per_item.values()), "generated": sum(g for _, g in per_item.values())}

@@ -1,26 +1,22 @@
-"""What one manifest item does: manifest -> generation -> scores -> findings.
+"""What one manifest item measures: manifest -> generation -> scores, as a ``judging.judge.Measured``.
 
 ``plan_for`` resolves every setting once per manifest (item > command line > ini >
-manifest > default). The ``check_*`` functions return an ``Outcome``: image rows carrying
-their findings, plus the item's findings; the verdict is decided afterwards, once, by
-``judging.verdict.decide``. Loading, generation and scoring run in the item's setup, so a
+manifest > default), including the ``Rules`` the judge applies. The ``measure_*`` functions
+generate and score; they run no rule: the item hands what they measured to ``judging.judge``,
+the one judge of every path. Loading, generation and scoring run in the item's setup, so a
 run that cannot evaluate shows as ERROR, and a copy as FAILED.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config.policy import lora_gate_problem, with_floors
-from ..judging.flat_guard import apply_flat_guard
-from ..judging.img2img import img2img_findings
-from ..judging.lora_gate import lora_gate_findings
-from ..judging.thresholds import MetricRule, rules_for, score_rows
+from ..config.policy import lora_gate_problem
+from ..judging.judge import Measured, Rules, floored, make_rules
 from ..manifest.load import Manifest, WorkSpec
 from ..model.loading import ModelSource
-from ..records import GenerationSettings, ImageResult, Outcome, Work
+from ..records import GenerationSettings, Work
 from .detect import run_detectors
 from .session import MemorizationSession
 
@@ -33,10 +29,9 @@ class Plan:
     thresholds: dict[str, float]
     warn: dict[str, float]
     metrics: dict[str, Any]
-    rules: dict[str, MetricRule]
+    rules: Rules  # the judge's rules: thresholds floored once, warn band, LoRA-gate tolerance
     lora_gate: bool
     works: list[Work] = field(default_factory=list)
-    floors: dict[str, float] = field(default_factory=dict)  # the command line's and ini's thresholds
     vae_floor: bool = False  # also score against the model's VAE round trip of each work, gate on the closer
     vae_works: dict[tuple[Any, ...], list[Work]] = field(default_factory=dict)  # per (model, size)
     cache: bool = True  # read and write the generation cache (--memorization-generation-cache)
@@ -48,8 +43,7 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
                             lora=session.model_path("lora", m.lora), lora_scale=s.pick("lora_scale", m.lora_scale),
                             generator=_generator(s, m.generator))
     gen = s.generation(m)
-    thresholds = s.thresholds(manifest.thresholds)
-    metrics = session.metrics_for(manifest.metrics, thresholds)
+    metrics = session.metrics_for(manifest.metrics, s.thresholds(manifest.thresholds))
     gate = bool(s.lora_gate or m.gate == "lora")
     vae_floor = bool(s.pick("vae_floor", m.vae_floor))
     if (gate or vae_floor) and source.generator:
@@ -65,10 +59,11 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
 
         raise MemorizationConfigError(f"{manifest.path}: the LoRA gate needs a LoRA: set lora in [model] "
                                       "or pass --memorization-lora")
+    rules = make_rules(metrics, manifest.thresholds, manifest.warn, s.warn_band, s.threshold,
+                       lora_gate_tolerance=s.lora_gate_tolerance)
     return Plan(source=source, gen=gen, seeds=s.seeds_for(m.seeds),
-                thresholds=thresholds, warn=dict(manifest.warn), metrics=metrics,
-                rules=rules_for(metrics, thresholds, manifest.warn, s.warn_band), lora_gate=gate,
-                floors=dict(s.threshold), vae_floor=vae_floor,
+                thresholds=rules.thresholds(), warn=dict(manifest.warn), metrics=metrics,
+                rules=rules, lora_gate=gate, vae_floor=vae_floor,
                 cache=bool(s.generation_cache) and not source.generator)
 
 
@@ -81,12 +76,12 @@ def _generator(s: Any, manifest_value: str | None) -> str | None:
 
 
 def load_works(plan: Plan, manifest: Manifest) -> list[Work]:
-    """The manifest's works; a work's own thresholds may not relax the CI's (``plan.floors``)."""
+    """The manifest's works (their own thresholds as written: the judge floors them)."""
     if not plan.works:
         from ..images import load_image, sha256_file
 
         plan.works = [Work(id=w.id, image=load_image(w.image), path=w.image,
-                           sha256=w.sha256 or sha256_file(w.image), thresholds=with_floors(w.thresholds, plan.floors, add=False),
+                           sha256=w.sha256 or sha256_file(w.image), thresholds=dict(w.thresholds),
                            waiver=w.waive)
                       for w in manifest.works]
     return plan.works
@@ -129,90 +124,55 @@ def _score(session: MemorizationSession, plan: Plan, model: Any, images: Any,
     return closer_of(scores, {n: floor[n] for n in scores}, plan.metrics), floor
 
 
-def _record_vae_floor(results: list[ImageResult], works: list[Work], floor: dict[str, Any] | None) -> None:
-    """Both scores of each row against its nearest work, in ``extra["vae_floor"]``."""
-    if floor is None:
-        return
-    index = {w.id: j for j, w in enumerate(works)}
-    names = [n for n in floor if not n.endswith("@work")]
-    for i, r in enumerate(results):
-        j = index.get(r.work, 0) if r.work is not None else 0
-        work = {n: float(floor[f"{n}@work"][i, j]) for n in names}
-        r.extra["vae_floor"] = {"work": work, "vae_round_trip": {n: float(floor[n][i, j]) for n in names},
-                                "gates": "the closer of the two"}
-        r.findings = [dataclasses.replace(f, message=f"{f.message} (its VAE round trip; the work itself: "
-                                                     f"{work[f.metric]:.4f})")
-                      if f.metric in work and f.value is not None and f.value != work[f.metric] else f
-                      for f in r.findings]
-
-
 def _versions(plan: Plan) -> dict[str, str]:
     return {n: m.version for n, m in plan.metrics.items()}
 
 
-def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str,
-                 prompt: str) -> Outcome:
-    """Generate every seed for ``prompt``, score against every work, find; under the LoRA gate
-    also generate the base model's images of the same seeds (cached) and pair them."""
+def measure_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str,
+                   prompt: str) -> Measured:
+    """Generate every seed for ``prompt`` and score it against every work; under the LoRA gate also
+    generate the base model's images of the same seeds (cached) and score them, for the pairing."""
     model = session.model(plan.source)
     works = load_works(plan, manifest)
     session.record_run(model, _run_extra(plan))
     early, no_early = _early_exit(session, plan, works, model)
+    base = None
     if plan.lora_gate:
         with model.lora_scale(0.0):
             base = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache, early_exit=early)
     gen = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache, early_exit=early)
     scores, floor = _score(session, plan, model, gen.images, works)
-    results = score_rows(item, gen.prompts, gen.seeds, scores, works, plan.rules)
-    _record_vae_floor(results, works, floor)
-    for r, img, hit, stop in zip(results, gen.images, gen.cached, gen.early_exit):
-        r.pixels = img
-        r.extra["from_cache"] = hit
-        _mark_exit(r, stop, no_early)
-        if early is not None and stop is None:
-            r.extra["early_exit"] = {"stopped": False}
-    if plan.lora_gate:
-        base_scores, _ = _score(session, plan, model, base.images, works)
-        gate, item_findings = lora_gate_findings(scores, base_scores, works, plan.rules,
-                                                 tolerance=session.settings.lora_gate_tolerance)
-        index = {w.id: j for j, w in enumerate(works)}
-        for i, (r, found) in enumerate(zip(results, gate)):
-            j = index[r.work] if r.work is not None else 0
-            r.findings += found
-            r.extra["lora_gate"] = {"base_scores": {n: float(base_scores[n][i, j]) for n in plan.rules},
-                                    "from_cache": base.from_cache,
-                                    "base_generated": len(base.seeds) - base.from_cache}
-            if base.early_exit[i] is not None:
-                r.extra["lora_gate"]["base_early_exit"] = base.early_exit[i]
-            r.extra["base_pixels"] = base.images[i]
-        item_findings += _amplified(session, plan, model, prompt, works, base_scores, results)
-    else:
-        item_findings = []
-    apply_flat_guard(results, gen.images)
-    detected = run_detectors(session, manifest, model, plan, [prompt], results, gen.images)
-    return Outcome(results, [*item_findings, *detected])
+    m = Measured(item, gen.prompts, gen.seeds, works, scores, images=gen.images, vae_floor=floor,
+                 extras=[_row_extra(gen, i, early, no_early) for i in range(len(gen))])
+    if base is not None:
+        m.base_scores, _ = _score(session, plan, model, base.images, works)
+        m.base_images = base.images
+        for i, extra in enumerate(m.extras):
+            extra["lora_gate"] = {"from_cache": base.from_cache, "base_generated": len(base.seeds) - base.from_cache}
+            stop = base.early_exit[i] if i < len(base.early_exit) else None
+            if stop is not None:
+                extra["lora_gate"]["base_early_exit"] = stop
+        lam = session.settings.lora_amplify
+        if lam:  # extraction amplification (FineXtract): base + lambda * (LoRA - base), to first order
+            with model.lora_scale(lam * plan.source.lora_scale):
+                amp = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache)
+            m.amplified = (lam, _score(session, plan, model, amp.images, works)[0])
+    m.detectors, m.detector_rows = run_detectors(session, manifest, model, plan, [prompt], len(gen), gen.images)
+    return m
 
 
-def _amplified(session: MemorizationSession, plan: Plan, model: Any, prompt: str, works: list[Work],
-               base_scores: dict[str, Any], results: list[ImageResult]) -> list[Any]:
-    """Extraction amplification (FineXtract): the same seeds at LoRA weight lambda x scale, which for a
-    LoRA is base + lambda * (LoRA - base) to first order; judged by the gate rule against the base."""
-    lam = session.settings.lora_amplify
-    if not lam:
-        return []
-    with model.lora_scale(lam * plan.source.lora_scale):
-        amp = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache)
-    scores, _ = _score(session, plan, model, amp.images, works)
-    per_image, item = lora_gate_findings(scores, base_scores, works, plan.rules, amplified=lam,
-                                         tolerance=session.settings.lora_gate_tolerance)
-    index = {w.id: j for j, w in enumerate(works)}
-    for i, (r, found) in enumerate(zip(results, per_image)):
-        j = index[r.work] if r.work is not None else 0
-        r.findings += found
-        r.extra["lora_gate"]["amplified"] = {"lambda": lam, "scores": {n: float(scores[n][i, j]) for n in plan.rules},
-                                             "closest": {n: _closest(scores[n][i], plan.rules[n].direction)
-                                                         for n in plan.rules}}
-    return item
+def _row_extra(gen: Any, i: int, early: Any, no_early: str | None) -> dict[str, Any]:
+    """Image i's report information: from the cache or generated, stopped early or not. A generator
+    hook gives no per-image cache or early-exit lists: its images are generated, never stopped."""
+    extra: dict[str, Any] = {"from_cache": bool(gen.cached[i]) if i < len(gen.cached) else False}
+    stop = gen.early_exit[i] if i < len(gen.early_exit) else None
+    if no_early:
+        extra["early_exit"] = {"stopped": False, "not_applied": no_early}
+    if stop is not None:
+        extra["early_exit"] = {"stopped": True, **stop}
+    elif early is not None:
+        extra["early_exit"] = {"stopped": False}
+    return extra
 
 
 def _early_exit(session: MemorizationSession, plan: Plan, works: list[Work], model: Any) -> tuple[Any, str | None]:
@@ -228,10 +188,11 @@ def _early_exit(session: MemorizationSession, plan: Plan, works: list[Work], mod
         return None, "early exit is off under the VAE floor"
     if not applicable(model.family.name, model.pipe):
         return None, f"early exit supports {', '.join(SUPPORTED_FAMILIES)}; this model is {model.family.name}"
-    reason = why_not(plan.rules, works, plan.gen.steps)
+    works = floored(works, plan.rules.floors)  # judged with the floors: stop only what they call far
+    reason = why_not(plan.rules.metrics, works, plan.gen.steps)
     if reason:
         return None, reason
-    gating = {n: r for n, r in plan.rules.items()
+    gating = {n: r for n, r in plan.rules.metrics.items()
               if r.threshold is not None or any(n in w.thresholds for w in works)}
     metrics = {n: plan.metrics[n] for n in gating}
     quick = _unaligned(session, metrics)
@@ -255,30 +216,12 @@ def _unaligned(session: MemorizationSession, metrics: dict[str, Any]) -> dict[st
     return {n: get_metric(n, **{**session.metric_options(n), "align": False}) for n in metrics}
 
 
-def _mark_exit(r: ImageResult, stop: dict[str, Any] | None, no_early: str | None) -> None:
-    """The report says which images stopped early (a ``pass`` finding: information) and why an item could not."""
-    from ..config.policy import EARLY_EXIT_FACTOR
-    from ..records import Finding
+def measure_img2img(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str,
+                    work: WorkSpec) -> Measured:
+    """Start from the work itself at each strength and score against it; records the
+    similarity-versus-strength curve (the judge applies ``judging.img2img``'s safe-strength rule)."""
+    import torch
 
-    if no_early:
-        r.extra["early_exit"] = {"stopped": False, "not_applied": no_early}
-    if stop is None:
-        return
-    r.extra["early_exit"] = {"stopped": True, **stop}
-    far = ", ".join(f"{n} {v:.3f}" for n, v in stop["x0_scores"].items())
-    r.findings.append(Finding("early_exit", "pass", f"stopped at step {stop['step']} of {stop['steps']}: its "
-                              f"predicted image x0 ({far}) was {EARLY_EXIT_FACTOR:g}x past every threshold "
-                              "against every work; the image scored is that x0"))
-
-
-def _closest(row: Any, direction: str) -> float:
-    return float(row.min() if direction == "distance" else row.max())
-
-
-def check_img2img(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str,
-                  work: WorkSpec) -> Outcome:
-    """Start from the work itself at each strength; a copy at or above ``min_safe_strength``
-    fails (``judging.img2img``). Records the similarity-versus-strength curve."""
     from ..images import fit_to
 
     assert work.img2img is not None
@@ -288,44 +231,46 @@ def check_img2img(session: MemorizationSession, manifest: Manifest, plan: Plan, 
     g = plan.gen
     session.record_run(model, _run_extra(plan))
     init = fit_to(target.image, g.height, g.width)
-    results: list[ImageResult] = []
-    curve: list[dict[str, Any]] = []
     safe = work.img2img.min_safe_strength
+    parts: list[tuple[float, Any, dict[str, Any], dict[str, Any] | None]] = []
+    curve: list[dict[str, Any]] = []
     for strength in sorted(work.img2img.strengths):
         gen = model.img2img(init, work.prompts[:1], plan.seeds, plan.gen, strength=strength, cache=plan.cache)
         scores, floor = _score(session, plan, model, gen.images, [target])
-        rows = score_rows(item, gen.prompts, gen.seeds, scores, [target], plan.rules)
-        _record_vae_floor(rows, [target], floor)
-        apply_flat_guard(rows, gen.images)
-        curve.append({"strength": strength, **{n: _worst(rows, n, r.direction) for n, r in plan.rules.items()}})
-        for r, img, hit in zip(rows, gen.images, gen.cached):
-            r.pixels = img
-            r.extra["from_cache"] = hit
-            r.extra["img2img"] = {"strength": strength, "min_safe_strength": safe}
-            r.findings = img2img_findings(r.findings, work.id, strength, safe)
-        results += rows
-    for r in results:
-        r.extra["img2img_curve"] = curve
-    return Outcome(results)
+        parts.append((strength, gen, scores, floor))
+        curve.append({"strength": strength, **{n: _closest(scores[n][:, 0], r.direction)
+                                               for n, r in plan.rules.metrics.items() if n in scores}})
+    m = Measured(item, [p for _, gen, _, _ in parts for p in gen.prompts],
+                 [s for _, gen, _, _ in parts for s in gen.seeds], [target],
+                 {n: torch.cat([sc[n] for _, _, sc, _ in parts]) for n in parts[0][2]},
+                 images=torch.cat([gen.images for _, gen, _, _ in parts]),
+                 img2img=[strength for strength, gen, _, _ in parts for _ in gen.seeds], min_safe_strength=safe)
+    if parts[0][3] is not None:
+        m.vae_floor = {n: torch.cat([fl[n] for _, _, _, fl in parts]) for n in parts[0][3]}  # type: ignore[index]
+    for strength, gen, _, _ in parts:
+        m.extras += [{"from_cache": bool(gen.cached[i]) if i < len(gen.cached) else False,
+                      "img2img": {"strength": strength, "min_safe_strength": safe}, "img2img_curve": curve}
+                     for i in range(len(gen))]
+    return m
 
 
-def _worst(rows: list[ImageResult], name: str, direction: str) -> float:
-    vals = [r.scores[name] for r in rows]
-    return min(vals) if direction == "distance" else max(vals)
+def _closest(row: Any, direction: str) -> float:
+    return float(row.min() if direction == "distance" else row.max())
 
 
-def check_canary(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str, prompt: str) -> Outcome:
-    """A prompt-only canary: no reference image, only the reference-free detectors."""
+def measure_canary(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str,
+                   prompt: str) -> Measured:
+    """A ``[[canary]]`` prompt: generated and compared with every protected work of the manifest, plus
+    the reference-free detectors. (A canary with neither works nor detectors is a collection error.)"""
     model = session.model(plan.source)
+    works = load_works(plan, manifest)
     session.record_run(model, _run_extra(plan))
-    results = [ImageResult(item=item, prompt=prompt, seed=s, work=None, scores={}, thresholds={})
-               for s in plan.seeds]
-    images = None
-    if "seed_diversity" in manifest.detectors:
-        images = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache).images
-        for r, img in zip(results, images):
-            r.pixels = img
-    return Outcome(results, run_detectors(session, manifest, model, plan, [prompt], results, images))
+    gen = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache)
+    scores, floor = _score(session, plan, model, gen.images, works) if works else ({}, None)
+    m = Measured(item, gen.prompts, gen.seeds, works, scores, images=gen.images, vae_floor=floor,
+                 extras=[_row_extra(gen, i, None, None) for i in range(len(gen))])
+    m.detectors, m.detector_rows = run_detectors(session, manifest, model, plan, [prompt], len(gen), gen.images)
+    return m
 
 
 def _run_extra(plan: Plan) -> dict[str, Any]:
@@ -333,6 +278,6 @@ def _run_extra(plan: Plan) -> dict[str, Any]:
     return {"metrics": _versions(plan), "steps": g.steps, "guidance_scale": g.guidance_scale,
             "height": g.height, "width": g.width, "seeds": plan.seeds,
             # the thresholds in force: the manifest's and the command line's, and each metric's default
-            "thresholds": {n: r.threshold for n, r in plan.rules.items() if r.threshold is not None},
+            "thresholds": plan.rules.thresholds(),
             **({"vae_floor": "scored against each work and the model's VAE round trip of it; the closer gates"}
                if plan.vae_floor else {})}

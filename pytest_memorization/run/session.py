@@ -14,6 +14,7 @@ from typing import Any
 from ..config.settings import DEFAULT_METRICS, Settings
 from ..errors import MemorizationConfigError
 from ..model.loading import ModelSource
+from ..records import ImageResult
 
 
 class MemorizationSession:
@@ -22,7 +23,7 @@ class MemorizationSession:
         self.verbosity = verbosity
         self.models: dict[ModelSource, Any] = {}
         self.metrics: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
-        self.results: list[dict[str, Any]] = []
+        self.results: list[ImageResult] = []  # typed rows, from every item (and every xdist worker)
         self.runs: dict[str, dict[str, Any]] = {}  # model content hash -> run info
         self.notes: list[str] = []
         self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -33,9 +34,6 @@ class MemorizationSession:
         self.complete = True  # False when the run was interrupted, crashed or could not collect
         self.incomplete: list[str] = []  # why the run is incomplete (crashes, internal/collection errors)
         self.running: set[str] = set()  # items started and not finished (controller side)
-        self.baseline: dict[str, Any] | None = None  # the loaded --memorization-compare file
-        self.baseline_checked = False
-        self.baseline_error: str | None = None
         self.known_items: set[str] | None = None  # collected node ids, deselected ones included (None: unknown)
         self.deselected: set[str] = set()
         self.uncond_noise: dict[str, dict[Any, Any]] = {}  # model fingerprint -> zero_step's shared passes
@@ -43,6 +41,9 @@ class MemorizationSession:
         self._cache_marked = False
         self._metric_device: str | None = None
         self.progress: Any = None  # run.progress.Progress, set at configure
+        from ..judging.baselines import BaselineStore, directions_of
+
+        self.baselines = BaselineStore(settings, self.run_info, lambda: bool(self.runs), lambda: directions_of(self))
 
     # -- models ---------------------------------------------------------------------------
     def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
@@ -191,7 +192,8 @@ class MemorizationSession:
                 run.setdefault(k, v)
 
     def add_results(self, results: list[dict[str, Any]]) -> None:
-        self.results.extend(results)
+        """Rows as a test report carries them (JSON, so they cross xdist's wire), typed again losslessly."""
+        self.results.extend(ImageResult.from_json(r) for r in results)
 
     def run_info(self) -> dict[str, Any]:
         import importlib.metadata as md

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from pytest_memorization.judging.baselines import KEY, compare_item
+from pytest_memorization.judging.baselines import KEY, BaselineStore
 from pytest_memorization.judging.detectors import noise_magnitude_finding, seed_diversity_finding
 from pytest_memorization.judging.img2img import img2img_findings
 from pytest_memorization.judging.lora_gate import lora_gate_findings
@@ -123,18 +123,13 @@ def test_item_findings_apply_to_every_image_once_in_the_failure_text() -> None:
     assert [r.verdict for r in rows] == ["fail", "fail"] and lines == ["noise magnitude 5 >= 3"]
 
 
-class _State:
-    """The run state that ``compare_item`` reads: settings, the loaded baseline, run info."""
+def _store(entries: dict[str, dict[str, float]]) -> BaselineStore:
+    """The baseline store of a run comparing with a file that holds ``entries``."""
+    from pytest_memorization.config.settings import for_tests
 
-    def __init__(self, entries: dict[str, dict[str, float]]) -> None:
-        from pytest_memorization.config.settings import for_tests
-
-        self.settings = for_tests(compare="base.json")
-        self.baseline = {"schema": 2, "fingerprint": {}, "entries": entries}
-        self.baseline_checked, self.baseline_error = True, None
-        self.runs: dict[str, dict] = {}
-        self.metric_directions: dict[str, str] = {}
-        self.metrics: dict = {}
+    store = BaselineStore(for_tests(compare="base.json"), dict, lambda: False, dict)
+    store.doc, store.checked = {"schema": 2, "fingerprint": {}, "entries": entries}, True
+    return store
 
 
 CONTENT = "memorization.toml|w|prompt|0123456789abcdef"  # an entry's content key
@@ -151,7 +146,7 @@ def test_baseline_rule_fails_a_worsened_item_and_passes_an_unchanged_one(before:
     rows = _keyed(_rows(_scores([[0.2, 0.6]], [[0.1, 0.1]])))
     outcome = Outcome(rows)
     entry = {"item": "item", "prompt": "", "scores": {"tiled_l2": before, "ssim": 0.1}}
-    compare_item(_State({CONTENT: entry}), "item", CONTENT, outcome)
+    _store({CONTENT: entry}).compare("item", CONTENT, outcome)
     decide(outcome.results, outcome.findings)
     assert (rows[0].verdict == "fail") is fails
     assert any(f.rule == "baseline.worsened" for f in rows[0].findings) is fails
@@ -159,7 +154,7 @@ def test_baseline_rule_fails_a_worsened_item_and_passes_an_unchanged_one(before:
 
 def test_baseline_rule_fails_a_missing_entry() -> None:
     outcome = Outcome(_keyed(_rows(_scores([[0.4, 0.6]], [[0.1, 0.1]]))))
-    compare_item(_State({}), "item", CONTENT, outcome)
+    _store({}).compare("item", CONTENT, outcome)
     lines = decide(outcome.results, outcome.findings)
     assert outcome.results[0].verdict == "fail" and lines[0].startswith("no baseline entry for item")
 

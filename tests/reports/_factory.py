@@ -62,6 +62,23 @@ def make_results(report_dir: Path, works: dict[str, Any], mode: str = "thumbnail
                                            for s in (0.2, 0.4, 0.6, 0.8)], "img2img": {"strength": 0.5, "min_safe_strength": 0.6}}),
     ]
     results = []
+    from pytest_memorization.records import Finding
+
+    def found(rule: str, severity: str, message: str, *metrics: str, work: str | None = None) -> list[Finding]:
+        return [Finding(rule, severity, message, metric=m, work=work) for m in metrics or (None,)]
+
+    # the findings the judge would have left on each row (reports read them; they never re-judge)
+    findings = {
+        "[astronaut]": found("threshold", "fail", "clip 0.98 >= 0.95 vs work astronaut", "clip", "tiled_l2",
+                             work="astronaut"),
+        "[chelsea]": found("warn_band", "warn", "clip 0.91 within 10% of 0.95", "clip", work="chelsea"),
+        "[broken]": found("error", "error", "generated image is NaN: a broken run, never a pass"),
+        "[prompt-only]": found("noise_magnitude", "fail", "noise_magnitude 3.1 >= 2.5 (uncalibrated)", "noise_magnitude"),
+        "[lora]": found("lora_gate.crossed", "fail", "LoRA moved clip from 0.80 to 0.97 toward chelsea", "clip",
+                        "tiled_l2", work="chelsea"),
+        "[img2img]": found("img2img.below_safe_strength", "warn", "copy at strength 0.5, below min_safe_strength 0.6",
+                           "clip", work="astronaut"),
+    }
     for suffix, seed, work, pixels, scores, verdict, reasons, detectors, extra in specs:
         item = item_prefix + suffix
         rel = generated_png_path(report_dir, item, seed)
@@ -75,6 +92,7 @@ def make_results(report_dir: Path, works: dict[str, Any], mode: str = "thumbnail
             item=item, prompt=prompt, seed=seed, work=work, scores=scores,
             thresholds=thr if scores else {}, verdict=verdict, reasons=reasons, image=rel,
             work_image=work_paths.get(work) if work else None, detectors=detectors, extra=extra,
+            findings=findings.get(suffix, []),
         ).to_json())
     # one item with four seeds, the failing one (seed 2) not first: the report shows one card, seed 2 large
     from pytest_memorization.metrics.tiled_l2 import tile_rms
@@ -90,6 +108,8 @@ def make_results(report_dir: Path, works: dict[str, Any], mode: str = "thumbnail
             scores={"clip": 0.99 if copy else 0.6, "tiled_l2": 0.03 if copy else 0.4}, thresholds=thr,
             verdict="fail" if copy else "pass", reasons=["tiled_l2 0.03 <= 0.15 against 'astronaut'"] if copy else [],
             image=rel, work_image=work_paths.get("astronaut"),
+            findings=[Finding("threshold", "fail", "tiled_l2 0.03 <= 0.15 against 'astronaut'", metric=m,
+                              work="astronaut") for m in ("clip", "tiled_l2")] if copy else [],
             extra={"tiles": {"grid": 4, "rms": tile_rms(pixels, works["astronaut"])}},
         ).to_json())
     run = {

@@ -18,13 +18,14 @@ def test_summary_lines_worst_first(report_inputs):
     assert "/models/tiny-sd" in lines[0]
     assert lines[1] == "worst items:"
     assert lines[2].lstrip().startswith("ERROR tests/test_gate.py::test_canary[broken] seed 2")
-    assert "NaN" in lines[3]  # an error shows its reason
+    assert "NaN" in lines[2]  # an error shows the finding that decided it
     fails = [x for x in lines if x.lstrip().startswith("FAIL")]
     assert len(fails) == 2
     # among failures the one furthest past a threshold (as a fraction of it) comes first:
     # astronaut tiled_l2 0.15/0.07 = 2.1, lora tiled_l2 0.15/0.1 = 1.5, noise_magnitude 3.1/2.5 = 1.24
-    assert "[astronaut] seed 1: work astronaut: tiled_l2 0.07 (<= 0.15) prompt 'a photo of astronaut" in fails[0]
-    assert "[lora] seed 0: work chelsea: tiled_l2 0.1 (<= 0.15)" in fails[1]
+    # each line quotes the finding that decided it, not a score and a threshold worked out again
+    assert "[astronaut] seed 1: clip 0.98 >= 0.95 vs work astronaut (prompt 'a photo of astronaut" in fails[0]
+    assert "[lora] seed 0: LoRA moved clip from 0.80 to 0.97 toward chelsea" in fails[1]
     assert lines[-2] == "  ... and 3 more"
     assert lines[-1] == f"report: {d.resolve() / 'index.html'}"
 
