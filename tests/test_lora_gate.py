@@ -129,6 +129,9 @@ def test_a_lora_that_moves_toward_the_face_but_stays_far_passes_and_crossing_fai
     crossed.assert_outcomes(failed=1)
     crossed.stdout.fnmatch_lines([f"*LoRA gate: prompt '{PROMPT}', seed *: tiled_l2 0.* <= {between:g} against 'face' "
                                   "with the LoRA, but not without it (base 0.*): the LoRA makes a copy*"])
+    # the terminal summary quotes the LoRA-gate finding itself, not a bare score and threshold
+    crossed.stdout.fnmatch_lines(["worst items:", f"  FAIL  *seed *: tiled_l2 0.* <= {between:g} against 'face' "
+                                  "with the LoRA, but not without it (base 0.*)*"])
 
     # At weight 0 the gate compares the base model with itself and could never fail: refused.
     zero = gate.runpytest("--memorization", "--memorization-report", "r0", "--memorization-lora-scale", "0")

@@ -233,3 +233,39 @@ def test_every_path_judges_alike(judged_paths: dict[str, Any], case: str, path: 
     assert rows, f"{path}: no row for {case}"
     seed0 = rows[0] if case == "nan" else next(r for r in rows if r[0] == 0)
     assert seed0[1] == verdict and (rule is None or rule in seed0[2]), rows
+
+
+@pytest.mark.slow
+def test_a_hook_run_report_shows_its_images_and_rescore_reads_them(judged_paths: dict[str, Any]) -> None:
+    """A generator hook's rows carry their saved PNGs (the HTML card shows them, not "no image"),
+    and ``rescore`` re-scores that report."""
+    from pytest_memorization.cli.main import main as cli
+
+    root = judged_paths["root"]
+    doc = json.loads((root / "r-hook" / "report.json").read_text())
+    rows = [r for r in doc["results"] if r["verdict"] != "error"]
+    assert rows and all(r["image"] and (root / "r-hook" / r["image"]).is_file() for r in rows)
+    html = (root / "r-hook" / "index.html").read_text()
+    assert html.count('src="images/') >= len(rows)
+    code = cli(["rescore", str(root / "r-hook"), str(root / "hook" / "copy" / "memorization.toml"),
+                "--out", str(root / "r-hook-rescored")])
+    assert code == 1  # the nan case's error row is carried over as an error, and copy fails
+    again = json.loads((root / "r-hook-rescored" / "report.json").read_text())["results"]
+    assert sum(r["image"] is not None for r in again) == len(rows)
+    assert {r["verdict"] for r in again if r["item"].startswith("hook/copy/")} == {"fail"}
+
+
+def test_a_nan_noise_magnitude_is_an_error_in_the_python_helper_as_in_the_rule(tiny_pipeline: Path) -> None:
+    """``assert_not_memorized_prompt`` judges its score with the detectors' own rule: a NaN score
+    (here from a UNet whose last layer outputs NaN) is an error, never a pass."""
+    from pytest_memorization import assert_not_memorized_prompt
+    from pytest_memorization.errors import MemorizationError
+    from pytest_memorization.model.generation import MemorizationModel
+    from pytest_memorization.model.loading import ModelSource, load
+
+    pipe, info = load(ModelSource(str(tiny_pipeline)))
+    with torch.no_grad():
+        pipe.unet.conv_out.bias.fill_(float("nan"))
+    model = MemorizationModel(pipe, info)
+    with pytest.raises(MemorizationError, match=r"ERROR: noise_magnitude: score nan .* not a finite number"):
+        assert_not_memorized_prompt(model, COPY_PROMPT, [0], threshold=1e9, height=64, width=64)

@@ -34,6 +34,9 @@ def test_an_active_waiver_is_an_expected_failure_with_its_reason_in_the_report(
     result = proj.runpytest("--memorization", "--memorization-report=r", "-rx")
     result.assert_outcomes(xfailed=1)
     result.stdout.fnmatch_lines([f"*XFAIL*fox[[]0]*'fox' waived until {_until(30)}: licensed from the rights holder*"])
+    # the summary says waived, and quotes the waiver finding (not "WARN ... tiled_l2 ... (<= 0.15)")
+    result.stdout.fnmatch_lines([f"  WAIVED *fox[[]0] seed 0: waived until {_until(30)} (licensed from the rights "
+                                 "holder): tiled_l2 0.* <= 0.15 against 'fox'*"])
     (row,) = json.loads((proj.path / "r" / "report.json").read_text())["results"]
     assert row["verdict"] == "warn" and row["reasons"][0].startswith(f"waived until {_until(30)} (licensed")
     assert any(f["rule"] == "waiver" for f in row["findings"])
