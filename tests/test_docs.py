@@ -104,3 +104,15 @@ def test_docs_manifest_example_is_valid(name: str, block: str, tmp_path: Path) -
     manifest = load_manifest(path, check_images=False, require_model=False)
     assert manifest.works or manifest.canaries
     jsonschema.validate(_plain(tomllib.loads(block)), json.loads(SCHEMA.read_text()))
+
+
+def test_the_docs_quickstart_is_the_readmes() -> None:
+    """Getting started repeats the README's quickstart; the README's is run by tests/test_quickstart.py."""
+    from test_quickstart import quickstart_commands
+
+    page = (DOCS / "getting-started.md").read_text().split("## Try it without a model", 1)[1]
+    block = re.findall(r"```bash\n(.*?)```", page, re.S)
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block[0].splitlines()]
+    commands, failure = quickstart_commands()
+    assert [c for c in lines if c and not c.startswith("pip install")] == commands
+    assert re.sub(r"\s+#.*$", "", block[1].strip()) == failure
