@@ -168,7 +168,7 @@ def _file_vars(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line) if path.exists() else {}
 
 
-def run_action(project: Path, runner: Path, inputs: dict[str, str]) -> tuple[list[int], dict[str, str], Path]:
+def run_action(project: Path, runner: Path, inputs: dict[str, str]) -> tuple[list[int], dict[str, str], Path, str]:
     """Run action.yml's bash steps in ``project`` like a runner: ``if`` on inputs, step env, GITHUB_ENV,
     GITHUB_OUTPUT; ``uses:`` steps (actions/cache, upload-artifact) are the runner's and are skipped."""
     action = yaml.safe_load((ROOT / "action.yml").read_text())
@@ -181,7 +181,7 @@ def run_action(project: Path, runner: Path, inputs: dict[str, str]) -> tuple[lis
             "GITHUB_ACTION_PATH": str(ROOT), **{k: str(v) for k, v in files.items()}}
     base.pop("MEMORIZATION_CACHE_KEY_FILE", None)
     (runner / "temp").mkdir(exist_ok=True)
-    codes = []
+    codes, log = [], []
     for step in action["runs"]["steps"]:
         if "run" not in step:
             continue
@@ -193,10 +193,12 @@ def run_action(project: Path, runner: Path, inputs: dict[str, str]) -> tuple[lis
         env = {**base, **_file_vars(files["GITHUB_ENV"]),
                **{k: _expr(v, given, outputs) for k, v in step.get("env", {}).items()}}
         assert "${{" not in step["run"], "run scripts read inputs from env only (no injection)"
-        codes.append(subprocess.run(["bash", "-e", "-c", step["run"]], cwd=project, env=env).returncode)
+        done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=project, env=env, capture_output=True, text=True)
+        codes.append(done.returncode)
+        log.append(done.stdout + done.stderr)
         if codes[-1]:
             break
-    return codes, _file_vars(files["GITHUB_OUTPUT"]), files["GITHUB_STEP_SUMMARY"]
+    return codes, _file_vars(files["GITHUB_OUTPUT"]), files["GITHUB_STEP_SUMMARY"], "\n".join(log)
 
 
 @pytest.fixture(scope="module")
@@ -212,8 +214,9 @@ def test_the_composite_actions_steps_run_and_a_fresh_runner_trusts_the_restored_
         scaffold_project: Path, tmp_path: Path) -> None:
     secret = "0123456789abcdef" * 4
     inputs = {"install": "", "python": sys.executable, "cache-secret": secret}
-    codes, out, summary = run_action(scaffold_project, tmp_path / "runner1", inputs)
-    assert codes == [0, 0, 0], codes  # seal, gate, final check
+    codes, out, summary, log = run_action(scaffold_project, tmp_path / "runner1", inputs)
+    assert codes == [0, 0, 0, 0], log[-3000:]  # seal, gate, annotate, final check
+    assert "::error" not in log
     assert out["outcome"] == "pass" and out["status"] == "0"
     assert (scaffold_project / "memorization-report" / "report.json").is_file()
     assert (scaffold_project / "memorization-report-junit.xml").is_file()
@@ -228,14 +231,20 @@ def test_the_composite_actions_steps_run_and_a_fresh_runner_trusts_the_restored_
     fresh = tmp_path / "checkout"
     shutil.copytree(scaffold_project, fresh, ignore=shutil.ignore_patterns("memorization-report*"))
     inputs |= {"args": "--memorization-threshold=tiled_l2=0.9"}
-    codes, out, _ = run_action(fresh, tmp_path / "runner2", inputs)
-    assert codes == [0, 0, 1], codes  # the last step fails the job
+    codes, out, _, log = run_action(fresh, tmp_path / "runner2", inputs)
+    assert codes == [0, 0, 0, 1], log[-3000:]  # the last step fails the job
     assert out["outcome"] == "fail" and out["status"] == "1"
     report = json.loads((fresh / "memorization-report" / "report.json").read_text())
     assert report["run"]["generated_images"] == {"generated": 0, "from_cache": 6}
     assert report["summary"]["fail"] == 6
+    # each failing item is annotated at its [[work]] line (1-based), not at the top of the manifest
+    lines = (fresh / "memorization.toml").read_text().splitlines()
+    works = {lines[i + 1].split('"')[1]: i + 1 for i, t in enumerate(lines) if t == "[[work]]"}
+    for name, line in (("sunrise[0]", works["sunrise"]), ("sunrise[1]", works["sunrise"]), ("tiles[0]", works["tiles"])):
+        assert f"::error file=memorization.toml,line={line},title={name}::" in log, log[-3000:]
 
 
 def test_a_short_secret_is_refused(tmp_path: Path) -> None:
-    codes, _, _ = run_action(tmp_path, tmp_path / "runner", {"install": "", "cache-secret": "short"})
+    codes, _, _, log = run_action(tmp_path, tmp_path / "runner", {"install": "", "cache-secret": "short"})
+    assert "shorter than 32 characters" in log
     assert codes == [1]
