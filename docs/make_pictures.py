@@ -41,7 +41,7 @@ def build(work: Path) -> None:
     from pytest_memorization.testing import build_tiny_lora, build_tiny_pipeline
 
     tiny = build_tiny_pipeline(work / "models" / "tiny", seed=0)
-    lora = build_tiny_lora(tiny, work / "loras" / "sks", seed=0, init_scale=1.0)
+    lora = build_tiny_lora(tiny, work / "loras" / "sks", seed=0, init_scale=4.0)  # far from the base
     works = work / "works"
     works.mkdir()
     pipe, info = load(ModelSource(str(tiny), lora=str(lora), device="cpu"))
@@ -99,8 +99,15 @@ def trim(png: Path, pad: int = 12) -> None:
 
 
 def unpath(text: str, work: Path) -> str:
-    """The run's folder left out of every path shown."""
-    return text.replace(f"{work}/", "").replace(str(work), ".")
+    """The run's folder left out of every path shown (also as markdown escapes it: '_' as '\\_')."""
+    for form in (str(work), str(work).replace("_", "\\_")):
+        text = text.replace(f"{form}/", "").replace(form, ".")
+    return text
+
+
+# GitHub renders these shortcodes as emoji; headless chromium here may have no emoji font
+EMOJI = {":boom:": '<b style="color:#8250df">\u2739</b>', ":x:": '<b style="color:#cf222e">\u2716</b>',
+         ":warning:": '<b style="color:#bf8700">\u26a0</b>', ":white_check_mark:": '<b style="color:#1a7f37">\u2714</b>'}
 
 
 def card(report: Path, item: str, out: Path, width: int = 1100, height: int = 900) -> None:
@@ -110,8 +117,9 @@ def card(report: Path, item: str, out: Path, width: int = 1100, height: int = 90
     rid = next((i for i, body in ids if item in body), None)
     if rid is None:
         raise SystemExit(f"no card for {item} in {report / 'index.html'}")
-    css = (f"<style>main#results > section.row:not(#{rid}), .filters, .extras {{display: none !important}}"
+    css = (f"<style>body > :not(main), main#results > section.row:not(#{rid}) {{display: none !important}}"
            "</style></head>")
+    text = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", text)  # a local copy: our style applies
     page = report / f"_{rid}.html"
     page.write_text(text.replace("</head>", css, 1))
     shoot(page, out, width, height)
@@ -121,7 +129,10 @@ def card(report: Path, item: str, out: Path, width: int = 1100, height: int = 90
 def summary(work: Path, out: Path) -> None:
     import markdown
 
-    body = markdown.markdown(unpath((work / "summary.md").read_text(), work), extensions=["tables"])
+    text = unpath((work / "summary.md").read_text(), work)
+    for code, char in EMOJI.items():
+        text = text.replace(code, char)
+    body = markdown.markdown(text, extensions=["tables"])
     page = work / "summary.html"
     page.write_text(
         "<html><head><meta charset='utf-8'><style>body{font:14px -apple-system,Segoe UI,Helvetica,Arial,sans-serif;"
