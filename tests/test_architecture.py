@@ -22,8 +22,8 @@ LAYERS = {  # top-level module or folder -> rank (lower = more basic)
     "manifest": 4, "model": 4,
     "judging": 5,
     "reports": 6,
-    "run": 7,
-    "cli": 8, "testing": 8,
+    "run": 7, "testing": 7,
+    "cli": 8,
     "plugin": 9, "__init__": 9, "__main__": 9,
 }
 

@@ -38,7 +38,8 @@ def test_with_the_plugin_on_the_guard_still_holds(ci: pytest.Pytester, args: lis
 
 
 def test_the_readme_gives_the_ci_recipe() -> None:
+    import re
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert INI.removeprefix("[pytest]\n") in readme
+    assert INI.removeprefix("[pytest]\n") in re.sub(r"(?m)^ +", "", readme)  # the recipe's steps are indented

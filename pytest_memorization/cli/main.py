@@ -1,7 +1,9 @@
 """``pytest-memorization <command>`` (or ``python -m pytest_memorization``): the tools around the plugin.
 
     --version                                 print the version
-    options                                   print the README's options table (markdown)
+    init [DIR]                                scaffold a gate that runs at once (tiny model, two works)
+    validate PATH...                          check manifests without loading torch (pre-commit)
+    options                                   print the options table (markdown)
     merge OUT REPORT_DIR...                   merge shard/worker report folders into OUT
     merge-baselines OUT BASELINE.json...      merge shard baseline files into OUT
     index build --metric clip --out DIR IMAGES_OR_DIRS...
@@ -194,6 +196,8 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 EXAMPLES = """examples:
+  pytest-memorization init my-gate
+  pytest-memorization validate memorization.toml
   pytest-memorization options > options.md
   pytest-memorization merge report shard-0/report shard-1/report
   pytest-memorization merge-baselines baseline.json shard-0/baseline.json shard-1/baseline.json
@@ -223,7 +227,11 @@ def parser() -> argparse.ArgumentParser:
                                              "pytest_memorization). Errors are one line on stderr, exit status 2.")
     ap.add_argument("--version", action="version", version=f"pytest-memorization {_version()}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("options", help="print the options table (markdown), as in the README")
+    from . import init, validate
+
+    init.add_parser(sub)
+    validate.add_parser(sub)
+    p = sub.add_parser("options", help="print the options table (markdown), as in the docs")
     p.set_defaults(func=cmd_options)
     p = sub.add_parser("merge", help="merge shard or worker report folders into one")
     p.add_argument("out", metavar="OUT", help="the merged report folder to write (report.json, index.html, images)")

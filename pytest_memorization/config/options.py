@@ -1,8 +1,8 @@
 """Every option, declared once: command line ``--memorization-X``, ini key ``memorization_X``.
 
 The table drives ``pytest_addoption``, value parsing with clear errors, precedence
-(marker > command line > ini > manifest > default) and the README's options table
-(``python -m pytest_memorization options``).
+(marker > command line > ini > manifest > default) and the options table of the docs
+(``python -m pytest_memorization options``, ``docs/gen_options.py``).
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def _addini(parser: Any, opt: Option) -> None:
 
 
 def markdown_table() -> str:
-    """The README's options table."""
+    """The options table of the docs (docs/options.md, written by docs/gen_options.py)."""
     rows = ["| command line | ini key | default | what it does |", "|---|---|---|---|",
             "| `--memorization` | - | off | Run the memorization checks; without it they are reported as skipped. |"]
     for o in OPTIONS:

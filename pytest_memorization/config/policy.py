@@ -19,14 +19,14 @@ from collections.abc import Mapping
 
 from ..metrics import KNOWN_BOUNDS, KNOWN_DIRECTIONS, METRIC_NAMES
 
-# Measured on the demo memorizer (tests/test_policy.py, README "Failure table"): its copies of its
+# Measured on the demo memorizer (tests/test_policy.py, docs/rules.md): its copies of its
 # five works read tiled L2 <= 0.15 from 2 steps on, while at 1 step a copy reads far above every
 # threshold, so fewer steps than this can hide a copy.
 MIN_STEPS = 2
 
 # No SSIM-only copy verdict on a low-structure image (``judging.flat_guard``): below this mean local
 # standard deviation of luma (``metrics.ssim.structure``), SSIM's contrast term is ~1 (its constant
-# C2 = 0.03**2) and SSIM compares mean brightness only. Measured at 64 px (README, "flat images"):
+# C2 = 0.03**2) and SSIM compares mean brightness only. Measured at 64 px (docs/metrics.md, "Flat images"):
 # flat and near-flat images <= 0.0134, the 10%-contrast photos that SSIM called copies of *other*
 # photos (up to 0.555) <= 0.0147; the lowest-structure real photo (rocket) 0.0298-0.0307 and the demo
 # memorizer's copies >= 0.0291. 0.02 lies between (geometric midpoint 0.021), 2/3 of sqrt(C2).
@@ -72,7 +72,7 @@ def with_floors(thresholds: Mapping[str, float], floors: Mapping[str, float], *,
 def steps_problem(steps: int) -> str | None:
     if steps < MIN_STEPS:
         return (f"{steps} denoising step(s) is fewer than the minimum {MIN_STEPS}: too few steps blur a copy "
-                f"past every threshold (see the README's failure table); use at least {MIN_STEPS}")
+                f"past every threshold (see docs/rules.md, Policy); use at least {MIN_STEPS}")
     return None
 
 
@@ -88,7 +88,7 @@ def lora_gate_problem(scale: float) -> str | None:
 # threshold against every work (distance > 2 x threshold; similarity < threshold / 2), checked at
 # these fractions of the steps (never before 40%), and only when every gating metric is one of
 # EARLY_EXIT_METRICS (pixel metrics that a blurry early x0 does not flatter). Chosen before
-# measuring; bench/early_exit.py measures verdict agreement on the demo models (README).
+# measuring; bench/early_exit.py measures verdict agreement on the demo models (docs/benchmarks.md).
 EARLY_EXIT_FACTOR = 2.0
 EARLY_EXIT_AT = (0.4, 0.6, 0.8)
 EARLY_EXIT_METRICS = ("tiled_l2", "ssim")

@@ -19,7 +19,7 @@ METRIC_RANGES: dict[str, tuple[float, float, bool]] = {
     "tiled_l2": (0.0, 1.0, True), "ssim": (-1.0, 1.0, True), "lpips": (0.0, 2.0, False),
     "clip": (-1.0, 1.0, True), "sscd": (-1.0, 1.0, True),
 }
-# example values shown in messages (the values of the README's manifest example; not recommendations)
+# example values shown in messages (the values of the manifest example in docs/manifest.md; not recommendations)
 METRIC_EXAMPLES = {"tiled_l2": 0.15, "sscd": 0.5, "lpips": 0.2, "clip": 0.95, "ssim": 0.9}
 TOP_KEYS = ("model", "thresholds", "warn", "metrics", "detectors", "work", "canary")
 ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")

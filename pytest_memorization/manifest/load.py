@@ -29,6 +29,7 @@ from .check import (
     tname,
 )
 from .detectors import detectors_table
+from .lines import file_entry_lines
 
 __all__ = ["ModelSpec", "Img2ImgSpec", "WorkSpec", "CanarySpec", "Manifest", "load_manifest", "project_root",
            "MAX_PARAPHRASES", "METRIC_RANGES", "ROOT_MARKERS", "metric_names"]
@@ -76,6 +77,7 @@ class WorkSpec:
     paraphrases: list[list[str]] = field(default_factory=list)  # per prompt: its paraphrases
     img2img: Img2ImgSpec | None = None
     waive: Waiver | None = None
+    line: int = 0  # 0-based line of its [[work]] header in the manifest (manifest/lines.py)
 
 
 @dataclass
@@ -83,6 +85,7 @@ class CanarySpec:
     id: str
     prompt: str
     paraphrases: list[str] = field(default_factory=list)
+    line: int = 0  # 0-based line of its [[canary]] header
 
 
 @dataclass
@@ -356,6 +359,10 @@ def load_manifest(path: str | Path, *, allow_outside_root: bool = False, check_i
             seen[s.id] = f"{kind}[{i}]"
     if not manifest.works and not manifest.canaries:
         c.fail(None, f"lists no works and no canaries, so it would check nothing; add {example} or a [[canary]]")
+    lines = file_entry_lines(p)
+    for kind, specs in (("work", manifest.works), ("canary", manifest.canaries)):
+        for s, line in zip(specs, lines[kind]):
+            s.line = line
     if model.missing:  # reported after the rest of the file was checked, so its other errors come first
         c.fail("model.pretrained", model.missing)
     return manifest

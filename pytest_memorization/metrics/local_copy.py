@@ -15,7 +15,7 @@ holds at any size); this bounds the cost at 512 px (``bench/local_copy.py``).
 
 Fail closed: a work with no texture (a single colour) has no NCC and is a ``MetricFailedError``;
 image patches flatter than ``FLAT_STD`` score 0 (a flat patch cannot hold a textured work).
-Keypoint matching (ORB/SIFT + RANSAC) was the alternative; see the README for why NCC.
+Keypoint matching (ORB/SIFT + RANSAC) was the alternative; see docs/design.md for why NCC.
 """
 
 from __future__ import annotations

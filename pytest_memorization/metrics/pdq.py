@@ -145,7 +145,7 @@ class PDQ(Metric):
     direction = "distance"
     default_threshold = 31.0
     threshold_source = ("ThreatExchange PDQ's published match distance: <= 31 of 256 bits "
-                        "(hashing.pdf); measured here: see the README's metrics table")
+                        "(hashing.pdf); measured here: see docs/metrics.md")
     lower_bound = 0.0
     upper_bound = 256.0
 

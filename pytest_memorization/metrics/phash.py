@@ -8,7 +8,7 @@ enough to prefilter a catalogue. Not shift- or crop-tolerant: a copy moved by a 
 changes many low frequencies.
 
 Threshold: practitioners call two images the same at about 10 (to 15) bits of 64; we use 10 by
-default. Measured in this project: see the README's metrics table.
+default. Measured in this project: see docs/metrics.md.
 """
 
 from __future__ import annotations

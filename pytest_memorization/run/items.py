@@ -250,7 +250,18 @@ class MemorizationItem(pytest.Item):
         return super()._repr_failure_py(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, 0, f"{self.name}: {self.prompt!r}"
+        return self.path, self._manifest_line(), f"{self.name}: {self.prompt!r}"
+
+    def _manifest_line(self) -> int:
+        """The 0-based line of this item's ``[[work]]`` or ``[[canary]]`` (0 for card and calibrate items)."""
+        m = getattr(self.parent, "manifest", None)
+        if m is None:
+            return 0
+        if self.work is not None:
+            return next((w.line for w in m.works if w.id == self.work), 0)
+        if self.kind == "canary":
+            return next((c.line for c in m.canaries if self.prompt in (c.prompt, *c.paraphrases)), 0)
+        return 0
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         from .state import session_of
