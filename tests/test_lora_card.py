@@ -43,6 +43,11 @@ def test_class_prompt_replaces_the_rare_token_by_an_article() -> None:
     assert class_prompt("a sks dog on a beach", []) == "a dog on a beach"
     assert class_prompt("portrait of qwx man", ["qwx"]) == "portrait of a man"
     assert class_prompt("a photo of a dog", []) is None, "no rare token: no class prompt"
+    assert class_prompt("a photo of sks astronaut", []) == "a photo of an astronaut"
+    assert class_prompt("a sks astronaut in space", []) == "an astronaut in space"
+    assert class_prompt("A sks owl", []) == "An owl"
+    assert class_prompt("an sks dog", []) == "a dog"
+    assert class_prompt("a photo of sks unicorn", []) == "a photo of a unicorn"
     assert trigger_words("Use `ohwx` to trigger it.\n") == ["ohwx"]
 
 

@@ -81,19 +81,34 @@ def trigger_words(text: str) -> list[str]:
 
 
 def class_prompt(instance: str, rare: list[str]) -> str | None:
-    """``instance`` without its rare token: "a photo of sks person" -> "a photo of a person"."""
+    """``instance`` without its rare token: "a photo of sks person" -> "a photo of a person",
+    "a photo of sks astronaut" -> "a photo of an astronaut"."""
     words = instance.split()
     tokens = [w for w in rare if w in words] or [w for w in KNOWN_IDENTIFIERS if w in words]
     if not tokens:
         return None
     out: list[str] = []
+    fix: set[int] = set()  # articles that now stand before another word than the one they were written for
     for w in words:
         if w in tokens:
             if not out or out[-1].lower() not in ARTICLES:
                 out.append("a")
+            fix.add(len(out) - 1)
             continue
         out.append(w)
+    for i in fix:
+        if i + 1 < len(out) and out[i].lower() in ("a", "an"):
+            article = "an" if _vowel_sound(out[i + 1]) else "a"
+            out[i] = article.capitalize() if out[i][0].isupper() else article
     return " ".join(out)
+
+
+def _vowel_sound(word: str) -> bool:
+    """Whether "an" goes before ``word``: a vowel letter, except the usual "u"/"eu"/"one" that sound like "y"/"w"."""
+    w = word.lower().lstrip("\"'(")
+    if w.startswith(("uni", "use", "usu", "uti", "eu", "one", "once")):
+        return False
+    return w[:1] in ("a", "e", "i", "o", "u") or w.startswith(("hour", "honest", "honou", "heir"))
 
 
 def read_card(lora: str | Path) -> CardPrompts | None:

@@ -133,7 +133,7 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
 
     s = state.settings
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    reasons = incomplete_reasons(state, exitstatus)
+    reasons = incomplete_reasons(state, exitstatus, session)
     complete = not reasons
     run = state.run_info()
     base = base_image_counts(state.results)
@@ -205,9 +205,18 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def incomplete_reasons(state: MemorizationSession, exitstatus: int) -> list[str]:
-    """Why this run's report cannot say PASS: interrupted, crashed items, internal or collection errors."""
+def incomplete_reasons(state: MemorizationSession, exitstatus: int, session: pytest.Session | None = None) -> list[str]:
+    """Why this run's report cannot say PASS: interrupted, stopped early (-x, --maxfail) before every item
+    ran, crashed items, internal or collection errors."""
     reasons = list(dict.fromkeys(state.incomplete))
+    stopped = session is not None and (session.shouldfail or session.shouldstop)
+    if stopped and session is not None:
+        ran = {r["item"] for r in state.results}
+        left = [i.nodeid for i in session.items if i.get_closest_marker("memorization") and i.nodeid not in ran]
+        if left or not session.items:  # an xdist controller collects nothing: what its workers skipped is unknown
+            reasons.append(f"pytest stopped early ({stopped}): "
+                           + (f"{len(left)} memorization item(s) did not run: {', '.join(left[:5])}" if left
+                              else "the items after the stop did not run"))
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         reasons.append("the run was interrupted")
     if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
