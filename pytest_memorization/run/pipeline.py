@@ -46,7 +46,7 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
     s, m = session.settings, manifest.model  # the manifest's paths are already resolved and checked
     source = session.source(session.model_path("model", m.pretrained), config=session.model_path("config", m.config),
                             lora=session.model_path("lora", m.lora), lora_scale=s.pick("lora_scale", m.lora_scale),
-                            generator=_generator(s, m.generator))
+                            generator=_generator(s, m.generator), **loading_conventions(s, m))
     gen = s.generation(m)
     thresholds = s.thresholds(manifest.thresholds)
     metrics = session.metrics_for(manifest.metrics, thresholds)
@@ -60,7 +60,7 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
         from ..errors import MemorizationConfigError
 
         raise MemorizationConfigError(f"{manifest.path}: {lora_gate_problem(source.lora_scale)}")
-    if gate and not source.lora:
+    if gate and not source.lora_specs():
         from ..errors import MemorizationConfigError
 
         raise MemorizationConfigError(f"{manifest.path}: the LoRA gate needs a LoRA: set lora in [model] "
@@ -70,6 +70,15 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
                 rules=rules_for(metrics, thresholds, manifest.warn, s.warn_band), lora_gate=gate,
                 floors=dict(s.threshold), vae_floor=vae_floor,
                 cache=bool(s.generation_cache) and not source.generator)
+
+
+def loading_conventions(s: Any, m: Any) -> dict[str, Any]:
+    """[model]'s variant, revision, subfolder, torch_dtype and loras, under the command line's (a LoRA given
+    there, --memorization-lora, replaces the manifest's loras)."""
+    out = {k: s.pick(k, getattr(m, k)) for k in ("variant", "revision", "subfolder")}
+    out["dtype"] = s.pick("dtype", m.torch_dtype)
+    out["loras"] = None if "lora" in s.explicit else m.loras
+    return out
 
 
 def _generator(s: Any, manifest_value: str | None) -> str | None:
@@ -191,6 +200,27 @@ def check_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan, i
     apply_flat_guard(results, gen.images)
     detected = run_detectors(session, manifest, model, plan, [prompt], results, gen.images)
     return Outcome(results, [*item_findings, *detected])
+
+
+def check_prompt_lora_alone(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str, prompt: str,
+                            index: int) -> Outcome:
+    """Under the LoRA gate with several LoRAs: ``check_prompt`` with only LoRA ``index`` on, at its own scale
+    (the others at weight 0), so each LoRA is gated alone as well as all together. The base images are
+    the same (cached) as the together item's."""
+    model = session.model(plan.source)
+    with model.lora_alone(index):
+        outcome = check_prompt(session, manifest, plan, item, prompt)
+    lora = model.info.loras[index]
+    for r in outcome.results:
+        r.extra["lora_alone"] = {"index": index + 1, "path": lora.path, "sha256": lora.hash, "scale": lora.scale}
+        r.findings = [_named(f, index, lora.path) for f in r.findings]
+    outcome.findings = [_named(f, index, lora.path) for f in outcome.findings]
+    return outcome
+
+
+def _named(f: Any, index: int, path: str) -> Any:
+    return dataclasses.replace(f, message=f"{f.message} (LoRA {index + 1} alone: {path})") \
+        if f.rule.startswith("lora_gate") else f
 
 
 def _amplified(session: MemorizationSession, plan: Plan, model: Any, prompt: str, works: list[Work],
