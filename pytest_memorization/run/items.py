@@ -1,7 +1,8 @@
 """Manifests as pytest items: one per work x prompt (seeds inside), per paraphrase, per
 img2img work, per prompt-only canary and, under the LoRA gate, per model-card prompt. Ids are
 pytest-selectable (no ``::`` inside a name): ``memorization.toml::astronaut[0]``, ``astronaut[0-p1]``
-(paraphrase 1 of prompt 0), ``astronaut[0-lora1]`` (LoRA 1 of several alone, under the LoRA gate), ``astronaut[img2img]``, ``canary[id]``, ``canary[id-p1]``, ``card[instance]``,
+(paraphrase 1 of prompt 0), ``astronaut[0-lora1]`` and ``card[lora1-instance]`` (LoRA 1 of several alone,
+under the LoRA gate), ``astronaut[img2img]``, ``canary[id]``, ``canary[id-p1]``, ``card[instance]``,
 ``card[class]``, ``card[widget-1]`` and ``calibrate``.
 
 Setup loads, generates and scores (a run that cannot evaluate is an ERROR); the call
@@ -87,19 +88,23 @@ class ManifestFile(pytest.File):
         session = session_of(self.config)
         s = session.settings
         lora = session.model_path("lora", manifest.model.lora)
-        if not (s.lora_gate or manifest.model.gate == "lora") or not lora or not s.lora_card_canaries:
-            return
-        try:
-            card = read_card(lora)
-        except MemorizationConfigError as e:
-            raise self.CollectError(str(e)) from None
-        if card is None:
+        several = self._loras_alone(manifest)  # several LoRAs: each card's prompts with its LoRA alone
+        if not (s.lora_gate or manifest.model.gate == "lora") or not (lora or several) or not s.lora_card_canaries:
             return
         known = {p for w in manifest.works for p in w.prompts}
-        for param, prompt in card.prompts:
-            if prompt not in known:
-                yield CardItem.from_parent(self, name=f"card[{param}]", prompt=prompt, work=None,
-                                           card={"path": str(card.path), "base_model": card.base_model, "kind": param})
+        for k, path in enumerate(several or [lora]):
+            try:
+                card = read_card(path)
+            except MemorizationConfigError as e:
+                raise self.CollectError(str(e)) from None
+            if card is None:
+                continue
+            for param, prompt in card.prompts:
+                if prompt not in known:
+                    yield CardItem.from_parent(self, name=f"card[{f'lora{k + 1}-' if several else ''}{param}]",
+                                               prompt=prompt, work=None, lora=k if several else None,
+                                               card={"path": str(card.path), "base_model": card.base_model,
+                                                     "kind": param})
 
     def _loras_alone(self, manifest: Manifest) -> list[str]:
         """Under the LoRA gate with several LoRAs (``loras`` in [model], not replaced by --memorization-lora):

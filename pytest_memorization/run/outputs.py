@@ -172,6 +172,8 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         import shutil
 
         shutil.rmtree(staging, ignore_errors=True)
+    if s.lora_card_result and state.results:
+        _card_results(state, run, complete)
     writes_baseline = s.save or s.update_baseline or s.prune_baseline
     if writes_baseline and (not complete or errored or not state.results or failed_write):
         why = f"{len(errored)} item(s) errored" if errored else "no item reported results" if not state.results \
@@ -203,6 +205,17 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         state.notes.append("ERROR: --memorization was given but no memorization check ran: every item was skipped, "
                            "deselected or missing. The run certifies nothing.")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _card_results(state: MemorizationSession, run: dict[str, Any], complete: bool) -> None:
+    """--memorization-lora-card-result: the LoRA gate's result as a section of each LoRA's model card."""
+    from ..reports.card_section import write_card_results
+
+    for one in run.get("models") if isinstance(run.get("models"), list) else [run]:
+        try:
+            state.notes.extend(write_card_results(one, state.results, complete))
+        except (OSError, ValueError) as e:
+            state.notes.append(f"ERROR: could not write the LoRA gate's result into the model card: {e}")
 
 
 def incomplete_reasons(state: MemorizationSession, exitstatus: int, session: pytest.Session | None = None) -> list[str]:
