@@ -68,7 +68,8 @@ def test_each_lora_is_gated_alone_and_all_together(several: pytest.Pytester) -> 
         assert rows[ok]["verdict"] == "pass" and rows[ok]["scores"]["tiled_l2"] > 0.2, rows[ok]
     assert rows["fox[0-lora2]"]["extra"]["lora_alone"]["index"] == 2
     assert {lo["path"] for lo in report["run"]["loras"]} == {str(several.path / "loras" / p) for p in "ab"}
-    assert f"LoRA {several.path / 'loras' / 'a'} + {several.path / 'loras' / 'b'}" in out  # the summary names them
+    assert report["run"]["lora"] == f"{several.path / 'loras' / 'a'} + {several.path / 'loras' / 'b'}"
+    assert any(line.startswith("memorization: FAIL") and "; LoRA /" in line for line in out.splitlines())
     card_a = (several.path / "loras" / "a" / "README.md").read_text()
     card_b = (several.path / "loras" / "b" / "README.md").read_text()
     assert "## Memorization gate" in card_a and "**FAIL**" in card_a and "`fox[0-lora1]`" in card_a, card_a

@@ -205,6 +205,7 @@ def load_loras(pipe: Any, specs: tuple[tuple[str, float], ...], *, pretrained: s
     out: list[LoadedLora] = []
     for (value, scale), adapter in zip(specs, adapter_names(len(specs))):
         f = lora_file(resolve(value), allow_pickle)
+        who = value if Path(value).expanduser() == f else f"{value} ({f})"
         wanted = card_base_models(f.parent)
         if base_check:
             check_base(value, f.parent, wanted, pretrained, ident, names)
@@ -215,11 +216,11 @@ def load_loras(pipe: Any, specs: tuple[tuple[str, float], ...], *, pretrained: s
         except (ValueError, RuntimeError, KeyError, OSError) as e:
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise CheckpointError(
-                f"LoRA {value} ({f}) does not match base model {pretrained} ({family}): {type(e).__name__}: "
+                f"LoRA {who} does not match model {pretrained} ({family}): {type(e).__name__}: "
                 f"{first}. Was it trained for this base model (same architecture and rank layout)?") from e
         if adapter not in loaded_adapters(pipe):
             raise CheckpointError(
-                f"LoRA {value} ({f}) does not match base model {pretrained} ({family}): none of its keys matched a "
+                f"LoRA {who} does not match model {pretrained} ({family}): none of its keys matched a "
                 "layer of the UNet or text encoder. Was it trained for this base model?")
         check_whole(pipe, f, adapter, messages)  # loads whole or not at all
         out.append(LoadedLora(path=value, file=f, hash=_sha256(f), scale=float(scale), adapter=adapter,
