@@ -30,9 +30,18 @@ def _gen(model: MemorizationModel) -> torch.Tensor:
 
 def _in_cache(hub: Path, repo_id: str, folder: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
     """Place ``folder`` where the Hugging Face cache keeps ``repo_id`` at ``commit`` (refs name it)."""
+    import hashlib
+    import os
+
     repo = hub / ("models--" + repo_id.replace("/", "--"))
     snap = repo / "snapshots" / commit
-    shutil.copytree(folder, snap)
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):  # as the real cache: links to blobs
+        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        shutil.copyfile(f, blob)
+        link = snap / f.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     for ref in refs:
         (repo / "refs" / ref).write_text(commit)
@@ -235,3 +244,34 @@ def test_manifest_keys_are_checked_before_anything_loads(tmp_path: Path, tiny_pi
     _in_cache(tmp_path / "hub", "acme/cached", tiny_lora, "1" * 40)
     assert manifest('loras = [{ path = "acme/cached" }, { path = "loras/a" }]').model.loras[0] == (  # type: ignore[attr-defined]
         "acme/cached", 1.0)
+
+
+def test_the_manifest_conventions_reach_the_loader_through_pytest(pytester: pytest.Pytester, tiny_pipeline: Path,
+                                                                  fp16_folder: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub id at a revision, in a subfolder, as the fp16 variant, in float32: one manifest, one pytest run.
+    Without variant the same manifest is an ERROR with our message, not diffusers'."""
+    from support import save_photo
+
+    hub = pytester.path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    repo = pytester.path / "repo"
+    shutil.copytree(fp16_folder, repo / "pipelines" / "sd")
+    _in_cache(hub, "acme/tiny", repo, "9" * 40, refs=("release",))
+    save_photo("astronaut", pytester.path / "astronaut.png")
+    model = ('[model]\npretrained = "acme/tiny"\nrevision = "release"\nsubfolder = "pipelines/sd"\n'
+             'torch_dtype = "float32"\nseeds = [0]\nsteps = 2\nheight = 32\nwidth = 32\n{variant}'
+             '[[work]]\nid = "astronaut"\nimage = "astronaut.png"\nprompts = ["a photo of an astronaut"]\n')
+    pytester.path.joinpath("memorization.toml").write_text(model.format(variant='variant = "fp16"\n'))
+    pytester.makeini(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
+    result = pytester.runpytest("--memorization", "--memorization-report", "rep", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    import json
+
+    run = json.loads((pytester.path / "rep" / "report.json").read_text())["run"]
+    assert (run["variant"], run["revision"], run["subfolder"], run["dtype"]) == ("fp16", "release", "pipelines/sd",
+                                                                                  "float32")
+    pytester.path.joinpath("memorization.toml").write_text(model.format(variant=""))
+    bad = pytester.runpytest("--memorization", "-p", "no:cacheprovider")
+    bad.assert_outcomes(errors=1)
+    bad.stdout.fnmatch_lines(['*holds only fp16 variant weights*add variant = "fp16"*'])

@@ -285,7 +285,8 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
         digest = content_hash(path)
     elif local is not None:  # a folder, or a hub id at its cached snapshot (or a subfolder of either)
         check_folder(local, source.allow_pickle, source.variant)
-        check_inside(local, source.allow_outside_root)
+        if kind == "folder":  # a cache snapshot's files are links to its blobs, by design
+            check_inside(local, source.allow_outside_root)
         if kind == "hub" and not source.subfolder and not source.revision:
             pipe = _wrap(lambda: DiffusionPipeline.from_pretrained(
                 source.pretrained, local_files_only=True, cache_dir=str(hub_cache_dir()), **common), local)

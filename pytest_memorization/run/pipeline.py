@@ -56,7 +56,7 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
         from ..model.hook import not_applicable
 
         raise not_applicable("the LoRA gate" if gate else "VAE-floor scoring (--memorization-vae-floor)")
-    if gate and source.lora and lora_gate_problem(source.lora_scale):
+    if gate and source.lora_specs() and lora_gate_problem(source.lora_scale):
         from ..errors import MemorizationConfigError
 
         raise MemorizationConfigError(f"{manifest.path}: {lora_gate_problem(source.lora_scale)}")
