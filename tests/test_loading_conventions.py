@@ -132,8 +132,8 @@ def test_a_lora_by_hub_id_comes_from_the_local_cache_only(tiny_pipeline: Path, t
     by_path = _model(ModelSource(str(tiny_pipeline), lora=str(tiny_lora)))
     assert model.info.lora == "acme/astronaut-lora" and model.info.lora_hash == by_path.info.lora_hash
     assert torch.allclose(_gen(model), _gen(by_path), atol=1e-6)
-    with pytest.raises(CheckpointError, match=r"LoRA 'acme/missing': no such file or folder, and as a hub id it is "
-                                              r"not in the local Hugging Face cache .*hf download acme/missing"):
+    with pytest.raises(CheckpointError, match=r"LoRA acme/missing not found: no such file or folder .*and as a hub "
+                                              r"id it is not in the local Hugging Face cache .*hf download acme/missing"):
         load(ModelSource(str(tiny_pipeline), lora="acme/missing"))
 
 

@@ -59,9 +59,10 @@ def resolve(value: str) -> Path:
         snap = hub_snapshot_dir(value)
         if snap is None:
             raise CheckpointError(
-                f"LoRA '{value}': no such file or folder, and as a hub id it is not in the local Hugging Face "
-                f"cache (looked for {hub_repo_dir(value)}). This run is offline: on a connected machine run "
-                f"`hf download {value}` and copy that folder here (or set HF_HUB_CACHE), or give a local path")
+                f"LoRA {value} not found: no such file or folder (resolved to {p.resolve()}), and as a hub id it "
+                f"is not in the local Hugging Face cache (looked for {hub_repo_dir(value)}). Pass a folder holding "
+                "pytorch_lora_weights.safetensors or the .safetensors file itself; or, for a hub id, run "
+                f"`hf download {value}` on a connected machine and copy that folder here (or set HF_HUB_CACHE)")
         return snap
     raise CheckpointError(f"LoRA {p} not found (resolved to {p.resolve()}); pass a folder holding "
                           "pytorch_lora_weights.safetensors, the .safetensors file itself, or a cached hub id")
