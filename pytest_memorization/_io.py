@@ -24,6 +24,30 @@ def hub_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
+def hub_repo_dir(repo_id: str) -> Path:
+    """Where the Hugging Face cache keeps model repo ``org/name``."""
+    return hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+
+
+def hub_snapshot_dir(repo_id: str, revision: str | None = None) -> Path | None:
+    """The cached snapshot folder of ``repo_id`` at ``revision`` (a branch or tag recorded in the cache's
+    ``refs/``, or a commit hash; default ``main``, else the newest snapshot), or None when not cached."""
+    repo = hub_repo_dir(repo_id)
+    snapshots = repo / "snapshots"
+    ref = repo / "refs" / (revision or "main")
+    try:
+        if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
+            return snapshots / ref.read_text().strip()
+        if revision is not None:
+            hits = [p for p in snapshots.iterdir() if p.name.startswith(revision)] if len(revision) >= 7 \
+                and snapshots.is_dir() else []
+            return hits[0] if len(hits) == 1 else None
+        candidates = sorted(snapshots.iterdir()) if snapshots.is_dir() else []
+    except OSError:
+        return None
+    return candidates[-1] if candidates else None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed."""

@@ -105,7 +105,7 @@ def pytest_runtest_logfinish(nodeid: str, location: Any) -> Any:
         return (yield)
     finally:
         if session is not None and session.progress is not None:
-            session.progress.refresh()
+            session.progress.refresh(item_done=True)
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
@@ -157,6 +157,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if run.progress is not None:
         run.progress.erase()
+        run.progress.final()  # the last plain count, once pytest's dots are done
     from .run.outputs import finish_session
 
     finish_session(run, session, exitstatus)

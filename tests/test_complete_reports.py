@@ -131,3 +131,26 @@ def test_a_full_disk_is_our_error_and_keeps_the_old_report(proj: pytest.Pytester
     assert (root / "rep" / "report.json").read_bytes() == old
     assert not (root / "base.json").exists()
     assert "Traceback" not in result.stdout.str()
+
+
+FAILING_TEST = """
+import pytest
+import torch
+from pytest_memorization import assert_not_memorized
+
+@pytest.mark.memorization
+def test_copy():
+    w = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert_not_memorized(w[None], {"w": w})
+"""
+
+
+def test_stopping_early_with_x_makes_the_report_incomplete(proj: pytest.Pytester) -> None:
+    """-x stops after the first failure: the items after it never ran, so the report is not complete."""
+    proj.makepyfile(test_0_copy=FAILING_TEST)
+    result = proj.runpytest("-x", "--memorization", "--memorization-report", "rep", "--memorization-save", "base.json")
+    result.assert_outcomes(failed=1)
+    _incomplete(proj.path, result, "1 memorization item(s) did not run: test_a_ok.py::test_ok")
+    ran = proj.runpytest("--memorization", "--memorization-report", "rep")  # the good case: no -x, all ran
+    ran.assert_outcomes(failed=1, passed=1)
+    assert _report(proj.path)["complete"] is True

@@ -74,15 +74,24 @@ def test_without_a_terminal_plain_lines_and_under_xdist_the_controller_counts(py
     pytest.importorskip("xdist")
     _project(pytester, tiny_pipeline)
     common = ["--memorization", "-p", "no:cacheprovider", "--memorization-progress-every=0"]
-    result = pytester.runpytest_subprocess(*common, "-n", "2")
+    result = pytester.runpytest_subprocess(*common, "-n", "2", "-v")  # -v: a line per item, counts between
     result.assert_outcomes(passed=2)
     found = [tuple(map(int, m.groups()[:3])) for m in LINE.finditer(result.stdout.str())]
-    assert found[-1] == (4, 4, 100) and (2, 4, 50) in found, result.stdout.str()
+    assert found[-1] == (4, 4, 100), result.stdout.str()
     assert "\x1b7" not in result.stdout.str()  # not a terminal: plain lines, no cursor movement
+    assert all(m.start() == 0 or result.stdout.str()[m.start() - 1] == "\n"
+               for m in LINE.finditer(result.stdout.str())), "a count on its own line, between the items' lines"
 
     quiet = pytester.runpytest_subprocess(*common, "-q")  # -q: still the plain lines
     quiet.assert_outcomes(passed=2)
-    assert [m.group(1) for m in LINE.finditer(quiet.stdout.str())][-1] == "4"
+    out = quiet.stdout.str()
+    assert [m.group(1) for m in LINE.finditer(out)][-1] == "4"
+    assert re.search(r"^\.\. +\[100%\]$", out, re.MULTILINE), out  # pytest's dots stay on one line
+    plain = pytester.runpytest_subprocess(*common)
+    plain.assert_outcomes(passed=2)
+    out = plain.stdout.str()
+    assert re.search(r"^memorization\.toml \.\. +\[100%\]$", out, re.MULTILINE), out
+    assert [m.group(1) for m in LINE.finditer(out)] == ["4"], out  # the count once the dots are done
     off = pytester.runpytest_subprocess(*common, "--memorization-progress=off")
     off.assert_outcomes(passed=2)
     assert not LINE.search(off.stdout.str())

@@ -87,6 +87,14 @@ def _choice(*choices: str) -> Callable[[Option, Any], str]:
     return parse
 
 
+def _variant(opt: Option, v: Any) -> str:
+    s = str(v).strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", s):
+        raise OptionError(opt, v, "expected a diffusers variant name such as fp16 (the part of "
+                                  "diffusion_pytorch_model.fp16.safetensors between the dots)")
+    return s
+
+
 def _device(opt: Option, v: Any) -> str:
     s = str(v).strip()
     if not DEVICES_RE.match(s):
@@ -223,7 +231,12 @@ OPTIONS: Sequence[Option] = (
     Option("model", "Checkpoint: diffusers folder, single .safetensors file (with --memorization-config), or cached hub id.", None),
     Option("generator", "Any other generator: a callable package.module:function (prompts, seeds, settings) -> images, used instead of a diffusers model.", None),
     Option("config", "Local diffusers folder giving the configs for a single-file checkpoint.", None),
-    Option("lora", "LoRA to apply: folder or .safetensors file.", None),
+    Option("variant", "diffusers variant of the model's weights, e.g. fp16: load *.fp16.safetensors (manifest: variant in [model]).", None, _variant),
+    Option("revision", "Branch, tag or commit of a hub-id model in the local cache (default: main).", None),
+    Option("subfolder", "The folder inside the model folder or hub repo that holds the pipeline.", None),
+    Option("lora", "LoRA to apply: folder, .safetensors file or hub id in the local cache (several: loras in [model]).", None),
+    Option("lora_base_check", "A LoRA whose model card names another base_model than the base in use is an error; no for a base fine-tuned from it.", True, _bool, ini_type="bool"),
+    Option("lora_card_result", "Under the LoRA gate, write the gate's result into each LoRA's model card (README.md) as a section.", False, _bool, flag=True, ini_type="bool"),
     Option("lora_scale", "LoRA weight.", 1.0, _float(0.0, 10.0)),
     Option("lora_gate", "Generate with base and base+LoRA; fail when the LoRA moves images toward a work.", False, _bool, flag=True, ini_type="bool"),
     Option("lora_card_canaries", "Under the LoRA gate, add the prompts of the LoRA's model card (README.md: instance, class, widget, trigger words) as items scored against the works; no to opt out.", True, _bool, ini_type="bool"),

@@ -37,7 +37,12 @@ class Settings:
     model: str | None
     generator: str | None
     config: str | None
+    variant: str | None
+    revision: str | None
+    subfolder: str | None
     lora: str | None
+    lora_base_check: bool
+    lora_card_result: bool
     lora_scale: float
     lora_gate: bool
     lora_gate_tolerance: dict[str, float]

@@ -58,6 +58,7 @@ class Measured:
     detectors: list[DetectorScore] = field(default_factory=list)
     detector_rows: list[dict[str, Any]] = field(default_factory=list)  # per image: r.detectors
     error: str | None = None  # could not be evaluated: the reason (one error row)
+    lora_alone: str | None = None  # several LoRAs, this one alone: named in the LoRA-gate findings
 
     @classmethod
     def failed(cls, item: str, prompt: str, error: BaseException | str) -> Measured:
@@ -123,6 +124,10 @@ def judge(m: Measured, rules: Rules, *, baseline: Baseline | None = None) -> Out
     _vae_floor(results, works, m.vae_floor)  # 3.
     if m.base_scores is not None:  # 4.
         item_findings += _lora_gate(results, works, gating, m, rules)
+        if m.lora_alone:
+            item_findings = [_named(f, m.lora_alone) for f in item_findings]
+            for r in results:
+                r.findings = [_named(f, m.lora_alone) for f in r.findings]
     if m.images is not None and results:  # 5.
         from .flat_guard import apply_flat_guard
 
@@ -228,6 +233,10 @@ def _lora_gate(results: list[ImageResult], works: list[Work], gating: dict[str, 
                 "lambda": lam, "scores": {n: float(scores[n][i, j]) for n in gating},
                 "closest": {n: _closest(scores[n][i], g.direction) for n, g in gating.items()}}
     return item
+
+
+def _named(f: Finding, lora: str) -> Finding:
+    return dataclasses.replace(f, message=f"{f.message} ({lora})") if f.rule.startswith("lora_gate") else f
 
 
 def _closest(row: Any, direction: str) -> float:

@@ -16,7 +16,7 @@ each trigger word alone when no other prompt holds it (``card[trigger-N]``) and 
 (``card[class]``): the instance prompt with its rare token (the trigger words, else a known
 DreamBooth identifier) replaced by an article, "a photo of sks person" -> "a photo of a person". A
 LoRA that leaks its subject into the class prompt has overwritten the class, which DreamBooth's prior
-preservation is there to prevent. PyYAML (installed with huggingface_hub) is imported only here.
+preservation is there to prevent. The card is read with ``huggingface_hub.ModelCard``, imported only here.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ..errors import MemorizationConfigError
 # Identifiers the DreamBooth guides and scripts use for the rare token, when the card names none.
 KNOWN_IDENTIFIERS = ("sks", "ohwx", "zwx", "skd", "xjy", "tok", "<s0>", "<s1>")
 ARTICLES = ("a", "an", "the")
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TRIGGER_HEADING = re.compile(r"^#+\s*trigger words?\s*$\n+(?P<body>(?:(?!#).*\n?)+)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -42,33 +43,32 @@ class CardPrompts:
 
 
 def card_path(lora: str | Path) -> Path:
+    """The README.md beside a LoRA: its folder's, its file's folder's, or (a hub id) its cached snapshot's."""
     p = Path(lora).expanduser()
+    if not p.exists() and HUB_ID.fullmatch(str(lora)):
+        from .._io import hub_snapshot_dir
+
+        snap = hub_snapshot_dir(str(lora))
+        if snap is not None:
+            p = snap
     return (p if p.is_dir() else p.parent) / "README.md"
 
 
-def front_matter(text: str, path: Path) -> dict[str, Any]:
-    """The YAML front matter of a model card ({} when it has none)."""
-    if not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    if end < 0:
+def load_card(path: Path) -> tuple[dict[str, Any], str]:
+    """(front matter, text) of a model card, read with ``huggingface_hub.ModelCard``."""
+    from huggingface_hub import ModelCard
+
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if text.startswith("---") and "\n---" not in text[3:]:
         raise MemorizationConfigError(f"{path}: the model card's YAML front matter has no closing '---' line; "
                                       "fix the card or pass --memorization-lora-card-canaries=no")
     try:
-        import yaml
-    except ImportError as e:  # pragma: no cover - huggingface_hub installs it
-        raise MemorizationConfigError(f"{path}: reading a model card needs PyYAML (pip install pyyaml), "
-                                      "or pass --memorization-lora-card-canaries=no") from e
-    try:
-        data = yaml.safe_load(text[3:end])
-    except yaml.YAMLError as e:
-        raise MemorizationConfigError(f"{path}: the model card's YAML front matter does not parse ({' '.join(str(e).split())}); fix it "
-                                      "or pass --memorization-lora-card-canaries=no") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise MemorizationConfigError(f"{path}: the model card's front matter is not a mapping of keys")
-    return data
+        card = ModelCard(text, ignore_metadata_errors=False)
+    except Exception as e:  # yaml.YAMLError, ValueError: the front matter does not parse
+        raise MemorizationConfigError(f"{path}: the model card's YAML front matter does not parse "
+                                      f"({' '.join(str(e).split())[:300]}); fix it or pass "
+                                      "--memorization-lora-card-canaries=no") from None
+    return card.data.to_dict(), card.text
 
 
 def trigger_words(text: str) -> list[str]:
@@ -81,19 +81,34 @@ def trigger_words(text: str) -> list[str]:
 
 
 def class_prompt(instance: str, rare: list[str]) -> str | None:
-    """``instance`` without its rare token: "a photo of sks person" -> "a photo of a person"."""
+    """``instance`` without its rare token: "a photo of sks person" -> "a photo of a person",
+    "a photo of sks astronaut" -> "a photo of an astronaut"."""
     words = instance.split()
     tokens = [w for w in rare if w in words] or [w for w in KNOWN_IDENTIFIERS if w in words]
     if not tokens:
         return None
     out: list[str] = []
+    fix: set[int] = set()  # articles that now stand before another word than the one they were written for
     for w in words:
         if w in tokens:
             if not out or out[-1].lower() not in ARTICLES:
                 out.append("a")
+            fix.add(len(out) - 1)
             continue
         out.append(w)
+    for i in fix:
+        if i + 1 < len(out) and out[i].lower() in ("a", "an"):
+            article = "an" if _vowel_sound(out[i + 1]) else "a"
+            out[i] = article.capitalize() if out[i][0].isupper() else article
     return " ".join(out)
+
+
+def _vowel_sound(word: str) -> bool:
+    """Whether "an" goes before ``word``: a vowel letter, except the usual "u"/"eu"/"one" that sound like "y"/"w"."""
+    w = word.lower().lstrip("\"'(")
+    if w.startswith(("uni", "use", "usu", "uti", "eu", "one", "once")):
+        return False
+    return w[:1] in ("a", "e", "i", "o", "u") or w.startswith(("hour", "honest", "honou", "heir"))
 
 
 def read_card(lora: str | Path) -> CardPrompts | None:
@@ -101,8 +116,8 @@ def read_card(lora: str | Path) -> CardPrompts | None:
     path = card_path(lora)
     if not path.is_file():
         return None
+    meta, _ = load_card(path)
     text = path.read_text(encoding="utf-8", errors="replace")
-    meta = front_matter(text, path)
     card = CardPrompts(path=path, base_model=_base_model(meta.get("base_model")))
     instance = meta.get("instance_prompt")
     seen: set[str] = set()

@@ -30,12 +30,14 @@ from .check import (
 )
 from .detectors import detectors_table
 from .lines import file_entry_lines
+from .loading_keys import loading_keys
 
 __all__ = ["ModelSpec", "Img2ImgSpec", "WorkSpec", "CanarySpec", "Manifest", "load_manifest", "project_root",
            "MAX_PARAPHRASES", "METRIC_RANGES", "ROOT_MARKERS", "metric_names"]
 
-MODEL_KEYS = ("pretrained", "generator", "config", "lora", "lora_scale", "gate", "seeds", "steps", "guidance_scale",
-              "height", "width", "negative_prompt", "vae_floor")
+MODEL_KEYS = ("pretrained", "generator", "config", "lora", "loras", "lora_scale", "gate", "seeds", "steps",
+              "guidance_scale", "height", "width", "negative_prompt", "vae_floor", "variant", "revision", "subfolder",
+              "torch_dtype")
 WORK_KEYS = ("id", "image", "sha256", "prompts", "thresholds", "paraphrases", "img2img", "waive")
 CANARY_KEYS = ("id", "prompt", "paraphrases")
 HUB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -59,6 +61,11 @@ class ModelSpec:
     pretrained_kind: str | None = None  # "folder", "file" or "hub"
     generator: str | None = None  # "package.module:function" (model/hook.py) instead of pretrained
     missing: str | None = None  # why ``pretrained`` is neither a folder nor a cached hub id (an error)
+    loras: list[tuple[str, float]] | None = None  # several LoRAs: (path or hub id, scale)
+    variant: str | None = None  # diffusers' loading conventions (manifest/loading_keys.py)
+    revision: str | None = None
+    subfolder: str | None = None
+    torch_dtype: str | None = None
 
 
 @dataclass
@@ -144,8 +151,7 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool, offline_hub: b
             c.fail("model.generator", "give either pretrained (a diffusers model) or generator, not both")
     if "config" in m:
         spec.config = str(c.path(m["config"], "model.config", "folder", must_exist=c.check_images))
-    if "lora" in m:
-        spec.lora = str(c.path(m["lora"], "model.lora", "any", must_exist=c.check_images))
+    loading_keys(c, m, spec, offline_hub)  # variant, revision, subfolder, torch_dtype, lora, loras
     if "lora_scale" in m:
         spec.lora_scale = c.number(m["lora_scale"], "model.lora_scale", 0.0, 10.0, fix="e.g. lora_scale = 1.0")
     if "seeds" in m:
@@ -174,9 +180,9 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool, offline_hub: b
     if "gate" in m:
         if m["gate"] != "lora":
             c.fail("model.gate", f"{m['gate']!r:.60} is not a known gate; the only gate is \"lora\" (gate = \"lora\")")
-        if spec.lora is None:
+        if spec.lora is None and not spec.loras:
             c.fail("model.gate", 'gate = "lora" compares the model with and without its LoRA, but no lora is '
-                                 'given; add lora = "path/to/lora" to [model] or remove gate')
+                                 'given; add lora = "path/to/lora" (or loras = [...]) to [model] or remove gate')
         if spec.lora_scale is not None and (problem := lora_gate_problem(spec.lora_scale)):
             c.fail("model.lora_scale", problem)
         spec.gate = "lora"

@@ -27,9 +27,11 @@ class GenerationCacheWarning(UserWarning):
     """A cache entry could not be trusted and was regenerated."""
 
 
-def cache_identity(info: Any, pipe: Any, lora_scale: float, family: str) -> dict[str, Any]:
-    """What of the loaded model changes pixels."""
-    lora = {"hash": info.lora_hash, "scale": float(lora_scale)} if info.lora and lora_scale else None
+def cache_identity(info: Any, pipe: Any, lora_scale: float, family: str, alone: int | None = None) -> dict[str, Any]:
+    """What of the loaded model changes pixels (``alone``: only that one of several LoRAs is on)."""
+    lora: dict[str, Any] | None = {"hash": info.lora_hash, "scale": float(lora_scale)} if info.lora and lora_scale else None
+    if lora is not None and alone is not None:
+        lora["alone"] = int(alone)
     scheduler = getattr(pipe, "scheduler", None)
     config = dict(getattr(scheduler, "config", {}) or {})
     return {"model": info.content_hash, "lora": lora, "family": family, "pipeline": info.pipeline_class,

@@ -67,6 +67,7 @@ class MemorizationModel:
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self._lora_scale = info.lora_scale
+        self._alone: int | None = None  # under lora_alone(i): only LoRA i is on
         self.cache_hits = 0
         self.generated = 0  # images this model generated (not from the cache)
         self.oom_retries = 0
@@ -205,17 +206,33 @@ class MemorizationModel:
     # -- LoRA -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def lora_scale(self, scale: float) -> Iterator[None]:
-        """Temporarily set the LoRA's weight (0 = the base model). Toggles; never reloads."""
+        """Temporarily set the LoRA's weight (0 = the base model); with several LoRAs, ``scale``
+        multiplies each one's own scale. Toggles; never reloads."""
         if not self.info.lora:
             raise BrokenOutputError("lora_scale() needs a model loaded with a LoRA (--memorization-lora)")
         old = self._lora_scale
-        set_lora_scale(self.pipe, scale)
+        set_lora_scale(self.pipe, scale, self.info.loras, self._alone)
         self._lora_scale = scale
         try:
             yield
         finally:
-            set_lora_scale(self.pipe, old)
+            set_lora_scale(self.pipe, old, self.info.loras, self._alone)
             self._lora_scale = old
+
+    @contextlib.contextmanager
+    def lora_alone(self, index: int) -> Iterator[None]:
+        """Temporarily only LoRA ``index`` of several (``loras`` in [model]) at its own scale, the others
+        at weight 0: the LoRA gate runs each LoRA alone as well as all together. Never reloads."""
+        if not 0 <= index < len(self.info.loras):
+            raise BrokenOutputError(f"lora_alone({index}): the model has {len(self.info.loras)} LoRA(s)")
+        old = self._alone
+        set_lora_scale(self.pipe, self._lora_scale, self.info.loras, index)
+        self._alone = index
+        try:
+            yield
+        finally:
+            set_lora_scale(self.pipe, self._lora_scale, self.info.loras, old)
+            self._alone = old
 
     @property
     def family(self) -> Any:
@@ -226,6 +243,7 @@ class MemorizationModel:
     def fingerprint(self) -> str:
         """Model content, LoRA content and current LoRA weight: keys caches of generations."""
         lora = f"{self.info.lora_hash}@{self._lora_scale}" if self.info.lora and self._lora_scale else "none"
+        lora += f"/alone={self._alone}" if self._alone is not None and lora != "none" else ""
         return f"{self.info.content_hash}|lora={lora}|{self.info.device}|{self.info.dtype}"
 
     # -- detectors ------------------------------------------------------------------------
@@ -249,7 +267,7 @@ class MemorizationModel:
                     extra: dict[str, Any] | None = None) -> str:
         from .gencache import cache_identity, entry_name
 
-        identity = cache_identity(self.info, self.pipe, self._lora_scale, self.family.name)
+        identity = cache_identity(self.info, self.pipe, self._lora_scale, self.family.name, self._alone)
         return entry_name(identity, job[0], job[1], settings.key(), extra)
 
     @property

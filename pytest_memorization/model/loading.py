@@ -1,5 +1,6 @@
 """Loading a checkpoint: a diffusers folder, a single file plus a local config folder,
-or a hub id already in the local Hugging Face cache, with an optional LoRA.
+or a hub id already in the local Hugging Face cache, with diffusers' loading conventions
+(``variant``, ``revision``, ``subfolder``, ``torch_dtype``) and optional LoRAs (``adapters.py``).
 
 Paths and folder layouts are checked *before* diffusers sees them, because its raw
 errors are misleading here (a missing LoRA reports "you must specify a weight_name",
@@ -17,15 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_text, hub_cache_dir, sha256_file
+from .._io import hub_cache_dir, hub_repo_dir, hub_snapshot_dir
 from ..errors import CheckpointError
-from .families import SD, checkpoint_keys, default_dtype, family_hint, family_of, single_file_family
+from .families import default_dtype, family_hint, family_of
+from .hashing import content_hash
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 WEIGHTLESS = {"tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "feature_extractor", "safety_checker", "image_encoder"}
 LORA_ADAPTER = "memorization_lora"
+_SHARD = re.compile(r"-\d+-of-\d+$")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,15 @@ class ModelSource:
     allow_download: bool = False
     generator: str | None = None  # "package.module:function": an external generator (model/hook.py), no weights
     allow_outside_root: bool = False  # component folders/files that resolve outside the model folder
+    variant: str | None = None  # diffusers' variant: load *.<variant>.safetensors (e.g. "fp16")
+    revision: str | None = None  # a hub id's branch, tag or commit in the local cache
+    subfolder: str | None = None  # the pipeline lives in this folder of the model folder or hub repo
+    loras: tuple[tuple[str, float], ...] = ()  # several LoRAs (path or hub id, scale), loaded at once
+    lora_base_check: bool = True  # a LoRA whose card names another base_model is an error
+
+    def lora_specs(self) -> tuple[tuple[str, float], ...]:
+        """The LoRAs and their own scales: ``loras``, or ``lora`` alone at 1 (``lora_scale`` scales them all)."""
+        return self.loras or (((self.lora, 1.0),) if self.lora else ())
 
 
 @dataclass
@@ -55,7 +67,8 @@ class ModelInfo:
     dtype: str
     lora: str | None = None
     lora_hash: str | None = None
-    lora_scale: float = 1.0
+    lora_scale: float = 1.0  # multiplies every LoRA's own scale (one LoRA: its weight)
+    loras: list[Any] = field(default_factory=list)  # adapters.LoadedLora, one per adapter
     pipeline_class: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -87,63 +100,6 @@ def resolve_dtype(dtype: str, device: str, family: Any = None) -> str:
     return dtype if dtype != "auto" else default_dtype(family, device)
 
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _memo_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pytest-memorization" / "sha256-memo.json"
-
-
-def _sha256(path: Path) -> str:
-    """sha256 of a file. A Hugging Face cache blob is named by its sha256 (LFS files): no read needed.
-    Otherwise memoised on disk by (real path, size, mtime_ns, inode), like make and git trust stat."""
-    real = path.resolve()
-    if real.parent.name == "blobs" and _HEX64.match(real.name):
-        return real.name
-    st = real.stat()
-    key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
-    memo_path = _memo_file()
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    if isinstance(memo, dict) and isinstance(memo.get(key), str):
-        return memo[key]
-    digest = sha256_file(real)
-    if st.st_size >= 1 << 24:  # only big files are worth remembering
-        try:
-            memo = memo if isinstance(memo, dict) else {}
-            memo[key] = digest
-            atomic_write_text(memo_path, json.dumps(memo))
-        except OSError:
-            pass  # a read-only home is fine: the hash is just recomputed next time
-    return digest
-
-
-def content_hash(path: Path) -> str:
-    """sha256 over every file's relative path and bytes (a folder) or over the file's bytes.
-    Symlinked folders and files are followed (two UNets behind symlinks hash differently); a
-    folder reached twice through links (a cycle) is read once."""
-    if path.is_file():
-        return _sha256(path)
-    files: list[Path] = []
-    seen: set[str] = set()
-    for folder, dirs, names in os.walk(path, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files += [Path(folder) / n for n in names if not n.startswith(".") and (Path(folder) / n).is_file()]
-    h = hashlib.sha256()
-    for p in sorted(files):
-        h.update(str(p.relative_to(path)).encode())
-        h.update(_sha256(p).encode())
-    return h.hexdigest()
-
-
 def check_inside(path: Path, allow_outside: bool) -> None:
     """Every component folder and file of a model folder resolves inside it (a link out of it would
     load weights from elsewhere), unless allowed."""
@@ -165,8 +121,31 @@ def _weights_in(folder: Path) -> tuple[list[Path], list[Path]]:
     return [p for p in files if p.suffix in SAFE_SUFFIXES], [p for p in files if p.suffix in PICKLE_SUFFIXES]
 
 
-def check_folder(path: Path, allow_pickle: bool) -> dict[str, Any]:
-    """Check a diffusers folder's layout; return its model_index.json."""
+def variant_of(file: Path) -> str | None:
+    """"fp16" for ``diffusion_pytorch_model.fp16.safetensors`` (and its shards), None for the plain names."""
+    parts = file.name.split(".")
+    return _SHARD.sub("", parts[1]) if len(parts) >= 3 else None
+
+
+def _check_variant(sub: Path, name: str, files: list[Path], variant: str | None) -> None:
+    found = sorted({v for v in map(variant_of, files) if v})
+    plain = [p for p in files if variant_of(p) is None]
+    if variant is None and found and not plain:
+        raise CheckpointError(
+            f"{sub}: component '{name}' holds only {' / '.join(found)} variant weights "
+            f"({', '.join(p.name for p in files)}), which diffusers loads only when asked: add "
+            f"variant = \"{found[0]}\" to the manifest's [model] (or pass --memorization-variant {found[0]})")
+    if variant is not None and variant not in found:
+        raise CheckpointError(
+            f"{sub}: variant \"{variant}\" was asked for, but component '{name}' has no {variant} weights (found "
+            f"{', '.join(p.name for p in files)}); "
+            + (f"use variant = \"{found[0]}\"" if found else "remove variant from [model] to load these")
+            + " or add the component's variant weights")
+
+
+def check_folder(path: Path, allow_pickle: bool, variant: str | None = None) -> dict[str, Any]:
+    """Check a diffusers folder's layout (and that each component has weights of ``variant``); return its
+    model_index.json."""
     index_file = path / "model_index.json"
     if not index_file.is_file():
         raise CheckpointError(
@@ -199,6 +178,7 @@ def check_folder(path: Path, allow_pickle: bool) -> dict[str, Any]:
                 "run code when loaded, so they are refused: convert them to .safetensors, or pass "
                 "--memorization-allow-pickle to load them with torch.load(weights_only=True)"
             )
+        _check_variant(sub, name, safe or pickled, variant)
     return index
 
 
@@ -227,22 +207,45 @@ def classify(source: ModelSource) -> tuple[str, Path | None]:
     )
 
 
-def hub_snapshot(repo_id: str) -> Path:
-    """The cached snapshot folder of a hub model, or a CheckpointError saying how to cache it."""
-    cache = hub_cache_dir()
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshots = repo / "snapshots"
-    ref = repo / "refs" / "main"
-    if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
-        return snapshots / ref.read_text().strip()
-    candidates = sorted(snapshots.iterdir()) if snapshots.is_dir() else []
-    if candidates:
-        return candidates[-1]
+def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The cached snapshot folder of a hub model (at ``revision``), or a CheckpointError saying how to cache it."""
+    snap = hub_snapshot_dir(repo_id, revision)
+    if snap is not None:
+        return snap
+    repo = hub_repo_dir(repo_id)
+    at = f" at revision '{revision}'" if revision else ""
     raise CheckpointError(
-        f"hub id '{repo_id}' is not in the local Hugging Face cache (looked for {repo}). This run is offline: "
-        f"on a connected machine run `hf download {repo_id}` and copy {repo} here (or set HF_HUB_CACHE), "
-        "pass a local diffusers folder instead, or allow downloads with --memorization-allow-download"
+        f"hub id '{repo_id}'{at} is not in the local Hugging Face cache (looked for {repo}"
+        + (f"/refs/{revision} and snapshots/{revision}*" if revision else "") + "). This run is offline: "
+        f"on a connected machine run `hf download {repo_id}{f' --revision {revision}' if revision else ''}` and "
+        f"copy {repo} here (or set HF_HUB_CACHE), pass a local diffusers folder instead, or allow downloads with "
+        "--memorization-allow-download"
     )
+
+
+def _conventions(source: ModelSource, kind: str, path: Path | None) -> Path | None:
+    """Apply ``revision`` and ``subfolder``: the local folder to load (None: load the hub id as it is)."""
+    if source.revision and kind != "hub":
+        raise CheckpointError(f"revision = \"{source.revision}\" applies to a hub id; {source.pretrained} is a "
+                              "local " + ("folder" if kind == "folder" else "file") + ", one revision already: "
+                              "remove revision, or give the hub id")
+    if kind == "single-file" and (source.subfolder or source.variant):
+        raise CheckpointError(f"{source.pretrained}: subfolder and variant apply to a diffusers folder or hub id, "
+                              "not to a single-file checkpoint; remove them from [model]")
+    if kind == "hub" and not source.allow_download:
+        path = hub_snapshot(source.pretrained, source.revision)
+    if source.subfolder:
+        if path is None:
+            raise CheckpointError(f"subfolder = \"{source.subfolder}\" with --memorization-allow-download: "
+                                  f"download {source.pretrained} first (`hf download`), then load it offline")
+        sub = (path / source.subfolder).resolve()
+        if not sub.is_relative_to(path.resolve()) or not sub.is_dir():
+            raise CheckpointError(
+                f"{source.pretrained}: subfolder \"{source.subfolder}\" is not a folder inside it (looked for "
+                f"{path / source.subfolder}); folders there: "
+                f"{', '.join(sorted(p.name for p in path.iterdir() if p.is_dir())) or 'none'}")
+        return sub
+    return path
 
 
 def _torch_dtype(name: str) -> Any:
@@ -256,8 +259,10 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
     if not source.allow_download:
         os.environ["HF_HUB_OFFLINE"] = "1"  # read at first Hugging Face import; set before it
     kind, path = classify(source)
+    local = _conventions(source, kind, path)  # revision and subfolder applied
     device = resolve_device(source.device)
-    hint = family_hint(kind, path, lambda: hub_snapshot(source.pretrained))
+    hint = family_hint("folder" if local is not None and kind == "hub" else kind, local,
+                       lambda: hub_snapshot(source.pretrained))
     dtype = resolve_dtype(source.dtype, device, hint)
     import diffusers
     from diffusers import DiffusionPipeline
@@ -270,55 +275,54 @@ def load(source: ModelSource) -> tuple[Any, ModelInfo]:
     common: dict[str, Any] = dict(dtype=_torch_dtype(dtype))
     if hint is None or hint.name == "sd":  # only SD 1/2 pipelines have a safety checker
         common.update(safety_checker=None, requires_safety_checker=False)
-    if kind == "folder":
+    if source.variant:
+        common["variant"] = source.variant
+    if kind == "single-file":
         assert path is not None
-        check_folder(path, source.allow_pickle)
-        check_inside(path, source.allow_outside_root)
-        pipe = _wrap(lambda: DiffusionPipeline.from_pretrained(
-            path, local_files_only=True, use_safetensors=not source.allow_pickle or None, **common), path)
-        digest = content_hash(path)
-    elif kind == "single-file":
-        assert path is not None
-        if not source.config:
-            raise CheckpointError(
-                f"{path}: a single-file checkpoint needs a local config folder, since offline diffusers cannot "
-                "fetch its configs from the hub. Pass --memorization-config <diffusers folder of the same "
-                "architecture> (or config = \"folder\" in the manifest's [model])"
-            )
-        cfg = Path(source.config).expanduser()
-        if not (cfg / "model_index.json").is_file():
-            raise CheckpointError(
-                f"--memorization-config {cfg}: not a diffusers folder (no model_index.json); point it at a "
-                "pipeline folder of the same architecture as the checkpoint"
-            )
-        family = single_file_family(path, cfg)  # keys vs config folder: a mismatch is a CheckpointError
-        pipeline_class = getattr(diffusers, family.pipeline_class)
-        kwargs = dict(common) if family is SD else {"dtype": common["dtype"]}
-        from .single_file import text_encoders_from_config  # the ones the file lacks
+        from .single_file import load_single_file
 
-        kwargs.update(text_encoders_from_config(family.name, checkpoint_keys(path), cfg, common["dtype"]))
-        pipe = _wrap(lambda: pipeline_class.from_single_file(
-            str(path), config=str(cfg), local_files_only=True, **kwargs), path)
+        pipe = load_single_file(source, path, common, diffusers, _wrap)
         digest = content_hash(path)
-    else:
-        if source.allow_download:
-            pipe = _wrap(lambda: DiffusionPipeline.from_pretrained(source.pretrained, **common), source.pretrained)
-            digest = "hub:" + source.pretrained
-        else:
-            snap = hub_snapshot(source.pretrained)
-            check_folder(snap, source.allow_pickle)
+    elif local is not None:  # a folder, or a hub id at its cached snapshot (or a subfolder of either)
+        check_folder(local, source.allow_pickle, source.variant)
+        if kind == "folder":  # a cache snapshot's files are links to its blobs, by design
+            check_inside(local, source.allow_outside_root)
+        if kind == "hub" and not source.subfolder and not source.revision:
             pipe = _wrap(lambda: DiffusionPipeline.from_pretrained(
-                source.pretrained, local_files_only=True, cache_dir=str(hub_cache_dir()), **common), snap)
-            digest = content_hash(snap)
+                source.pretrained, local_files_only=True, cache_dir=str(hub_cache_dir()), **common), local)
+        else:
+            pipe = _wrap(lambda: DiffusionPipeline.from_pretrained(
+                local, local_files_only=True, use_safetensors=not source.allow_pickle or None, **common), local)
+        digest = content_hash(local)
+    else:
+        revision = {"revision": source.revision} if source.revision else {}
+        pipe = _wrap(lambda: DiffusionPipeline.from_pretrained(source.pretrained, **revision, **common),
+                     source.pretrained)
+        digest = "hub:" + source.pretrained + (f"@{source.revision}" if source.revision else "")
+    if source.variant:  # a folder holding both variants hashes the same: the variant chose the weights
+        digest = hashlib.sha256(f"{digest}|variant={source.variant}".encode()).hexdigest()
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # it blacks out images, which would hide a copy
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
+    family = family_of(pipe).name
+    conventions = {k: v for k in ("variant", "revision", "subfolder") if (v := getattr(source, k))}
     info = ModelInfo(source=source.pretrained, kind=kind, content_hash=digest, device=device, dtype=dtype,
-                     pipeline_class=type(pipe).__name__, extra={"family": family_of(pipe).name})
-    if source.lora:
-        info.lora, info.lora_hash = source.lora, load_lora(pipe, Path(source.lora).expanduser(), source)
-        info.lora_scale = source.lora_scale
+                     pipeline_class=type(pipe).__name__, extra={"family": family, **conventions})
+    specs = source.lora_specs()
+    if specs:
+        from .adapters import combined_hash, load_loras
+
+        info.loras = load_loras(pipe, specs, pretrained=source.pretrained, kind=kind, path=local or path,
+                                family=family, allow_pickle=source.allow_pickle, base_check=source.lora_base_check,
+                                multiplier=source.lora_scale)
+        info.lora = " + ".join(lo.path for lo in info.loras)
+        info.lora_hash, info.lora_scale = combined_hash(info.loras), source.lora_scale
+        if len(info.loras) > 1:
+            info.extra["loras"] = [{"path": lo.path, "sha256": lo.hash, "scale": lo.scale} for lo in info.loras]
+        said = sorted({b for lo in info.loras for b in lo.base_model})
+        if said:
+            info.extra["lora_base_model"] = said
     return pipe, info
 
 
@@ -334,62 +338,10 @@ def _wrap(fn: Any, where: object) -> Any:
         ) from e
 
 
-def lora_file(path: Path, allow_pickle: bool) -> Path:
-    if not path.exists():
-        raise CheckpointError(
-            f"LoRA {path} not found (resolved to {path.resolve()}); pass a folder holding "
-            "pytorch_lora_weights.safetensors or the .safetensors file itself"
-        )
-    if path.is_file():
-        if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
-            raise CheckpointError(f"LoRA {path}: pickle files are refused; convert to .safetensors or pass "
-                                  "--memorization-allow-pickle")
-        return path
-    safe, pickled = _weights_in(path)
-    if len(safe) == 1:
-        return safe[0]
-    preferred = path / "pytorch_lora_weights.safetensors"
-    if preferred.is_file():
-        return preferred
-    if len(safe) > 1:
-        raise CheckpointError(f"LoRA folder {path} holds several .safetensors files "
-                              f"({', '.join(p.name for p in safe)}); pass the file itself")
-    if pickled and allow_pickle:
-        return pickled[0]
-    raise CheckpointError(f"LoRA folder {path} holds no .safetensors LoRA weights "
-                          "(expected pytorch_lora_weights.safetensors, as written by save_lora_weights)")
+def set_lora_scale(pipe: Any, scale: float, loras: list[Any] | None = None, alone: int | None = None) -> None:
+    """Every LoRA at its own scale x ``scale`` (0 gives exactly the base model's image), or only LoRA
+    ``alone``; the adapters stay loaded (no reload)."""
+    from .adapters import LoadedLora, set_weights, weights_for
 
-
-def load_lora(pipe: Any, path: Path, source: ModelSource) -> str:
-    """Load a LoRA as a named adapter at ``source.lora_scale``; check that every module in it loaded."""
-    from .lora_modules import check_whole, collected_messages
-
-    f = lora_file(path, source.allow_pickle)
-    try:
-        with collected_messages() as messages:
-            pipe.load_lora_weights(str(f.parent), weight_name=f.name, adapter_name=LORA_ADAPTER)
-    except (ValueError, RuntimeError, KeyError, OSError) as e:
-        raise CheckpointError(
-            f"LoRA {f} does not match model {source.pretrained}: {type(e).__name__}: {str(e)[:300]}. "
-            "Was it trained for this base model (same architecture and rank layout)?"
-        ) from e
-    if LORA_ADAPTER not in _adapters(pipe):
-        raise CheckpointError(
-            f"LoRA {f} does not match model {source.pretrained}: none of its keys matched a layer of the UNet "
-            "or text encoder. Was it trained for this base model?"
-        )
-    check_whole(pipe, f, LORA_ADAPTER, messages)  # loads whole or not at all
-    set_lora_scale(pipe, source.lora_scale)
-    return _sha256(f)
-
-
-def _adapters(pipe: Any) -> set[str]:
-    try:
-        return {a for names in pipe.get_list_adapters().values() for a in names}
-    except (AttributeError, ValueError):
-        return set()
-
-
-def set_lora_scale(pipe: Any, scale: float) -> None:
-    """Scale 0 gives exactly the base model's image; the adapter stays loaded (no reload)."""
-    pipe.set_adapters([LORA_ADAPTER], adapter_weights=[float(scale)])
+    loras = loras or [LoadedLora(path="", file=Path(), hash="", scale=1.0, adapter=LORA_ADAPTER, base_model=[])]
+    set_weights(pipe, loras, weights_for(loras, scale, alone))

@@ -62,3 +62,27 @@ def text_encoders_from_config(family: str, keys: Iterable[str], config: Path, dt
                 "or use a single file that includes its text encoders")
         out[name] = getattr(transformers, entry[1]).from_pretrained(folder, local_files_only=True, dtype=dtype)
     return out
+
+
+def load_single_file(source: Any, path: Path, common: dict[str, Any], diffusers: Any, wrap: Any) -> Any:
+    """The pipeline of a single-file checkpoint, its configs from ``source.config``."""
+    from .families import SD, checkpoint_keys, single_file_family
+
+    if not source.config:
+        raise CheckpointError(
+            f"{path}: a single-file checkpoint needs a local config folder, since offline diffusers cannot "
+            "fetch its configs from the hub. Pass --memorization-config <diffusers folder of the same "
+            "architecture> (or config = \"folder\" in the manifest's [model])"
+        )
+    cfg = Path(source.config).expanduser()
+    if not (cfg / "model_index.json").is_file():
+        raise CheckpointError(
+            f"--memorization-config {cfg}: not a diffusers folder (no model_index.json); point it at a "
+            "pipeline folder of the same architecture as the checkpoint"
+        )
+    family = single_file_family(path, cfg)  # keys vs config folder: a mismatch is a CheckpointError
+    pipeline_class = getattr(diffusers, family.pipeline_class)
+    kwargs = dict(common) if family is SD else {"dtype": common["dtype"]}
+    kwargs.update(text_encoders_from_config(family.name, checkpoint_keys(path), cfg, common["dtype"]))
+    return wrap(lambda: pipeline_class.from_single_file(str(path), config=str(cfg), local_files_only=True,
+                                                         **kwargs), path)

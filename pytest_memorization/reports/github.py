@@ -11,7 +11,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from .schema import VERDICTS, model_label, overall, summarize, to_result_dict, worst_results
+from .schema import VERDICTS, lora_label, model_label, overall, summarize, to_result_dict, worst_results
 from .terminal import clean, describe
 
 ICONS = {"error": ":boom:", "fail": ":x:", "warn": ":warning:", "pass": ":white_check_mark:"}
@@ -43,7 +43,10 @@ def step_summary(
     rows = [to_result_dict(r, i) for i, r in enumerate(results)]
     s = summarize(rows)
     word = overall(s, complete)
+    lora = lora_label(run)
     out = [f"### Memorization gate: {word}", "", f"Model: {md(model_label(run), 120)}", ""]
+    if lora:  # the LoRA gate's subject
+        out += [f"LoRA: {md(lora, 120)}", ""]
     if not complete:
         out += ["> [!WARNING]", "> The run was interrupted: unscored items were not checked and are not passes.", ""]
     out += ["| verdict | images |", "|---|---:|"]

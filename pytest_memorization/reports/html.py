@@ -30,6 +30,7 @@ from .schema import (
     verdict_label,
     worst_results,
 )
+from .terminal import strength_label
 
 CSS = """
 *{box-sizing:border-box}body{font:14px/1.4 system-ui,sans-serif;margin:0;padding:16px;color:#1b1b1b;background:#fafafa}
@@ -257,9 +258,9 @@ def _seed_strip(rows: list[dict[str, Any]]) -> str:
     figs = []
     for r in rows:
         v = str(r.get("verdict"))
-        alt = f"seed {r.get('seed')}"
+        alt = f"seed {r.get('seed')}{strength_label(r)}"
         figs.append(f'<figure class="s-{e(v)}">{_img(r.get("image"), alt)}'
-                    f"<figcaption>seed {e(r.get('seed'))} &middot; {e(v)}</figcaption></figure>")
+                    f"<figcaption>{e(alt)} &middot; {e(v)}</figcaption></figure>")
     return f'<div class="strip" aria-label="every seed">{"".join(figs)}</div>'
 
 
@@ -268,7 +269,7 @@ def _seeds_table(rows: list[dict[str, Any]]) -> str:
     if len(rows) < 2 or not metrics:
         return ""
     head = "".join(f"<th>{e(m)}</th>" for m in metrics)
-    body = "".join(f"<tr><td>{e(r.get('seed'))}</td><td>{e(r.get('verdict'))}</td>"
+    body = "".join(f"<tr><td>{e(r.get('seed'))}{e(strength_label(r))}</td><td>{e(r.get('verdict'))}</td>"
                    + "".join(f"<td>{e(fmt_num((r.get('scores') or {}).get(m)))}</td>" for m in metrics) + "</tr>"
                    for r in rows)
     return f'<details><summary>every seed</summary><table class="seeds"><tr><th>seed</th><th></th>{head}</tr>{body}</table></details>'
@@ -307,8 +308,9 @@ def _card(rows: list[dict[str, Any]], run: dict[str, Any], idx: int) -> str:
     for r in rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     tally = ", ".join(f"{counts[k]} {k}" for k in VERDICTS if k in counts)
-    seeds = f"<span>seed {e(lead.get('seed'))}</span>" if len(rows) == 1 else \
-        f"<span>{len(rows)} seeds: {e(tally)}; worst seed {e(lead.get('seed'))} shown large</span>"
+    worst = f"{lead.get('seed')}{strength_label(lead)}"
+    seeds = f"<span>seed {e(worst)}</span>" if len(rows) == 1 else \
+        f"<span>{len(rows)} {'images' if strength_label(lead) else 'seeds'}: {e(tally)}; worst seed {e(worst)} shown large</span>"
     return (
         f'<section class="row v-{e(v)}" data-verdict="{e(v)}" data-seeds="{len(rows)}" id="r{idx}">'
         f'<div class="rowhead"><span class="badge b-{e(v)}">{e(verdict_label(lead).upper())}</span>'

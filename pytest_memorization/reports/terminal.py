@@ -14,6 +14,7 @@ from .schema import (
     VERDICTS,
     deciding,
     fmt_num,
+    lora_label,
     model_label,
     overall,
     summarize,
@@ -48,7 +49,7 @@ def describe(r: dict[str, Any], run: dict[str, Any] | None = None) -> dict[str, 
         "verdict": verdict_label(r).upper(),
         "finding": clean(found["message"] if found else reason, 160),
         "item": clean(r["item"], 100),
-        "seed": str(r["seed"]),
+        "seed": str(r["seed"]) + strength_label(r),
         "work": clean(r.get("work") if r.get("work") is not None else "(no work)", 40),
         "prompt": clean(r.get("prompt", ""), 60),
         "metric": clean(metric, 30),
@@ -56,6 +57,13 @@ def describe(r: dict[str, Any], run: dict[str, Any] | None = None) -> dict[str, 
         "threshold": threshold,
         "reason": clean(reason, 120),
     }
+
+
+def strength_label(r: dict[str, Any]) -> str:
+    """" at strength 0.5" for an img2img row (its seed alone does not say which image it is), else ""."""
+    i2i = (r.get("extra") or {}).get("img2img")
+    strength = i2i.get("strength") if isinstance(i2i, dict) else None
+    return f" at strength {fmt_num(strength)}" if isinstance(strength, (int, float)) else ""
 
 
 def summary_lines(
@@ -71,7 +79,9 @@ def summary_lines(
     s = summarize(rows)
     word = overall(s, complete)
     counts = ", ".join(f"{s[v]} {v}" for v in VERDICTS)
-    lines = [f"memorization: {word}: {s['total']} images ({counts}); model {clean(model_label(run), 80)}"]
+    lora = lora_label(run)
+    lines = [f"memorization: {word}: {s['total']} images ({counts}); model {clean(model_label(run), 80)}"
+             + (f"; LoRA {clean(lora, 80)}" if lora else "")]
     if not complete:
         lines.append("memorization: INCOMPLETE: the run was interrupted; unscored items are not passes")
     bad = [r for r in rows if r["verdict"] != "pass"]

@@ -1,7 +1,8 @@
 """Manifests as pytest items: one per work x prompt (seeds inside), per paraphrase, per
 img2img work, per prompt-only canary and, under the LoRA gate, per model-card prompt. Ids are
 pytest-selectable (no ``::`` inside a name): ``memorization.toml::astronaut[0]``, ``astronaut[0-p1]``
-(paraphrase 1 of prompt 0), ``astronaut[img2img]``, ``canary[id]``, ``canary[id-p1]``, ``card[instance]``,
+(paraphrase 1 of prompt 0), ``astronaut[0-lora1]`` and ``card[lora1-instance]`` (LoRA 1 of several alone,
+under the LoRA gate), ``astronaut[img2img]``, ``canary[id]``, ``canary[id-p1]``, ``card[instance]``,
 ``card[class]``, ``card[widget-1]`` and ``calibrate``.
 
 Setup loads, generates and scores (a run that cannot evaluate is an ERROR); the call
@@ -61,9 +62,13 @@ class ManifestFile(pytest.File):
                 "Add the works the canaries must not copy, or a [detectors] table")
         self.manifest = manifest
         self._plan: Any = None
+        alone = self._loras_alone(manifest) if enabled else []
         for work in manifest.works:
             for p, prompt in enumerate(work.prompts):
                 yield PromptItem.from_parent(self, name=f"{work.id}[{p}]", prompt=prompt, work=work.id)
+                for k in range(len(alone)):  # under the LoRA gate, several LoRAs: each one alone too
+                    yield PromptItem.from_parent(self, name=f"{work.id}[{p}-lora{k + 1}]", prompt=prompt,
+                                                 work=work.id, lora=k)
                 for k, para in enumerate(work.paraphrases[p] if p < len(work.paraphrases) else []):
                     yield PromptItem.from_parent(self, name=f"{work.id}[{p}-p{k + 1}]", prompt=para, work=work.id)
             if work.img2img is not None:
@@ -85,19 +90,32 @@ class ManifestFile(pytest.File):
         session = session_of(self.config)
         s = session.settings
         lora = session.model_path("lora", manifest.model.lora)
-        if not (s.lora_gate or manifest.model.gate == "lora") or not lora or not s.lora_card_canaries:
-            return
-        try:
-            card = read_card(lora)
-        except MemorizationConfigError as e:
-            raise self.CollectError(str(e)) from None
-        if card is None:
+        several = self._loras_alone(manifest)  # several LoRAs: each card's prompts with its LoRA alone
+        if not (s.lora_gate or manifest.model.gate == "lora") or not (lora or several) or not s.lora_card_canaries:
             return
         known = {p for w in manifest.works for p in w.prompts}
-        for param, prompt in card.prompts:
-            if prompt not in known:
-                yield CardItem.from_parent(self, name=f"card[{param}]", prompt=prompt, work=None,
-                                           card={"path": str(card.path), "base_model": card.base_model, "kind": param})
+        for k, path in enumerate(several or [lora]):
+            try:
+                card = read_card(path)
+            except MemorizationConfigError as e:
+                raise self.CollectError(str(e)) from None
+            if card is None:
+                continue
+            for param, prompt in card.prompts:
+                if prompt not in known:
+                    yield CardItem.from_parent(self, name=f"card[{f'lora{k + 1}-' if several else ''}{param}]",
+                                               prompt=prompt, work=None, lora=k if several else None,
+                                               card={"path": str(card.path), "base_model": card.base_model,
+                                                     "kind": param})
+
+    def _loras_alone(self, manifest: Manifest) -> list[str]:
+        """Under the LoRA gate with several LoRAs (``loras`` in [model], not replaced by --memorization-lora):
+        their paths, one item per LoRA alone (``astronaut[0-lora1]``) beside the item of all together."""
+        from .state import settings_of
+
+        s, m = settings_of(self.config), manifest.model
+        gate = s.lora_gate or m.gate == "lora"
+        return [p for p, _ in m.loras] if gate and m.loras and len(m.loras) > 1 and "lora" not in s.explicit else []
 
     def _allow_outside(self) -> bool:
         from .state import settings_of
@@ -273,10 +291,20 @@ class MemorizationItem(pytest.Item):
 class PromptItem(MemorizationItem):
     kind = "prompt"
 
-    def measure(self) -> Any:
-        from .pipeline import measure_prompt
+    def __init__(self, *, lora: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lora = lora  # under the LoRA gate with several LoRAs: only this one is on
 
+    def measure(self) -> Any:
+        from .pipeline import measure_prompt, measure_prompt_lora_alone
+
+        if self.lora is not None:
+            return self._run(measure_prompt_lora_alone, self.prompt, self.lora)
         return self._run(measure_prompt, self.prompt)
+
+    def baseline_key(self) -> str | None:
+        key = super().baseline_key()
+        return f"{key}|lora{self.lora + 1}" if key is not None and self.lora is not None else key
 
 
 class CardItem(PromptItem):

@@ -138,7 +138,7 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
 
     s = state.settings
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    reasons = incomplete_reasons(state, exitstatus)
+    reasons = incomplete_reasons(state, exitstatus, session)
     complete = not reasons
     run = state.run_info()
     base = base_image_counts(state.results)
@@ -177,6 +177,8 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         import shutil
 
         shutil.rmtree(staging, ignore_errors=True)
+    if s.lora_card_result and state.results:
+        _card_results(state, run, complete)
     writes_baseline = s.save or s.update_baseline or s.prune_baseline
     if writes_baseline and (not complete or errored or not state.results or failed_write):
         why = f"{len(errored)} item(s) errored" if errored else "no item reported results" if not state.results \
@@ -210,9 +212,29 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def incomplete_reasons(state: MemorizationSession, exitstatus: int) -> list[str]:
-    """Why this run's report cannot say PASS: interrupted, crashed items, internal or collection errors."""
+def _card_results(state: MemorizationSession, run: dict[str, Any], complete: bool) -> None:
+    """--memorization-lora-card-result: the LoRA gate's result as a section of each LoRA's model card."""
+    from ..reports.card_section import write_card_results
+
+    for one in run.get("models") if isinstance(run.get("models"), list) else [run]:
+        try:
+            state.notes.extend(write_card_results(one, state.results, complete))
+        except (OSError, ValueError) as e:
+            state.notes.append(f"ERROR: could not write the LoRA gate's result into the model card: {e}")
+
+
+def incomplete_reasons(state: MemorizationSession, exitstatus: int, session: pytest.Session | None = None) -> list[str]:
+    """Why this run's report cannot say PASS: interrupted, stopped early (-x, --maxfail) before every item
+    ran, crashed items, internal or collection errors."""
     reasons = list(dict.fromkeys(state.incomplete))
+    stopped = session is not None and (session.shouldfail or session.shouldstop)
+    if stopped and session is not None:
+        ran = {r["item"] for r in state.results}
+        left = [i.nodeid for i in session.items if i.get_closest_marker("memorization") and i.nodeid not in ran]
+        if left or not session.items:  # an xdist controller collects nothing: what its workers skipped is unknown
+            reasons.append(f"pytest stopped early ({stopped}): "
+                           + (f"{len(left)} memorization item(s) did not run: {', '.join(left[:5])}" if left
+                              else "the items after the stop did not run"))
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         reasons.append("the run was interrupted")
     if exitstatus == pytest.ExitCode.INTERNAL_ERROR:

@@ -41,7 +41,7 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
     s, m = session.settings, manifest.model  # the manifest's paths are already resolved and checked
     source = session.source(session.model_path("model", m.pretrained), config=session.model_path("config", m.config),
                             lora=session.model_path("lora", m.lora), lora_scale=s.pick("lora_scale", m.lora_scale),
-                            generator=_generator(s, m.generator))
+                            generator=_generator(s, m.generator), **loading_conventions(s, m))
     gen = s.generation(m)
     metrics = session.metrics_for(manifest.metrics, s.thresholds(manifest.thresholds))
     gate = bool(s.lora_gate or m.gate == "lora")
@@ -50,11 +50,11 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
         from ..model.hook import not_applicable
 
         raise not_applicable("the LoRA gate" if gate else "VAE-floor scoring (--memorization-vae-floor)")
-    if gate and source.lora and lora_gate_problem(source.lora_scale):
+    if gate and source.lora_specs() and lora_gate_problem(source.lora_scale):
         from ..errors import MemorizationConfigError
 
         raise MemorizationConfigError(f"{manifest.path}: {lora_gate_problem(source.lora_scale)}")
-    if gate and not source.lora:
+    if gate and not source.lora_specs():
         from ..errors import MemorizationConfigError
 
         raise MemorizationConfigError(f"{manifest.path}: the LoRA gate needs a LoRA: set lora in [model] "
@@ -65,6 +65,15 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
                 thresholds=rules.thresholds(), warn=dict(manifest.warn), metrics=metrics,
                 rules=rules, lora_gate=gate, vae_floor=vae_floor,
                 cache=bool(s.generation_cache) and not source.generator)
+
+
+def loading_conventions(s: Any, m: Any) -> dict[str, Any]:
+    """[model]'s variant, revision, subfolder, torch_dtype and loras, under the command line's (a LoRA given
+    there, --memorization-lora, replaces the manifest's loras)."""
+    out = {k: s.pick(k, getattr(m, k)) for k in ("variant", "revision", "subfolder")}
+    out["dtype"] = s.pick("dtype", m.torch_dtype)
+    out["loras"] = None if "lora" in s.explicit else m.loras
+    return out
 
 
 def _generator(s: Any, manifest_value: str | None) -> str | None:
@@ -173,6 +182,21 @@ def _row_extra(gen: Any, i: int, early: Any, no_early: str | None) -> dict[str, 
     elif early is not None:
         extra["early_exit"] = {"stopped": False}
     return extra
+
+
+def measure_prompt_lora_alone(session: MemorizationSession, manifest: Manifest, plan: Plan, item: str, prompt: str,
+                              index: int) -> Measured:
+    """Under the LoRA gate with several LoRAs: ``measure_prompt`` with only LoRA ``index`` on, at its own
+    scale (the others at weight 0), so each LoRA is gated alone as well as all together. The base images
+    are the same (cached) as the together item's."""
+    model = session.model(plan.source)
+    with model.lora_alone(index):
+        m = measure_prompt(session, manifest, plan, item, prompt)
+    lora = model.info.loras[index]
+    for extra in m.extras:
+        extra["lora_alone"] = {"index": index + 1, "path": lora.path, "sha256": lora.hash, "scale": lora.scale}
+    m.lora_alone = f"LoRA {index + 1} alone: {lora.path}"
+    return m
 
 
 def _early_exit(session: MemorizationSession, plan: Plan, works: list[Work], model: Any) -> tuple[Any, str | None]:

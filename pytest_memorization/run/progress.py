@@ -8,7 +8,9 @@ does), so capture never swallows it.
   erased (restore cursor, clear to end of line) before pytest writes anything else; in-process
   it moves with every batch of images.
 - ``plain`` (not a TTY, or ``-q``): a plain line at most every ``--memorization-progress-every``
-  seconds; ``off`` (``-qq``, or ``--memorization-progress=off``): nothing.
+  seconds, written only where pytest's own line is finished: with ``-v`` (one line per item)
+  between items; with pytest's dots (``.F``), never inside a line of dots, so a log keeps
+  pytest's normal output; the last count is written once the run is over (``final``); ``off`` (``-qq``, or ``--memorization-progress=off``): nothing.
 
 The total is the sum of each collected item's ``expected_images``. Under pytest-xdist the
 controller collects nothing and workers cannot write to its terminal: each item's setup report
@@ -67,6 +69,7 @@ class Progress:
         self.was_drawn = False  # erased only for pytest to write: draw it again after
         self.changed = False  # counts moved since the last refresh
         self.printed: tuple[int, int] | None = None  # the counts of the last plain line
+        self._line_done = False  # inside refresh(item_done=True): pytest's line for the item is complete
 
     @property
     def mode(self) -> str:
@@ -126,16 +129,46 @@ class Progress:
             if counts == self.printed or (not last and self.last_plain is not None
                                           and now - self.last_plain < self.every):
                 return
+            if not self._line_free():
+                self.changed = True  # written at the next free line, or by final()
+                return
             self.last_plain, self.printed = now, counts
-            self._write(lambda tr: tr.write_line(self.text()))
+            self._write(self._plain)
             return
         self._write(self._draw)
 
-    def refresh(self) -> None:
-        """After pytest wrote a report: draw the live line again, or print a plain line if counts moved."""
-        if self.changed or (self.mode == "live" and self.was_drawn):
-            self.show()
+    def refresh(self, item_done: bool = False) -> None:
+        """After pytest wrote a report: draw the live line again, or print a plain line if counts moved.
+        ``item_done``: pytest has finished the item's line (its outcome and percentage)."""
+        again = self.changed or (self.mode == "live" and self.was_drawn)
         self.changed = self.was_drawn = False
+        self._line_done = item_done
+        try:
+            if again:
+                self.show()
+        finally:
+            self._line_done = False
+
+    def final(self) -> None:
+        """After the run loop (pytest's dots are done): the last plain count, if it was not written."""
+        if self.mode == "plain" and self.printed != (self.shown(), self.total) and (self.total or self.done):
+            self.printed = (self.shown(), self.total)
+            self._write(self._plain)
+
+    def _plain(self, tr: Any) -> None:
+        if int(getattr(tr._tw, "width_of_current_line", 0)):
+            tr._tw.line()  # after pytest's finished line ("..  [100%]"), never at its end
+        tr.write_line(self.text())
+
+    def _line_free(self) -> bool:
+        """Whether a plain line here would not split pytest's line: its current line is empty, or it
+        writes one line per item (-v), which is complete once the item has finished."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None:
+            return False
+        if self.config.get_verbosity() > 0 and self._line_done:
+            return True
+        return int(getattr(tr._tw, "width_of_current_line", 0)) == 0
 
     def erase(self) -> None:
         if self.drawn:

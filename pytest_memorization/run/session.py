@@ -47,10 +47,12 @@ class MemorizationSession:
 
     # -- models ---------------------------------------------------------------------------
     def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
-               lora_scale: float | None = None, generator: str | None = None) -> ModelSource:
+               lora_scale: float | None = None, generator: str | None = None,
+               loras: list[tuple[str, float]] | None = None, **conventions: str | None) -> ModelSource:
+        """``conventions``: variant, revision, subfolder, dtype (None: the command line's or ini's)."""
         s = self.settings
         if generator:
-            if lora:
+            if lora or loras:
                 raise MemorizationConfigError(
                     f"a LoRA ({lora}) and the LoRA gate are not applicable to an external generator ({generator}): "
                     "they need the model's weights. Remove lora / gate, or test the diffusers checkpoint itself")
@@ -59,11 +61,13 @@ class MemorizationSession:
             raise MemorizationConfigError(
                 "no model given: pass --memorization-model PATH (or ini memorization_model, or "
                 "pretrained = \"...\" in the manifest's [model])")
+        picked = {k: conventions.get(k) or getattr(s, k) for k in ("variant", "revision", "subfolder", "dtype")}
         return ModelSource(
-            pretrained=str(pretrained), config=config, lora=lora,
+            pretrained=str(pretrained), config=config, lora=None if loras else lora,
             lora_scale=float(lora_scale if lora_scale is not None else s.lora_scale),
-            device=s.device, dtype=s.dtype, allow_pickle=s.allow_pickle, allow_download=s.allow_download,
-            allow_outside_root=s.allow_outside_root)
+            device=s.device, allow_pickle=s.allow_pickle, allow_download=s.allow_download,
+            allow_outside_root=s.allow_outside_root, loras=tuple((str(p), float(w)) for p, w in loras or ()),
+            lora_base_check=s.lora_base_check, **picked)
 
     def model_path(self, name: str, manifest_value: str | None = None) -> str | None:
         """``model``, ``config`` or ``lora``: command line / ini beat the manifest; an existing local
@@ -173,7 +177,8 @@ class MemorizationSession:
             "model": info.source, "model_hash": info.content_hash, "model_kind": info.kind,
             "lora": info.lora, "lora_hash": info.lora_hash, "lora_scale": info.lora_scale,
             "device": info.device, "dtype": info.dtype, "pipeline": info.pipeline_class,
-            "family": info.extra.get("family"), **extra})
+            "family": info.extra.get("family"), **extra,
+            **{k: info.extra[k] for k in ("variant", "revision", "subfolder", "loras", "lora_base_model") if k in info.extra}})
 
     def merge_run(self, carried: dict[str, Any]) -> None:
         """Run info and metric directions carried by a test report (from this process or an xdist worker)."""

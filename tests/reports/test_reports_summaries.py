@@ -82,3 +82,27 @@ def test_step_summary_thumbnails_only_with_a_report_url():
     assert 'src="https://h.example/r/works/w%221-thumb.png"' in line  # quoted: no attribute break-out
     missing = step_summary(RUN, [{**row, "image": None, "work_image": None}], "r", report_url="https://h.example/r")
     assert next(x for x in missing.splitlines() if "t::copy" in x).endswith("| - | - |")
+
+
+def test_img2img_rows_show_their_strength_and_the_lora_gate_names_its_lora(tmp_path, report_inputs):
+    """An img2img row is one seed at one strength: the terminal, the step summary and the HTML card
+    say which strength; a run with a LoRA names it next to the model."""
+    from pytest_memorization.reports import write_report
+    from pytest_memorization.reports.github import step_summary
+
+    d, run, results = report_inputs
+    img2img = next(r for r in results if r["item"].endswith("[img2img]"))
+    img2img["verdict"] = "fail"
+    lines = summary_lines(run, [img2img], None)
+    assert "[img2img] seed 0 at strength 0.5: work astronaut" in lines[2], lines
+    assert lines[0].endswith("; LoRA /models/lora x0.8"), lines[0]
+    text = step_summary(run, [img2img], None)
+    assert "| 0 at strength 0.5 |" in text and "LoRA: /models/lora x0.8" in text, text
+    no_lora = {k: v for k, v in run.items() if not k.startswith("lora")}
+    assert "LoRA" not in summary_lines(no_lora, [img2img], None)[0]
+    assert "LoRA" not in step_summary(no_lora, [img2img], None)
+    write_report(d, run, results)
+    html = (d / "index.html").read_text()
+    assert "seed 0 at strength 0.5" in html
+    plain = next(r for r in results if r["item"].endswith("[astronaut]"))
+    assert "strength" not in summary_lines(run, [plain], None)[2]  # a text-to-image row has no strength
