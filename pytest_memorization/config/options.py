@@ -212,6 +212,7 @@ class Option:
     repeat: bool = False  # repeatable on the command line (append)
     ini_type: str | None = None  # None: string
     cli: bool = True
+    ini: bool = True  # False: command line only (what the pull request's ini file must never set)
 
     @property
     def dashed(self) -> str:
@@ -266,6 +267,7 @@ OPTIONS: Sequence[Option] = (
     Option("early_exit", "Stop generating a batch once every image's predicted clean image x0 is clearly far from every work (2x past each tiled_l2/ssim threshold, checked from 40 percent of the steps); SD 1/2 and SDXL; the report marks those images.", False, _bool, flag=True, ini_type="bool"),
     Option("progress", "One progress line for the run (images done / total, ETA): auto draws it live on a terminal and prints plain lines under -q or without a terminal (CI); plain always prints plain lines; off prints nothing.", "auto", _choice("auto", "plain", "off")),
     Option("progress_every", "Seconds between plain progress lines (0: one per update).", 30.0, _float(0.0, 86400.0)),
+    Option("policy", "Policy file (TOML) from outside the pull request: metrics always scored, threshold limits, minimum seeds and steps, the LoRA scale, waivers, trusted hooks and calibrations (docs/security.md); also $MEMORIZATION_POLICY. Command line only.", None, ini=False),
     Option("shard", "Run only shard I of N of the items, e.g. 0/4 (deterministic, even split).", None, _shard),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -285,10 +287,11 @@ def addoption(parser: Any) -> None:
             else:
                 kwargs.update(default=None, metavar=metavar(opt))
             group.addoption(f"--memorization-{opt.dashed}", **kwargs)
-        _addini(parser, opt)
+        if opt.ini:
+            _addini(parser, opt)
 
 
-_PATHS = {"model", "config", "lora", "report", "save", "compare", "calibration", "calibration_prompts",
+_PATHS = {"policy", "model", "config", "lora", "report", "save", "compare", "calibration", "calibration_prompts",
           "weights_dir", "sscd_model", "cache_dir", "manifest"}
 
 
@@ -334,7 +337,8 @@ def markdown_table() -> str:
     for o in OPTIONS:
         cli = f"`--memorization-{o.dashed}`" if o.cli else "-"
         default = "off" if o.flag else ("-" if o.default in (None, {}, []) else f"`{o.default}`")
-        rows.append(f"| {cli} | `memorization_{o.name}` | {default} | {o.help} |")
+        ini = f"`memorization_{o.name}`" if o.ini else "-"
+        rows.append(f"| {cli} | {ini} | {default} | {o.help} |")
     return "\n".join(rows)
 
 
