@@ -362,17 +362,20 @@ def lora_file(path: Path, allow_pickle: bool) -> Path:
 
 def load_lora(pipe: Any, path: Path, source: ModelSource) -> str:
     """Load a LoRA as a named adapter at ``source.lora_scale``; check that every module in it loaded."""
-    from .lora_modules import check_whole, collected_messages
+    from .lora_modules import check_pairs, check_whole, collected_messages
 
     f = lora_file(path, source.allow_pickle)
+    check_pairs(f)  # missing or extra tensors: a clean error before diffusers fails deep inside
     try:
         with collected_messages() as messages:
             pipe.load_lora_weights(str(f.parent), weight_name=f.name, adapter_name=LORA_ADAPTER)
-    except (ValueError, RuntimeError, KeyError, OSError) as e:
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as e:  # diffusers/PEFT fail in many types; one clean error, not their traceback
         raise CheckpointError(
             f"LoRA {f} does not match model {source.pretrained}: {type(e).__name__}: {str(e)[:300]}. "
             "Was it trained for this base model (same architecture and rank layout)?"
-        ) from e
+        ) from None
     if LORA_ADAPTER not in _adapters(pipe):
         raise CheckpointError(
             f"LoRA {f} does not match model {source.pretrained}: none of its keys matched a layer of the UNet "

@@ -44,9 +44,13 @@ def prepare(session: MemorizationSession) -> None:
                                         if name == "report" else " (a baseline JSON file)"))
     staging = staging_dir(session)
     if staging is not None:
+        from . import report_dir
+
+        report_dir.check(s, Path(os.getcwd()), s.path("report"), staging)
         shutil.rmtree(staging, ignore_errors=True)
         try:
             staging.mkdir(parents=True)
+            report_dir.mark(staging)
         except OSError as e:
             raise MemorizationConfigError(f"--memorization-report {s.raw('report')}: cannot create {staging}: "
                                           f"{e}; choose a writable folder") from None
@@ -163,6 +167,12 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         try:
             staging.mkdir(parents=True, exist_ok=True)
             write_report(staging, run, state.results, complete=complete, extra=extra or None)
+            from .report_dir import MARKER, ours
+
+            if not ours(report_dir):  # something else took the folder during the run: never delete it
+                raise OSError(f"{report_dir} was not written by pytest-memorization (no {MARKER}); the report "
+                              f"is left in {staging}")
+            (staging / MARKER).touch()
             replace_dir(staging, report_dir)
         except OSError as e:
             failed_write = True
