@@ -70,10 +70,16 @@ def _str(opt: Option, v: Any) -> str:
     return s
 
 
+# A report URL goes into Markdown links and images of the GitHub step summary: only characters that
+# cannot end or open Markdown syntax there (no ( ) [ ] < > ` ' " ! * _ \ or spaces, no control characters).
+_URL_RE = re.compile(r"https?://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~%/+=,;@:&?#$-]*)?")
+
+
 def _url(opt: Option, v: Any) -> str:
     s = str(v).strip().rstrip("/")
-    if not s.startswith(("https://", "http://")) or any(c in s for c in ' "<>'):
-        raise OptionError(opt, v, "expected an http(s) URL, e.g. https://example.org/ci/123/memorization-report")
+    if not _URL_RE.fullmatch(s):
+        raise OptionError(opt, v, "expected an http(s) URL of letters, digits and - . _ ~ % / + = , ; @ : & ? # $ "
+                                  "only (it is written into Markdown), e.g. https://example.org/ci/123/memorization-report")
     return s
 
 

@@ -34,7 +34,8 @@ from .policy import MIN_STEPS, lora_gate_problem, threshold_problem, with_floors
 POLICY_ENV = "MEMORIZATION_POLICY"
 # Ini keys a policy run reads unless the policy's [run] ini_keys says otherwise: how to run, never what
 # is judged (thresholds, metrics, seeds, waivers' effect, sharding, report paths stay with the workflow).
-SAFE_INI_KEYS = ("required", "model", "config", "lora", "device", "dtype", "batch_size", "manifests",
+SAFE_INI_KEYS = ("required", "model", "config", "lora", "device", "dtype", "batch_size", "manifests", "cache_dir",
+                 "generation_cache",
                  "weights_dir", "sscd_model", "clip_pretrained", "report_works", "progress", "progress_every")
 NEVER_FROM_INI = ("shard", "report", "save", "compare", "update_baseline", "prune_baseline", "calibrate")
 _SHA = re.compile(r"[0-9a-f]{64}")

@@ -58,8 +58,12 @@ def score_matrices(metrics: Mapping[str, Any], images: Any, works: Sequence[Work
             raise MetricFailedError(f"metric '{name}' returned shape {tuple(s.shape)}, "
                                     f"expected {(images.shape[0], len(works))}")
         if not torch.isfinite(s).all():
-            raise MetricFailedError(f"metric '{name}' returned NaN or Inf scores; the run certifies nothing. "
-                                    "Check its weights and the images' value range")
+            bad = [w for j, w in enumerate(works) if not torch.isfinite(s[:, j]).all()]
+            named = ", ".join(f"'{w.id}' ({w.path})" if getattr(w, "path", None) else f"'{w.id}'" for w in bad[:5])
+            flat = " A flat (single-colour) work has no pattern to locate: give a real image or drop this " \
+                   "metric." if name == "local_copy" else ""
+            raise MetricFailedError(f"metric '{name}' returned NaN or Inf scores against work {named}; the run "
+                                    f"certifies nothing.{flat} Check its weights and the images' value range")
         lo, hi = getattr(metric, "lower_bound", None), getattr(metric, "upper_bound", None)
         if (lo is not None and float(s.min()) < lo - BOUND_SLACK) or (hi is not None and float(s.max()) > hi + BOUND_SLACK):
             raise MetricFailedError(f"metric '{name}' returned scores in [{float(s.min()):.4g}, {float(s.max()):.4g}], "

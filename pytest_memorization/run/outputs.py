@@ -99,8 +99,10 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
     # manifest items: the plan's loaded works; Python tests: those given to assert_not_memorized
     works = item.works() if hasattr(item, "works") else list(item.stash.get(WORKS_KEY, {}).values())
     work_tensors = {w.id: w.image for w in works}
+    # one thumbnail per work *image*: two manifests may give the same id to different works
+    key_of = {w.id: _work_key(w) for w in works}
     written = session.works_written
-    todo = {k: v for k, v in work_tensors.items() if k not in written}
+    todo = {key_of[w.id]: w.image for w in works if key_of[w.id] not in written}
     if todo:
         written.update(write_work_images(report_dir, todo, session.settings.report_works))
     omit = session.settings.report_works == "omit"
@@ -110,7 +112,7 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
             r.image = None
             r.extra.pop("base_pixels", None)
             r.extra["image_omitted"] = "report-works=omit: this image reproduces or starts from the work"
-            r.work_image = written.get(r.work) if r.work is not None else None
+            r.work_image = written.get(key_of.get(r.work, "")) if r.work is not None else None
             continue
         tag = f"s{r.extra['img2img']['strength']:g}" if "img2img" in r.extra else ""
         if r.pixels is not None and r.image is None:
@@ -128,7 +130,19 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
             save_image(base, report_dir / rel)
             r.extra["lora_gate"]["base_image"] = rel
         if r.work is not None:
-            r.work_image = written.get(r.work)
+            r.work_image = written.get(key_of.get(r.work, ""))
+
+
+def _work_key(work: Any) -> str:
+    """A work's id and the start of its image's sha256 (of the file, else of the pixels)."""
+    import hashlib
+
+    sha = getattr(work, "sha256", None)
+    if not sha:
+        from ..metrics.cache import tensor_bytes
+
+        sha = hashlib.sha256(tensor_bytes(work.image)).hexdigest()
+    return f"{work.id}@{sha[:16]}"
 
 
 def finish_session(state: MemorizationSession, session: pytest.Session, exitstatus: int) -> None:
