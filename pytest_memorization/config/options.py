@@ -273,7 +273,7 @@ OPTIONS: Sequence[Option] = (
     Option("early_exit", "Stop generating a batch once every image's predicted clean image x0 is clearly far from every work (2x past each tiled_l2/ssim threshold, checked from 40 percent of the steps); SD 1/2 and SDXL; the report marks those images.", False, _bool, flag=True, ini_type="bool"),
     Option("progress", "One progress line for the run (images done / total, ETA): auto draws it live on a terminal and prints plain lines under -q or without a terminal (CI); plain always prints plain lines; off prints nothing.", "auto", _choice("auto", "plain", "off")),
     Option("progress_every", "Seconds between plain progress lines (0: one per update).", 30.0, _float(0.0, 86400.0)),
-    Option("policy", "Policy file (TOML) from outside the pull request: metrics always scored, threshold limits, minimum seeds and steps, the LoRA scale, waivers, trusted hooks and calibrations (docs/security.md); also $MEMORIZATION_POLICY. Command line only.", None, ini=False),
+    Option("policy", "Policy file (TOML) from outside the pull request: metrics always scored, threshold limits, minimum seeds and steps, the LoRA scale, waivers, trusted hooks and calibrations (docs/security.md); also read from the environment. Command line only, never an ini key.", None, ini=False),
     Option("shard", "Run only shard I of N of the items, e.g. 0/4 (deterministic, even split).", None, _shard),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
