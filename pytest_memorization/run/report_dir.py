@@ -25,8 +25,23 @@ def ours(folder: Path) -> bool:
             return False
         if not folder.exists():
             return True
-        return folder.is_dir() and ((folder / MARKER).is_file() or not any(folder.iterdir()))
+        return folder.is_dir() and ((folder / MARKER).is_file() or _earlier_report(folder) or not any(folder.iterdir()))
     except OSError:
+        return False
+
+
+def _earlier_report(folder: Path) -> bool:
+    """A report written before reports carried the marker: report.json (with its run) and index.html, and
+    nothing but report files."""
+    import json
+
+    names = {p.name for p in folder.iterdir()}
+    if not {"report.json", "index.html"} <= names or not names <= {"report.json", "index.html", "images", "works",
+                                                                      MARKER}:
+        return False
+    try:
+        return "run" in json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return False
 
 
