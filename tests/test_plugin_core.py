@@ -116,7 +116,8 @@ def test_precedence_marker_over_command_line_over_ini(project: pytest.Pytester) 
 def test_readme_documents_every_option() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for opt in options.OPTIONS:
-        assert f"memorization_{opt.name}" in readme, f"README options table lacks memorization_{opt.name}"
+        name = f"memorization_{opt.name}" if opt.ini else f"--memorization-{opt.dashed}"  # command-line-only options
+        assert name in readme, f"README options table lacks {name}"
     assert options.markdown_table() in readme, "README options table is stale: python -m pytest_memorization options"
 
 
