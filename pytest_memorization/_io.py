@@ -110,18 +110,47 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 # -- sealed caches -----------------------------------------------------------------------------
 # A cache entry carries an HMAC of its inputs and content, keyed by a secret that lives outside the
 # project (so a cache committed in a pull request, or edited on disk, cannot forge one): a
-# mismatch means "recompute", never "trust".
+# mismatch means "recompute", never "trust". The key: $MEMORIZATION_CACHE_KEY (a CI secret, the same on
+# every runner, so a restored cache is trusted on a fresh one), else the file $MEMORIZATION_CACHE_KEY_FILE,
+# else one key per project under the user's cache folder (never one key shared by every project).
+CACHE_KEY_ENV = "MEMORIZATION_CACHE_KEY"
+CACHE_KEY_FILE_ENV = "MEMORIZATION_CACHE_KEY_FILE"
 _SECRET: list[bytes] = []
+_PROJECT: list[str] = []
+
+
+def use_cache_project(root: str | os.PathLike[str]) -> None:
+    """Seal this process's caches with the key of the project at ``root`` (called once at start-up)."""
+    name = str(Path(root).resolve())
+    if _PROJECT != [name]:
+        _PROJECT[:] = [name]
+        _SECRET.clear()
+
+
+def cache_key_source() -> str:
+    """Where the key comes from: 'secret' ($MEMORIZATION_CACHE_KEY), 'file' or 'project'."""
+    if os.environ.get(CACHE_KEY_ENV):
+        return "secret"
+    return "file" if os.environ.get(CACHE_KEY_FILE_ENV) else "project"
 
 
 def cache_secret() -> bytes:
-    """This machine's cache key: $MEMORIZATION_CACHE_KEY_FILE, else ~/.cache/pytest-memorization/cache.key
-    (created once, mode 0600). Unwritable: a key for this process only (caches then just miss)."""
+    """This run's cache key (see above). A secret shorter than 32 characters is refused (ValueError); an
+    unwritable key file gives a key for this process only (caches then just miss)."""
     if _SECRET:
         return _SECRET[0]
-    env = os.environ.get("MEMORIZATION_CACHE_KEY_FILE")
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    path = Path(env) if env else base / "pytest-memorization" / "cache.key"
+    secret = os.environ.get(CACHE_KEY_ENV, "")
+    if secret:
+        if len(secret.strip()) < 32:
+            raise ValueError(f"${CACHE_KEY_ENV} is shorter than 32 characters; use a random secret, e.g. "
+                             "`openssl rand -hex 32`")
+        key = hashlib.sha256(b"pytest-memorization cache key|" + secret.strip().encode()).hexdigest().encode()
+        _SECRET.append(key)
+        return key
+    env = os.environ.get(CACHE_KEY_FILE_ENV)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pytest-memorization" / "keys"
+    project = hashlib.sha256((_PROJECT[0] if _PROJECT else str(Path.cwd().resolve())).encode()).hexdigest()[:32]
+    path = Path(env) if env else base / f"{project}.key"
     try:
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)

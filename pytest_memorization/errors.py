@@ -15,6 +15,16 @@ def printable(text: object) -> str:
     return _COMMAND.sub(lambda m: m.group(1) + "\\x3a", s) if "::" in s else s
 
 
+_LINE_BREAKS = re.compile(r"[\n\r\u2028\u2029\x85]")
+
+
+def one_line(text: object) -> str:
+    """``text`` as one safe line, for a value from a file (a waiver reason, a work's file name) that reaches
+    a terminal or CI log: newlines too become ``\\n``, so nothing in it can start a line of its own."""
+    s = _LINE_BREAKS.sub(lambda m: "\\n" if m.group() == "\n" else f"\\x{ord(m.group()):02x}", str(text))
+    return printable(s).replace("::", ":\\x3a")
+
+
 class _Printable(Exception):
     def __str__(self) -> str:
         return printable(super().__str__())

@@ -31,14 +31,19 @@ _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I" (32-bit int) is r
 _CHANNELS = (1, 2, 3, 4)
 MAX_PIXELS = 50_000_000  # a protected work larger than this is refused before decoding
 MIN_WORK_SIDE = 16  # a smaller work is upscaled to a blur
+# A work is compared at the generation size (at most records.MAX_GENERATION_SIDE a side, usually 512-1024),
+# so a larger one is reduced (box filter, an integer factor) right after decoding, to at most this many
+# pixels: a 49 MP work then costs a few hundred MB instead of gigabytes of float copies.
+LOAD_PIXELS = 8_000_000
 
 
 class ImageError(MemorizationConfigError, ValueError):
     """An image cannot be read or is not image-like. The message names the file or the value."""
 
 
-def _open(path: str | Path) -> Any:
-    """Open and fully decode ``path`` with Pillow; every failure becomes an ``ImageError``."""
+def _open(path: str | Path, reduce: bool = False) -> Any:
+    """Open and fully decode ``path`` with Pillow; every failure becomes an ``ImageError``. ``reduce``:
+    a work above ``LOAD_PIXELS`` comes back reduced by an integer factor (JPEG: decoded reduced)."""
     from PIL import Image
 
     p = Path(path)
@@ -50,7 +55,13 @@ def _open(path: str | Path) -> Any:
         if img.width * img.height > MAX_PIXELS:  # read from the header, before decoding anything
             raise ImageError(f"{p}: image is {img.width}x{img.height} = {img.width * img.height / 1e6:.0f} MP, more "
                              f"than {MAX_PIXELS / 1e6:.0f} MP; downscale it (the gate compares at the generation size)")
+        factor = _factor(img.width, img.height) if reduce else 1
+        if factor > 1 and img.format == "JPEG":
+            img.draft(img.mode, (img.width // factor, img.height // factor))  # decode at the reduced size
         img.load()  # decodes everything: truncated or corrupt data fails here, not later
+        factor = _factor(img.width, img.height) if reduce else 1
+        if factor > 1:
+            img = _reduced(img, factor)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -62,10 +73,32 @@ def _open(path: str | Path) -> Any:
     return img
 
 
+def _factor(width: int, height: int) -> int:
+    import math
+
+    return max(1, math.ceil(math.sqrt(width * height / LOAD_PIXELS)))
+
+
+def _reduced(img: Any, factor: int) -> Any:
+    """``img`` made ``factor`` times smaller a side (box filter), in a mode Pillow can reduce."""
+    from PIL import ImageOps
+
+    try:
+        img = ImageOps.exif_transpose(img) or img  # before the EXIF tag is lost
+    except Exception:  # broken EXIF: keep the stored orientation
+        pass
+    if img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F", "I;16"):
+        img = img.convert("RGBA" if "transparency" in img.info or img.mode in ("P", "PA") else "RGB")
+    try:
+        return img.reduce(factor)
+    except (ValueError, NotImplementedError):
+        return img.resize((max(1, img.width // factor), max(1, img.height // factor)), resample=4)  # BOX
+
+
 def check_work(path: str | Path) -> str | None:
     """A protected work must be a still image of at least ``MIN_WORK_SIDE`` pixels a side (else
     ``ImageError``); returns a warning when it is a single colour (every flat image matches it)."""
-    img = _open(path)
+    img = _open(path, reduce=True)
     frames = getattr(img, "n_frames", 1)
     if frames > 1:
         raise ImageError(f"{path}: animated image ({frames} frames); only its first frame would be compared. "
@@ -92,7 +125,7 @@ def load_image(path: str | Path) -> Any:
     Raises ``ImageError`` (a ``MemorizationConfigError``) naming the file when it is missing,
     unreadable, truncated or not an image.
     """
-    img = _open(path)
+    img = _open(path, reduce=True)
     try:
         return to_tensor(img)
     except ImageError as e:

@@ -84,11 +84,13 @@ def _report(root: Path, name: str) -> dict:
 
 def test_a_manifest_cannot_relax_the_command_line_or_ini_thresholds(copy_project: pytest.Pytester) -> None:
     root = copy_project.path
-    # The premise: on the manifest's own lax thresholds the copy passes.
+    # Without any CI threshold, each metric's built-in threshold is a floor: the manifest's lax ones
+    # (which alone would pass the copy: its scores lie beyond them) are raised to it.
     own = copy_project.runpytest("--memorization", "--memorization-report", "r0")
-    own.assert_outcomes(passed=1)
-    scores = _report(root, "r0")["results"][0]["scores"]
-    assert scores["tiled_l2"] > LAX["tiled_l2"] and scores["ssim"] < LAX["ssim"], scores
+    own.assert_outcomes(failed=1)
+    row = _report(root, "r0")["results"][0]
+    assert row["scores"]["tiled_l2"] > LAX["tiled_l2"] and row["scores"]["ssim"] < LAX["ssim"], row["scores"]
+    assert row["thresholds"] == {"tiled_l2": 0.15, "ssim": 0.5}
     # The CI's command line: strictest wins, against the per-work thresholds too.
     cli = copy_project.runpytest("--memorization", "--memorization-report", "r1",
                                  "--memorization-threshold", "tiled_l2=0.15")

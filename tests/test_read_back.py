@@ -74,16 +74,33 @@ def test_a_cache_sealed_with_another_machines_key_is_not_trusted(tmp_path: Path,
     assert ReferenceCache(tmp_path).load(metric, key) is None  # another key: recomputed
 
 
-def test_the_cache_key_lives_outside_the_project_and_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_key_lives_outside_the_project_is_private_and_per_project(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_io, "_SECRET", [])
+    monkeypatch.setattr(_io, "_PROJECT", [])
     monkeypatch.delenv("MEMORIZATION_CACHE_KEY_FILE", raising=False)
+    monkeypatch.delenv("MEMORIZATION_CACHE_KEY", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _io.use_cache_project(tmp_path / "a")
     first = _io.cache_secret()
-    path = tmp_path / "xdg" / "pytest-memorization" / "cache.key"
+    [path] = (tmp_path / "xdg" / "pytest-memorization" / "keys").iterdir()
     assert path.read_bytes().strip() == first and len(first) >= 32
     assert path.stat().st_mode & 0o077 == 0
     monkeypatch.setattr(_io, "_SECRET", [])
     assert _io.cache_secret() == first  # reused, so caches hit across runs
+    _io.use_cache_project(tmp_path / "b")
+    assert _io.cache_secret() != first  # another project: another key, so one project cannot forge another's
+    monkeypatch.setenv("MEMORIZATION_CACHE_KEY", "s" * 40)
+    monkeypatch.setattr(_io, "_SECRET", [])
+    secret = _io.cache_secret()
+    _io.use_cache_project(tmp_path / "a")
+    assert _io.cache_secret() == secret  # a CI secret: the same key in every project and on every runner
+    monkeypatch.setenv("MEMORIZATION_CACHE_KEY", "short")
+    monkeypatch.setattr(_io, "_SECRET", [])
+    with pytest.raises(ValueError, match="shorter than 32"):
+        _io.cache_secret()
 
 
 def test_a_forged_generation_cache_entry_is_regenerated(tiny_pipeline: Path, tmp_path: Path) -> None:

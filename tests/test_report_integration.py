@@ -158,7 +158,7 @@ def test_xdist_workers_merge_into_one_report(proj: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2, failed=1)
     assert "2 workers" in result.stdout.str()
     result.stdout.fnmatch_lines(["memorization: FAIL: 5 images (0 error, 1 fail, 0 warn, 4 pass)*"])
-    assert sorted(p.name for p in (proj.path / "par").iterdir() if p.is_file()) == ["index.html", "report.json"]
+    assert sorted(p.name for p in (proj.path / "par").iterdir() if p.is_file()) == [".pytest-memorization-report", "index.html", "report.json"]
     serial, par = _report(proj.path / "serial"), _report(proj.path / "par")
     s_rows, p_rows = _by_key(serial), _by_key(par)
     assert sorted(s_rows) == sorted(p_rows) and len(p_rows) == 5

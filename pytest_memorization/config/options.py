@@ -70,10 +70,16 @@ def _str(opt: Option, v: Any) -> str:
     return s
 
 
+# A report URL goes into Markdown links and images of the GitHub step summary: only characters that
+# cannot end or open Markdown syntax there (no ( ) [ ] < > ` ' " ! * _ \ or spaces, no control characters).
+_URL_RE = re.compile(r"https?://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~%/+=,;@:&?#$-]*)?")
+
+
 def _url(opt: Option, v: Any) -> str:
     s = str(v).strip().rstrip("/")
-    if not s.startswith(("https://", "http://")) or any(c in s for c in ' "<>'):
-        raise OptionError(opt, v, "expected an http(s) URL, e.g. https://example.org/ci/123/memorization-report")
+    if not _URL_RE.fullmatch(s):
+        raise OptionError(opt, v, "expected an http(s) URL of letters, digits and - . _ ~ % / + = , ; @ : & ? # $ "
+                                  "only (it is written into Markdown), e.g. https://example.org/ci/123/memorization-report")
     return s
 
 
@@ -220,6 +226,7 @@ class Option:
     repeat: bool = False  # repeatable on the command line (append)
     ini_type: str | None = None  # None: string
     cli: bool = True
+    ini: bool = True  # False: command line only (what the pull request's ini file must never set)
 
     @property
     def dashed(self) -> str:
@@ -279,6 +286,7 @@ OPTIONS: Sequence[Option] = (
     Option("early_exit", "Stop generating a batch once every image's predicted clean image x0 is clearly far from every work (2x past each tiled_l2/ssim threshold, checked from 40 percent of the steps); SD 1/2 and SDXL; the report marks those images.", False, _bool, flag=True, ini_type="bool"),
     Option("progress", "One progress line for the run (images done / total, ETA): auto draws it live on a terminal and prints plain lines under -q or without a terminal (CI); plain always prints plain lines; off prints nothing.", "auto", _choice("auto", "plain", "off")),
     Option("progress_every", "Seconds between plain progress lines (0: one per update).", 30.0, _float(0.0, 86400.0)),
+    Option("policy", "Policy file (TOML) from outside the pull request: metrics always scored, threshold limits, minimum seeds and steps, the LoRA scale, waivers, trusted hooks and calibrations (docs/security.md); also read from the environment. Command line only, never an ini key.", None, ini=False),
     Option("shard", "Run only shard I of N of the items, e.g. 0/4 (deterministic, even split).", None, _shard),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -298,10 +306,11 @@ def addoption(parser: Any) -> None:
             else:
                 kwargs.update(default=None, metavar=metavar(opt))
             group.addoption(f"--memorization-{opt.dashed}", **kwargs)
-        _addini(parser, opt)
+        if opt.ini:
+            _addini(parser, opt)
 
 
-_PATHS = {"model", "config", "lora", "report", "save", "compare", "calibration", "calibration_prompts",
+_PATHS = {"policy", "model", "config", "lora", "report", "save", "compare", "calibration", "calibration_prompts",
           "weights_dir", "sscd_model", "cache_dir", "manifest"}
 
 
@@ -347,7 +356,8 @@ def markdown_table() -> str:
     for o in OPTIONS:
         cli = f"`--memorization-{o.dashed}`" if o.cli else "-"
         default = "off" if o.flag else ("-" if o.default in (None, {}, []) else f"`{o.default}`")
-        rows.append(f"| {cli} | `memorization_{o.name}` | {default} | {o.help} |")
+        ini = f"`memorization_{o.name}`" if o.ini else "-"
+        rows.append(f"| {cli} | {ini} | {default} | {o.help} |")
     return "\n".join(rows)
 
 

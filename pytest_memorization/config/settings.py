@@ -86,6 +86,7 @@ class Settings:
     progress: str
     progress_every: float
     shard: tuple[int, int] | None
+    policy: Any = None  # the loaded ``trust.Policy`` (from --memorization-policy or $MEMORIZATION_POLICY), or None
     explicit: frozenset[str] = frozenset()
     rootdir: Path = Path(".")
 
@@ -128,16 +129,22 @@ class Settings:
 
 def resolve(config: Any) -> Settings:
     """Read every option: command line > ini > default. Raises ``OptionError`` on bad values."""
+    from . import trust
+
     values: dict[str, Any] = {}
     explicit: set[str] = set()
+    source = trust.policy_source(config.getoption("memorization_policy", None), Path(config.invocation_params.dir))
+    policy = trust.load_policy(source) if source is not None else None
     for opt in OPTIONS:
         cli = config.getoption(f"memorization_{opt.name}", None) if opt.cli else None
         try:
-            ini = config.getini(f"memorization_{opt.name}")
+            ini = config.getini(f"memorization_{opt.name}") if opt.ini else None
         except (ValueError, pytest.UsageError) as e:  # a typed (int/float) ini key pytest could not convert
             raise OptionError(opt, str(e).rpartition(": ")[2].strip("'\""), "expected a number (ini key memorization_"
                               f"{opt.name})") from None
         ini = ini if ini not in (None, "", []) else None
+        if ini is not None and policy is not None and (problem := trust.ini_problem(policy, opt.name)):
+            raise MemorizationConfigError(problem)
         raw = cli if cli not in (None, []) else ini
         if raw is None:
             values[opt.name] = opt.default
@@ -162,6 +169,11 @@ def resolve(config: Any) -> Settings:
         if values[flag] and not (values["save"] or values["compare"]):
             raise MemorizationConfigError(f"--memorization-{flag.replace('_', '-')} writes the baseline file of "
                                           "--memorization-save=FILE or --memorization-compare=FILE: give one")
+    if policy is not None:
+        trust.apply_to_settings(policy, values, explicit)
+        if values["generator"]:
+            trust.check_generator(policy, values["generator"])
+    values["policy"] = policy
     if values["lora_gate"] and lora_gate_problem(values["lora_scale"]):
         raise OptionError(BY_NAME["lora_scale"], values["lora_scale"], str(lora_gate_problem(values["lora_scale"])))
     return Settings(enabled=bool(config.getoption("memorization")), explicit=frozenset(explicit),

@@ -15,7 +15,8 @@ from typing import Any
 
 from .._io import hub_cache_dir
 from ..config.policy import lora_gate_problem, steps_problem
-from ..errors import ManifestError
+from ..config.trust import waiver_date
+from ..errors import ManifestError, one_line
 from ..records import MAX_GENERATION_SIDE, Waiver
 from .check import (
     MAX_PARAPHRASES,
@@ -211,7 +212,7 @@ def _image(c: Checker, w: dict[str, Any], key: str) -> tuple[Path, str | None]:
         if note:
             import warnings
 
-            warnings.warn(f"{c.file}: key '{key}.image': {note}", UserWarning, stacklevel=2)
+            warnings.warn(one_line(f"{c.file}: key '{key}.image': {note}"), UserWarning, stacklevel=2)
         if sha is not None:
             try:
                 actual = sha256_file(image)
@@ -280,8 +281,6 @@ WAIVE_EXAMPLE = 'waive = { reason = "licensed from the rights holder, ticket LEG
 def _waiver(c: Checker, v: Any, key: str) -> Waiver:
     """``waive = { reason = "...", until = 2027-06-30 }``: both required (a waiver with no end date
     would be a permanent hole in the gate)."""
-    import datetime as dt
-
     t = c.table(v, key, ("reason", "until"), WAIVE_EXAMPLE)
     for req in ("reason", "until"):
         if req not in t:
@@ -289,17 +288,8 @@ def _waiver(c: Checker, v: Any, key: str) -> Waiver:
     reason = c.string(t["reason"], f"{key}.reason").strip()
     if not reason:
         c.fail(f"{key}.reason", f"is empty; say why this similarity was accepted: {WAIVE_EXAMPLE}")
-    until = t["until"]
-    if isinstance(until, str):
-        try:
-            until = dt.date.fromisoformat(until.strip())
-        except ValueError:
-            c.fail(f"{key}.until", f"{until!r} is not a date; write until = 2027-06-30")
-    if isinstance(until, dt.datetime):
-        until = until.date()
-    if not isinstance(until, dt.date):
-        c.fail(f"{key}.until", f"expected a date, got {tname(until)}; write until = 2027-06-30")
-    return Waiver(reason=reason, until=until)
+    until = waiver_date(t["until"], lambda message: ManifestError(c.file, message, key=f"{key}.until"))
+    return Waiver(reason=one_line(reason), until=until)
 
 
 def _canary(c: Checker, v: Any, i: int) -> CanarySpec:

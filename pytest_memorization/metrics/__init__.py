@@ -43,6 +43,13 @@ KNOWN_BOUNDS: dict[str, tuple[float, float | None]] = {
     "tiled_l2": (0.0, 1.0), "ssim": (-1.0, 1.0), "lpips": (0.0, None), "clip": (-1.0, 1.0), "sscd": (-1.0, 1.0),
     "phash": (0.0, 64.0), "pdq": (0.0, 256.0), "local_copy": (-1.0, 1.0),
 }
+# Each built-in metric's default threshold (None: none, calibrate), readable without torch. A test checks it
+# against the classes' own ``default_threshold``. Without a policy these are the floors a manifest can
+# tighten but never relax (``config.trust.default_floors``).
+KNOWN_DEFAULTS: dict[str, float | None] = {
+    "tiled_l2": 0.15, "ssim": 0.5, "lpips": None, "clip": None, "sscd": 0.5, "phash": 10.0, "pdq": 31.0,
+    "local_copy": 0.75,
+}
 WEIGHT_FREE: tuple[str, ...] = ("tiled_l2", "ssim", "phash", "pdq", "local_copy")
 
 

@@ -67,11 +67,13 @@ def check_scores(metric: str, scores: Any) -> Any:
     bad = ~torch.isfinite(scores)
     if bool(bad.any()):
         idx = bad.nonzero()[0].tolist()
-        raise MetricFailedError(
+        error = MetricFailedError(
             f"metric '{metric}' returned NaN/Inf for {int(bad.sum())} of {scores.numel()} scores "
             f"(first at generated image {idx[0]}, reference {idx[-1]}); the run cannot certify "
             "anything. Check the inputs for NaN and the metric's weights file."
         )
+        error.reference_index = int(idx[-1])  # type: ignore[attr-defined]  # the caller names that work
+        raise error
     return scores
 
 

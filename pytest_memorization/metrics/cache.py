@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import MemorizationConfigError
+from ..errors import MemorizationConfigError, one_line
 from .base import Metric
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -74,8 +74,15 @@ class ReferenceCache:
         meta["seal"] = _seal(metric, key_sha256, meta["kind"], list(tensors.values()))
         from .._io import atomic_path
 
-        with atomic_path(p) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        try:
+            with atomic_path(p) as tmp:
+                save_file(tensors, str(tmp), metadata=meta)
+        except OSError as e:  # a full disk or a read-only cache: the features are recomputed next time
+            import warnings
+
+            warnings.warn(one_line(f"reference cache {self.dir}: cannot write an entry ({e}); free space or choose "
+                                   "another --memorization-cache-dir. The run goes on without caching it"),
+                          UserWarning, stacklevel=2)
 
     def get_or_compute(self, metric: Metric, key_sha256: str, compute: Callable[[], Any]) -> Any:
         mk = (metric.version, key_sha256)

@@ -50,7 +50,10 @@ def score_matrices(metrics: Mapping[str, Any], images: Any, works: Sequence[Work
                 s = metric.compare(feats, ref_feats).float().cpu()
         except MemorizationConfigError:
             raise
-        except MetricFailedError:
+        except MetricFailedError as e:
+            j = getattr(e, "reference_index", None)
+            if isinstance(j, int) and 0 <= j < len(works):  # name the work, not only its index
+                raise MetricFailedError(f"{e} The work: {_named(works[j])}.{_flat_hint(name)}") from None
             raise
         except Exception as e:  # out of memory, shape trouble, a broken weights file...
             raise MetricFailedError(f"metric '{name}' could not run: {type(e).__name__}: {e}") from e
@@ -58,8 +61,10 @@ def score_matrices(metrics: Mapping[str, Any], images: Any, works: Sequence[Work
             raise MetricFailedError(f"metric '{name}' returned shape {tuple(s.shape)}, "
                                     f"expected {(images.shape[0], len(works))}")
         if not torch.isfinite(s).all():
-            raise MetricFailedError(f"metric '{name}' returned NaN or Inf scores; the run certifies nothing. "
-                                    "Check its weights and the images' value range")
+            named = ", ".join(_named(w) for j, w in enumerate(works) if not torch.isfinite(s[:, j]).all())
+            raise MetricFailedError(f"metric '{name}' returned NaN or Inf scores against work {named}; the run "
+                                    f"certifies nothing.{_flat_hint(name)} Check its weights and the images' "
+                                    "value range")
         lo, hi = getattr(metric, "lower_bound", None), getattr(metric, "upper_bound", None)
         if (lo is not None and float(s.min()) < lo - BOUND_SLACK) or (hi is not None and float(s.max()) > hi + BOUND_SLACK):
             raise MetricFailedError(f"metric '{name}' returned scores in [{float(s.min()):.4g}, {float(s.max()):.4g}], "
@@ -67,6 +72,15 @@ def score_matrices(metrics: Mapping[str, Any], images: Any, works: Sequence[Work
                                     "and the images' value range")
         out[name] = s
     return out
+
+
+def _named(work: Any) -> str:
+    return f"'{work.id}' ({work.path})" if getattr(work, "path", None) else f"'{work.id}'"
+
+
+def _flat_hint(metric: str) -> str:
+    return (" A flat (single-colour) work has no pattern for local_copy to locate: give the real image, or drop "
+            "local_copy from the metrics." if metric == "local_copy" else "")
 
 
 def closer_of(a: Mapping[str, Any], b: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -200,7 +200,7 @@ def load_loras(pipe: Any, specs: tuple[tuple[str, float], ...], *, pretrained: s
                family: str, allow_pickle: bool, base_check: bool, multiplier: float) -> list[LoadedLora]:
     """Load every LoRA as its own adapter and set the weights (each scale x ``multiplier``)."""
     from .hashing import _sha256
-    from .lora_modules import check_whole, collected_messages
+    from .lora_modules import check_pairs, check_whole, collected_messages
 
     ident, names = base_names(pretrained, kind, path) if base_check else (None, set())
     out: list[LoadedLora] = []
@@ -210,15 +210,18 @@ def load_loras(pipe: Any, specs: tuple[tuple[str, float], ...], *, pretrained: s
         wanted = card_base_models(f.parent)
         if base_check:
             check_base(value, f.parent, wanted, pretrained, ident, names)
+        check_pairs(f)  # missing or extra tensors: a clean error before diffusers fails deep inside
         check_shapes(pipe, f, value, pretrained, family)
         try:
             with collected_messages() as messages:
                 pipe.load_lora_weights(str(f.parent), weight_name=f.name, adapter_name=adapter)
-        except (ValueError, RuntimeError, KeyError, OSError) as e:
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except Exception as e:  # diffusers/PEFT fail in many types; one clean error, not their traceback
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise CheckpointError(
                 f"LoRA {who} does not match model {pretrained} ({family}): {type(e).__name__}: "
-                f"{first}. Was it trained for this base model (same architecture and rank layout)?") from e
+                f"{first}. Was it trained for this base model (same architecture and rank layout)?") from None
         if adapter not in loaded_adapters(pipe):
             raise CheckpointError(
                 f"LoRA {who} does not match model {pretrained} ({family}): none of its keys matched a "

@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..errors import one_line
+
 CODE_VERSION = "2"  # 1: LoRA-gate base images only; 2: every item, img2img keyed by source and strength
 
 
@@ -91,15 +93,20 @@ class GenerationCache:
 
         from .._io import atomic_path, mark_cache_dir
 
-        mark_cache_dir(self.root)
         image = image.detach().to("cpu").float().contiguous()
-        with atomic_path(self.path(name)) as tmp:
-            save_file({"image": image}, str(tmp), metadata={"seal": _seal(self.label, name, image)})
+        try:
+            mark_cache_dir(self.root)
+            with atomic_path(self.path(name)) as tmp:
+                save_file({"image": image}, str(tmp), metadata={"seal": _seal(self.label, name, image)})
+        except OSError as e:  # a full disk or a read-only cache: the image is generated again next time
+            warnings.warn(one_line(f"{self.label} cache {self.folder}: cannot write an entry ({e}); free space or choose "
+                                   "another --memorization-cache-dir. The run goes on without caching it"),
+                          GenerationCacheWarning, stacklevel=2)
 
     def _reject(self, path: Path, why: str) -> None:
         self.rejected += 1
-        warnings.warn(f"{self.label} cache entry {path} was not used: {why}; the image is computed again and the "
-                      "entry rewritten", GenerationCacheWarning, stacklevel=3)
+        warnings.warn(one_line(f"{self.label} cache entry {path} was not used: {why}; the image is computed again and "
+                               "the entry rewritten"), GenerationCacheWarning, stacklevel=3)
         return None
 
 

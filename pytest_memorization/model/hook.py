@@ -43,13 +43,13 @@ def import_generator(spec: str, search_path: Path | None = None) -> Callable[...
             f"generator {spec!r}: expected \"package.module:function\", e.g. generator = \"mygen.api:generate\"")
     module_name, func_name = spec.split(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import(spec, module_name)
     except ModuleNotFoundError as e:
         if search_path is None or e.name != module_name.split(".")[0] or str(search_path) in sys.path:
             raise MemorizationConfigError(f"generator {spec!r}: cannot import {module_name} ({e})") from e
         sys.path.insert(0, str(search_path))
         try:
-            module = importlib.import_module(module_name)
+            module = _import(spec, module_name)
         except ModuleNotFoundError as e2:
             raise MemorizationConfigError(f"generator {spec!r}: cannot import {module_name} from the installed "
                                           f"packages or {search_path} ({e2})") from e2
@@ -57,6 +57,24 @@ def import_generator(spec: str, search_path: Path | None = None) -> Callable[...
     if not callable(fn):
         raise MemorizationConfigError(f"generator {spec!r}: {module_name} has no callable {func_name}")
     return fn
+
+
+def _import(spec: str, module_name: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except (ModuleNotFoundError, KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as e:  # the module raised while it was imported: name the hook, not a traceback
+        raise MemorizationConfigError(f"generator {spec!r}: importing {module_name} raised {type(e).__name__}: "
+                                      f"{e}{_where(e)}; fix the module") from None
+
+
+def _where(e: BaseException) -> str:
+    """`` (at file:line)`` of the innermost frame of ``e``'s traceback."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 def not_applicable(what: str) -> MemorizationConfigError:
@@ -108,7 +126,14 @@ class GeneratorModel:
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start:start + self.batch_size]
             ps, ss = [p for p, _ in chunk], [s for _, s in chunk]
-            imgs = _as_batch(self.fn(ps, ss, settings), len(chunk), self.spec)
+            try:
+                raw = self.fn(ps, ss, settings)
+            except (KeyboardInterrupt, SystemExit, MemoryError):
+                raise
+            except Exception as e:  # the hook's own bug: one clean error that names it, not its traceback
+                raise BrokenOutputError(f"generator {self.spec} raised {type(e).__name__}: {e}{_where(e)}; fix the "
+                                        "hook (run it alone to see its traceback)") from None
+            imgs = _as_batch(raw, len(chunk), self.spec)
             check_images(imgs, ps, ss)
             out.append(imgs)
             self.generated += len(chunk)

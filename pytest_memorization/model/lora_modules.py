@@ -36,18 +36,47 @@ def _norm(name: str) -> str:
     return re.sub(r"[._]", "", name).lower()
 
 
-def file_modules(path: Path) -> dict[str, list[str]]:
-    """Adapter module names in a LoRA file, per component (keys read, no tensors loaded)."""
-    keys: list[str]
+def file_keys(path: Path) -> list[str]:
+    """The tensor names in a LoRA file (no tensors loaded for safetensors)."""
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-    else:
-        import torch
+            return list(f.keys())
+    import torch
 
-        keys = list(torch.load(str(path), map_location="cpu", weights_only=True))
+    return list(torch.load(str(path), map_location="cpu", weights_only=True))
+
+
+# An adapter module's "down" (A) and "up" (B) matrices, in each convention: each needs the other.
+_PAIRS = ((".lora_A.", ".lora_B."), (".lora.down.", ".lora.up."), (".lora_down.", ".lora_up."),
+          ("_lora.down.", "_lora.up."))
+
+
+def check_pairs(path: Path) -> None:
+    """CheckpointError when a LoRA file has a down matrix without its up matrix or the reverse (tensors
+    removed or left over): diffusers would fail deep inside with a long traceback, or load half a module."""
+    try:
+        keys = set(file_keys(path))
+    except Exception as e:  # a damaged file: one clean error
+        raise CheckpointError(f"LoRA {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); re-save it") from None
+    unmatched = []
+    for key in sorted(keys):
+        for down, up in _PAIRS:
+            for a, b in ((down, up), (up, down)):
+                if a in key and key.replace(a, b, 1) not in keys:
+                    unmatched.append((key, key.replace(a, b, 1)))
+    if unmatched:
+        shown = "; ".join(f"{k} has no {other}" for k, other in unmatched[:SHOWN])
+        more = f" and {len(unmatched) - SHOWN} more" if len(unmatched) > SHOWN else ""
+        raise CheckpointError(f"LoRA {path} is incomplete: {len(unmatched)} adapter matrices lack their pair "
+                              f"({shown}{more}). Each module needs both its down (lora_A) and up (lora_B) tensors; "
+                              "re-save the LoRA whole")
+
+
+def file_modules(path: Path) -> dict[str, list[str]]:
+    """Adapter module names in a LoRA file, per component (keys read, no tensors loaded)."""
+    keys = file_keys(path)
     out: dict[str, list[str]] = {}
     for key in keys:
         m = _DOWN.search(key)

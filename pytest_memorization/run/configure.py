@@ -7,7 +7,7 @@ imported only when ``--memorization`` is on.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -32,6 +32,7 @@ def configure(config: pytest.Config) -> None:
     except MemorizationConfigError as e:
         raise pytest.UsageError(str(e)) from None
     state.start(config, settings, None)
+    _seal_key(config, settings)
     if settings.required and not settings.enabled:
         raise pytest.UsageError(
             "memorization_required is set, so this run must check memorization: add --memorization")
@@ -61,6 +62,26 @@ def configure(config: pytest.Config) -> None:
             raise pytest.UsageError(printable(f"--memorization-manifest {manifest}: no such file ({path})"))
         if not any(path == Path(a).resolve() or Path(a).resolve() in path.parents for a in config.args):
             config.args.append(str(path))
+
+
+def _seal_key(config: pytest.Config, settings: Any) -> None:
+    """The cache seal's key: this project's, or the CI secret's. Under a policy, a secret key is refused
+    while conftest.py files (code of the pull request) load into this process: pass --noconftest."""
+    from .. import _io
+
+    _io.use_cache_project(settings.rootdir)
+    if _io.cache_key_source() == "project":
+        return
+    try:
+        _io.cache_secret()
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+    if settings.policy is not None and settings.enabled and not config.getoption("noconftest", False):
+        raise pytest.UsageError(
+            f"${_io.CACHE_KEY_ENV if _io.cache_key_source() == 'secret' else _io.CACHE_KEY_FILE_ENV} gives the cache "
+            f"key under the policy {settings.policy.path}, but conftest.py files (code of the pull request) load into "
+            "this process and could read it and forge cache entries: run with --noconftest, or drop the key (the "
+            "cache then uses a per-project key and a restored cache misses)")
 
 
 def select_items(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -27,7 +27,13 @@ PURE_NOISE = ("zero_step", "lora_delta")  # calibrated like noise_magnitude, sco
 def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any,
                     name: str = "noise_magnitude") -> tuple[float, bool]:
     """(threshold, calibrated). A calibration applies only to the model and settings it was made with."""
+    policy = getattr(session.settings, "policy", None)
     if cfg.get("threshold") is not None:
+        if policy is not None:  # the pull request wrote it: under a policy only a trusted calibration counts
+            raise MemorizationConfigError(
+                f"[detectors] {name} = {{ threshold = {cfg['threshold']} }}: under the policy {policy.path} a detector "
+                "threshold comes from a calibration file the policy trusts ([trust] calibrations), not from the "
+                "manifest; remove the threshold and calibrate")
         return float(cfg["threshold"]), False
     from ..detectors.calibration import calibration_path, load_calibration
 
@@ -38,6 +44,10 @@ def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any,
             f"{name} has no threshold: no calibration file at {path}. Calibrate this model with "
             "`pytest --memorization --memorization-calibrate`, or write an explicit threshold in the manifest "
             f"([detectors] {name} = {{ threshold = 3.2 }}), which the report marks as uncalibrated")
+    if policy is not None:
+        from ..config.trust import check_calibration
+
+        check_calibration(policy, path)
     cal = load_calibration(path, fingerprint=model.fingerprint, detector=name)
     g = plan.gen
     if name == "noise_magnitude":

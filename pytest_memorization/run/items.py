@@ -26,6 +26,7 @@ from ..errors import (
     MetricFailedError,
 )
 from ..manifest.load import Manifest, load_manifest
+from ..manifest.policy import apply_policy
 
 CLEAN_ERRORS = (MemorizationError, MemorizationConfigError, BrokenOutputError, MetricFailedError, BaselineError)
 
@@ -53,6 +54,8 @@ class ManifestFile(pytest.File):
             manifest = load_manifest(self.path, allow_outside_root=self._allow_outside(), check_images=enabled,
                                      require_model=not from_options,
                                      offline_hub=not from_options and not settings_of(self.config).allow_download)
+            if enabled:  # the policy (or the built-in floors), applied once: docs/security.md
+                manifest = apply_policy(manifest, settings_of(self.config))
         except MemorizationConfigError as e:
             raise self.CollectError(str(e)) from None
         if manifest.canaries and not manifest.works and not manifest.detectors:

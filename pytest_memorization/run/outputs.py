@@ -46,9 +46,13 @@ def prepare(session: MemorizationSession) -> None:
                                         if name == "report" else " (a baseline JSON file)"))
     staging = staging_dir(session)
     if staging is not None:
+        from . import report_dir
+
+        report_dir.check(s, Path(os.getcwd()), s.path("report"), staging)
         shutil.rmtree(staging, ignore_errors=True)
         try:
             staging.mkdir(parents=True)
+            report_dir.mark(staging)
         except OSError as e:
             raise MemorizationConfigError(f"--memorization-report {s.raw('report')}: cannot create {staging}: "
                                           f"{e}; choose a writable folder") from None
@@ -100,8 +104,10 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
     # manifest items: the plan's loaded works; Python tests: those given to assert_not_memorized
     works = item.works() if hasattr(item, "works") else list(item.stash.get(WORKS_KEY, {}).values())
     work_tensors = {w.id: w.image for w in works}
+    # one thumbnail per work *image*: two manifests may give the same id to different works
+    key_of = {w.id: _work_key(w) for w in works}
     written = session.works_written
-    todo = {k: v for k, v in work_tensors.items() if k not in written}
+    todo = {key_of[w.id]: w.image for w in works if key_of[w.id] not in written}
     if todo:
         written.update(write_work_images(report_dir, todo, session.settings.report_works))
     omit = session.settings.report_works == "omit"
@@ -111,7 +117,7 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
             r.image = None
             r.extra.pop("base_pixels", None)
             r.extra["image_omitted"] = "report-works=omit: this image reproduces or starts from the work"
-            r.work_image = written.get(r.work) if r.work is not None else None
+            r.work_image = written.get(key_of.get(r.work, "")) if r.work is not None else None
             continue
         tag = f"s{r.extra['img2img']['strength']:g}" if "img2img" in r.extra else ""
         if r.pixels is not None and r.image is None:
@@ -129,7 +135,19 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
             save_image(base, report_dir / rel)
             r.extra["lora_gate"]["base_image"] = rel
         if r.work is not None:
-            r.work_image = written.get(r.work)
+            r.work_image = written.get(key_of.get(r.work, ""))
+
+
+def _work_key(work: Any) -> str:
+    """A work's id and the start of its image's sha256 (of the file, else of the pixels)."""
+    import hashlib
+
+    sha = getattr(work, "sha256", None)
+    if not sha:
+        from ..metrics.cache import tensor_bytes
+
+        sha = hashlib.sha256(tensor_bytes(work.image)).hexdigest()
+    return f"{work.id}@{sha[:16]}"
 
 
 def finish_session(state: MemorizationSession, session: pytest.Session, exitstatus: int) -> None:
@@ -168,6 +186,12 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         try:
             staging.mkdir(parents=True, exist_ok=True)
             write_report(staging, run, state.results, complete=complete, extra=extra or None)
+            from .report_dir import MARKER, ours
+
+            if not ours(report_dir):  # something else took the folder during the run: never delete it
+                raise OSError(f"{report_dir} was not written by pytest-memorization (no {MARKER}); the report "
+                              f"is left in {staging}")
+            (staging / MARKER).touch()
             replace_dir(staging, report_dir)
         except OSError as e:
             failed_write = True
