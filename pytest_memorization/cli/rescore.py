@@ -74,8 +74,13 @@ def rescore(report_dir: str | Path, sources: Sequence[str], *, thresholds: dict[
     doc = load_report(report_dir)
     root = Path(report_dir)
     works, manifest_thresholds, warn, manifest_metrics = load_works(sources)
-    floors = dict(thresholds or {})
-    names = list(metrics or manifest_metrics or dict.fromkeys([*DEFAULT_METRICS, *manifest_thresholds, *floors]))
+    from ..config.trust import default_floors
+
+    # as in the gate without a policy: the built-in thresholds are floors a manifest can only tighten;
+    # the command line's (trusted) thresholds replace them
+    floors = {**default_floors(), **(thresholds or {})}
+    names = list(metrics or manifest_metrics or dict.fromkeys([*DEFAULT_METRICS, *manifest_thresholds,
+                                                                *(thresholds or {})]))
     built = {}
     for n in names:
         opts: dict[str, Any] = {"weights_dir": weights_dir} if weights_dir else {}
