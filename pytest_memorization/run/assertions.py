@@ -164,8 +164,13 @@ def assert_not_memorized_prompt(model: Any, prompts: Sequence[str] | str, seeds:
                                 height: int = 512, width: int = 512) -> Any:
     """Fail when Wen et al.'s noise magnitude of a prompt reaches ``threshold`` (no reference image)."""
     __tracebackhide__ = True
+    from ..detectors.common import with_guidance
+    from ..detectors.denoiser_noise import model_noise_magnitude
+    from ..records import GenerationSettings  # generation's defaults: its schedule (steps) and scheduler
+
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    d = model.noise_magnitude(prompts, seeds, steps, guidance_scale=guidance_scale, height=height, width=width)
+    settings = with_guidance(GenerationSettings(guidance_scale=guidance_scale, height=height, width=width))
+    d = model_noise_magnitude(model, prompts, seeds, settings, steps=steps)
     means = d.mean(dim=1)
     bad = [(p, float(v)) for p, v in zip(prompts, means) if float(v) >= threshold]
     if bad:
@@ -176,8 +181,7 @@ def assert_not_memorized_prompt(model: Any, prompts: Sequence[str] | str, seeds:
             if not model.family.trigger_tokens:  # an unknown pipeline: say so instead of guessing
                 lines.append(f"  {p!r}: d = {v:.4f} (trigger tokens: not available for {model.family.label} models)")
                 continue
-            words = [w for w, _ in trigger_tokens(model.pipe, p, list(seeds)[:1], steps=steps,
-                                                   guidance_scale=guidance_scale, height=height, width=width)]
+            words = [w for w, _ in trigger_tokens(model.pipe, p, list(seeds)[:1], settings, steps=steps)]
             lines.append(f"  {p!r}: d = {v:.4f}; memorization driven by: " + ", ".join(repr(w) for w in words))
         raise MemorizationError("\n".join(lines))
     return d

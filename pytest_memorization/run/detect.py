@@ -14,6 +14,7 @@ turn them into findings live in ``judging.detectors``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..errors import MemorizationConfigError
@@ -23,12 +24,25 @@ from ..records import Finding, ImageResult
 PURE_NOISE = ("zero_step", "lora_delta")  # calibrated like noise_magnitude, scored on the seeds' pure noise
 
 
+def detector_settings(plan: Any, name: str) -> Any:
+    """The generation settings a detector measures under: the item's own (schedule, size, negative
+    prompt), with classifier-free guidance on for noise magnitude and its trigger tokens."""
+    from ..detectors.common import with_guidance
+
+    return with_guidance(plan.gen) if name == "noise_magnitude" else plan.gen
+
+
+def _seeds(cfg: dict[str, Any], plan: Any) -> list[int]:
+    """The detector's own ``seeds`` from the manifest, else the item's."""
+    return list(cfg.get("seeds") or plan.seeds)
+
+
 def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any,
                     name: str = "noise_magnitude") -> tuple[float, bool]:
     """(threshold, calibrated). A calibration applies only to the model and settings it was made with."""
     if cfg.get("threshold") is not None:
         return float(cfg["threshold"]), False
-    from ..detectors.calibration import calibration_path, load_calibration
+    from ..detectors.calibration import calibration_path, load_calibration, settings_record
 
     path = session.settings.path("calibration")
     path = calibration_path(path, name) if path is not None else None
@@ -38,18 +52,15 @@ def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any,
             "`pytest --memorization --memorization-calibrate`, or write an explicit threshold in the manifest "
             f"([detectors] {name} = {{ threshold = 3.2 }}), which the report marks as uncalibrated")
     cal = load_calibration(path, fingerprint=model.fingerprint, detector=name)
-    g = plan.gen
-    if name == "noise_magnitude":
-        cal.check_compatible(steps=int(cfg.get("steps", 1)), settings={
-            "guidance_scale": float(max(g.guidance_scale, 1.01)), "height": g.height, "width": g.width})
-    else:
-        steps, extra = _pure_noise_settings(name, cfg)
-        cal.check_compatible(steps=steps, settings={"height": g.height, "width": g.width, **extra})
+    steps, extra = _options(name, cfg)
+    cal.check_compatible(steps=steps, settings=settings_record(model.pipe, detector_settings(plan, name), name, extra))
     return float(cal.threshold), True
 
 
-def _pure_noise_settings(name: str, cfg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """(steps as the calibration records it, the settings a threshold depends on) of a pure-noise detector."""
+def _options(name: str, cfg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(steps as the calibration records it, the detector's own settings a threshold depends on)."""
+    if name == "noise_magnitude":
+        return int(cfg.get("steps", 1)), {}
     if name == "zero_step":
         from ..detectors.zero_step import ALIGN_WEIGHT, NORM_WEIGHT
 
@@ -59,23 +70,22 @@ def _pure_noise_settings(name: str, cfg: dict[str, Any]) -> tuple[int, dict[str,
 
 
 def _pure_noise_scorer(name: str, model: Any, cfg: dict[str, Any], session: Any) -> Any:
-    """The detector's full scorer (scores, maps) with ``noise_magnitude``'s keyword arguments."""
+    """The detector's full scorer: (pipe, prompts, seeds, settings, **kw) -> (scores, maps)."""
 
     if model.family.name != "sd":
         raise MemorizationConfigError(
             f"{name} is not applicable to {model.family.label} models yet: it needs the Stable Diffusion 1/2 UNet "
             f"and text encoder. Remove it from [detectors] for this model, or use noise_magnitude")
+    steps, extra = _options(name, cfg)
     if name == "zero_step":
         from ..detectors.zero_step import zero_step_scores
-
-        steps, extra = _pure_noise_settings(name, cfg)
 
         # the unconditional passes on pure noise depend on the model and the seed only: one per
         # seed for the whole session, whatever the number of items
         cache = session.uncond_noise.setdefault(model.fingerprint, {})
 
-        def zero(pipe: Any, prompts: Any, seeds: Any, **kw: Any) -> tuple[Any, Any]:
-            z = zero_step_scores(pipe, prompts, seeds, timesteps=steps, uncond_cache=cache, **extra, **kw)
+        def zero(*args: Any, **kw: Any) -> tuple[Any, Any]:
+            z = zero_step_scores(*args, timesteps=steps, uncond_cache=cache, **extra, **kw)
             return z.score, z.maps
 
         return zero
@@ -85,9 +95,8 @@ def _pure_noise_scorer(name: str, model: Any, cfg: dict[str, Any], session: Any)
             "or remove lora_delta from [detectors]")
     from ..detectors.lora_delta import lora_delta_scores
 
-    def delta(pipe: Any, prompts: Any, seeds: Any, **kw: Any) -> tuple[Any, Any]:
-        scores, maps, _ = lora_delta_scores(pipe, prompts, seeds, base=lambda: model.lora_scale(0.0),
-                                            kind=str(cfg.get("kind", "guidance")), **kw)
+    def delta(*args: Any, **kw: Any) -> tuple[Any, Any]:
+        scores, maps, _ = lora_delta_scores(*args, base=lambda: model.lora_scale(0.0), **extra, **kw)
         return scores, maps
 
     return delta
@@ -100,18 +109,23 @@ def _pixel_map(m: Any) -> list[list[float]]:
     return [[round(float(v), 3) for v in row] for row in m.tolist()]
 
 
+def _per_seed(results: list[ImageResult], seeds: list[int]) -> list[tuple[ImageResult, Any]]:
+    """Each row with its seed's index in the detector's seeds (None when the detector used other seeds)."""
+    index = {s: i for i, s in enumerate(seeds)}
+    return [(r, index.get(r.seed)) for r in results]
+
+
 def _run_pure_noise(name: str, model: Any, cfg: dict[str, Any], session: Any, plan: Any, prompt: str,
                     results: list[ImageResult]) -> Finding | None:
     from ..judging.detectors import threshold_finding
 
-    g = plan.gen
     scorer = _pure_noise_scorer(name, model, cfg, session)
     threshold, calibrated = noise_threshold(session, model, cfg, plan, name)
-    scores, maps = scorer(model.pipe, [prompt], plan.seeds, height=g.height, width=g.width)
+    scores, maps = scorer(model.pipe, [prompt], plan.seeds, detector_settings(plan, name))
     mean = float(scores[0].mean())
     found = threshold_finding(name, prompt, mean, threshold, calibrated)
     flagged = found is not None and found.severity == "fail"
-    for i, r in enumerate(results):
+    for r, i in _per_seed(results, plan.seeds):
         entry: dict[str, Any] = {"score": mean, "threshold": threshold, "calibrated": calibrated,
                                  "seed_score": float(scores[0, i]), "flagged": flagged}
         if flagged:  # where: the per-pixel map over this seed's image (latent pixels, [0, 1])
@@ -120,45 +134,46 @@ def _run_pure_noise(name: str, model: Any, cfg: dict[str, Any], session: Any, pl
     return found
 
 
+def _run_noise_magnitude(session: Any, model: Any, c: dict[str, Any], plan: Any, prompt: str,
+                         results: list[ImageResult]) -> Finding | None:
+    from ..detectors.denoiser_noise import model_noise_magnitude
+
+    _check_applicable("noise_magnitude", model)
+    steps, seeds, gate = int(c.get("steps", 1)), _seeds(c, plan), bool(c.get("gate", True))
+    settings = detector_settings(plan, "noise_magnitude")
+    threshold, calibrated = noise_threshold(session, model, c, plan)
+    d = model_noise_magnitude(model, [prompt], seeds, settings, steps=steps)
+    mean = float(d[0].mean())
+    entry: dict[str, Any] = {"score": mean, "threshold": threshold, "calibrated": calibrated, "steps": steps,
+                             "seeds": seeds, "gate": gate}
+    found = noise_magnitude_finding(prompt, mean, threshold, calibrated, gate=gate)
+    if found is not None and found.severity != "error" and not model.family.trigger_tokens:
+        from ..model.families import not_applicable
+
+        entry["trigger_tokens"] = None
+        entry["trigger_tokens_note"] = not_applicable("trigger_tokens", model.family)
+    elif found is not None and found.severity != "error":
+        from ..detectors.trigger_tokens import trigger_tokens
+
+        words = [w for w, _ in trigger_tokens(model.pipe, prompt, seeds[:1], settings, steps=steps)]
+        entry["trigger_tokens"] = words
+        found = noise_magnitude_finding(prompt, mean, threshold, calibrated, words, gate=gate)
+    for r, i in _per_seed(results, seeds):
+        r.detectors["noise_magnitude"] = {**entry, "seed_score": None if i is None else float(d[0, i])}
+    return found
+
+
 def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: list[str],
                   results: list[ImageResult], images: Any) -> list[Finding]:
     """Run the manifest's detectors for one prompt; record their scores on the rows; return the
     item-level findings (judged by ``judging.detectors``)."""
-    findings: list[Finding] = []
+    found: list[Finding | None] = []
     cfg = manifest.detectors
-    g = plan.gen
     if "noise_magnitude" in cfg:
-        _check_applicable("noise_magnitude", model)
-        c = cfg["noise_magnitude"]
-        steps = int(c.get("steps", 1))
-        threshold, calibrated = noise_threshold(session, model, c, plan)
-        d = model.noise_magnitude(prompts, plan.seeds, steps, guidance_scale=max(g.guidance_scale, 1.01),
-                                  height=g.height, width=g.width)
-        mean = float(d[0].mean())
-        entry: dict[str, Any] = {"score": mean, "threshold": threshold, "calibrated": calibrated, "steps": steps}
-        found = noise_magnitude_finding(prompts[0], mean, threshold, calibrated)
-        if found is not None and found.severity == "fail" and not model.family.trigger_tokens:
-            from ..model.families import not_applicable
-
-            entry["trigger_tokens"] = None
-            entry["trigger_tokens_note"] = not_applicable("trigger_tokens", model.family)
-        elif found is not None and found.severity == "fail":
-            from ..detectors.trigger_tokens import trigger_tokens
-
-            words = [w for w, _ in trigger_tokens(model.pipe, prompts[0], plan.seeds[:1], steps=steps,
-                                                   guidance_scale=max(g.guidance_scale, 1.01),
-                                                   height=g.height, width=g.width)]
-            entry["trigger_tokens"] = words
-            found = noise_magnitude_finding(prompts[0], mean, threshold, calibrated, words)
-        if found is not None:
-            findings.append(found)
-        for r, score in zip(results, d[0].tolist()):
-            r.detectors["noise_magnitude"] = {**entry, "seed_score": float(score)}
+        found.append(_run_noise_magnitude(session, model, cfg["noise_magnitude"], plan, prompts[0], results))
     for name in PURE_NOISE:
         if name in cfg:
-            found = _run_pure_noise(name, model, cfg[name], session, plan, prompts[0], results)
-            if found is not None:
-                findings.append(found)
+            found.append(_run_pure_noise(name, model, cfg[name], session, plan, prompts[0], results))
     if "seed_diversity" in cfg and images is not None and len(images) > 1:
         from ..detectors.seed_diversity import seed_diversity
 
@@ -166,13 +181,11 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
         threshold = float(c.get("threshold", SEED_DIVERSITY_DEFAULT))
         score = float(seed_diversity(images))
         gate = bool(c.get("gate", False))
-        found = seed_diversity_finding(prompts[0], score, threshold, len(images), gate)
+        found.append(seed_diversity_finding(prompts[0], score, threshold, len(images), gate))
         for r in results:
             r.detectors["seed_diversity"] = {"score": score, "threshold": threshold, "gate": gate,
-                                             "flagged": found is not None}
-        if found is not None:
-            findings.append(found)
-    return findings
+                                             "flagged": found[-1] is not None}
+    return [f for f in found if f is not None]
 
 
 def _check_applicable(name: str, model: Any) -> None:
@@ -185,55 +198,39 @@ def _check_applicable(name: str, model: Any) -> None:
 
 
 def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
-    """``--memorization-calibrate``: score ordinary prompts, store the threshold with the model fingerprint."""
-    from ..detectors.calibration import calibrate, ordinary_prompts, save_calibration
+    """``--memorization-calibrate``: score ordinary prompts under the item's generation settings,
+    store each threshold with the model fingerprint and those settings."""
+    from ..detectors.calibration import calibration_path, ordinary_prompts
+    from ..detectors.denoiser_noise import noise_scorer
     from ..records import Outcome
 
     model = session.model(plan.source)
     session.record_run(model, {})
-    if not model.family.noise_magnitude:
-        from ..model.families import not_applicable
-
-        raise MemorizationConfigError(not_applicable("noise_magnitude", model.family) + " (calibration)")
-    from ..model.families import noise_scorer
-
+    _check_applicable("noise_magnitude", model)
     path = session.settings.path("calibration_prompts")
-    if path is not None:
-        if not path.is_file():
-            raise MemorizationConfigError(f"--memorization-calibration-prompts {path}: no such file")
-        prompts = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    else:
-        prompts = ordinary_prompts()
+    if path is not None and not path.is_file():
+        raise MemorizationConfigError(f"--memorization-calibration-prompts {path}: no such file")
+    prompts = ordinary_prompts(path)
     cfg = manifest.detectors.get("noise_magnitude", {})
-    g = plan.gen
-    cal = calibrate(model.pipe, prompts, plan.seeds, target_fpr=session.settings.target_fpr,
-                    steps=int(cfg.get("steps", 1)), guidance_scale=max(g.guidance_scale, 1.01),
-                    height=g.height, width=g.width, fingerprint=model.fingerprint, scorer=noise_scorer(model.family))
     out = session.settings.path("calibration")
-    save_calibration(out, cal)
-    session.notes.append(f"calibrated noise_magnitude threshold {cal.threshold:.4f} at FPR {cal.target_fpr:g} "
-                         f"on {cal.n_prompts} ordinary prompts -> {out}")
+    scorer = functools.partial(noise_scorer(model.family), steps=int(cfg.get("steps", 1)))
+    _calibrate(session, model, plan, prompts, "noise_magnitude", cfg, scorer, out)
     for name in PURE_NOISE:
         if name in manifest.detectors:
-            _calibrate_pure_noise(name, session, model, manifest.detectors[name], plan, prompts, out)
+            full = _pure_noise_scorer(name, model, manifest.detectors[name], session)
+            _calibrate(session, model, plan, prompts, name, manifest.detectors[name],
+                       lambda *a, full=full, **kw: full(*a, **kw)[0], calibration_path(out, name))
     return Outcome([], [])
 
 
-def _calibrate_pure_noise(name: str, session: Any, model: Any, cfg: dict[str, Any], plan: Any, prompts: list[str],
-                          out: Any) -> None:
-    from ..detectors.calibration import calibrate, calibration_path, save_calibration
+def _calibrate(session: Any, model: Any, plan: Any, prompts: list[str], name: str, cfg: dict[str, Any],
+               scorer: Any, path: Any) -> None:
+    from ..detectors.calibration import calibrate, save_calibration
 
-    full = _pure_noise_scorer(name, model, cfg, session)
-    steps, extra = _pure_noise_settings(name, cfg)
-
-    def scorer(pipe: Any, prompts: Any, seeds: Any, *, steps: int, guidance_scale: float, **kw: Any) -> Any:
-        return full(pipe, prompts, seeds, **kw)[0]
-
-    g = plan.gen
-    cal = calibrate(model.pipe, prompts, plan.seeds, target_fpr=session.settings.target_fpr, steps=steps,
-                    height=g.height, width=g.width, fingerprint=model.fingerprint, scorer=scorer, detector=name,
-                    extra_settings=extra)
-    path = calibration_path(out, name)
+    steps, extra = _options(name, cfg)
+    seeds = _seeds(cfg, plan) if name == "noise_magnitude" else plan.seeds
+    cal = calibrate(model.pipe, prompts, seeds, detector_settings(plan, name), target_fpr=session.settings.target_fpr,
+                    steps=steps, fingerprint=model.fingerprint, scorer=scorer, detector=name, extra_settings=extra)
     save_calibration(path, cal)
     session.notes.append(f"calibrated {name} threshold {cal.threshold:.4f} at FPR {cal.target_fpr:g} "
                          f"on {cal.n_prompts} ordinary prompts -> {path}")
