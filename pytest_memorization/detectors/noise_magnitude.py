@@ -23,7 +23,7 @@ Determinism: one ``torch.Generator().manual_seed(seed)`` per image, on the CPU, 
 score depends only on (prompt, seed, settings), never on the batch it was computed in.
 
 Cost: ``steps`` UNet evaluations on a doubled (CFG) batch per image, plus one text-encoder pass
-per prompt, instead of a full ``num_inference_steps`` run and a VAE decode.
+per prompt, instead of a full run of generation's ``settings.steps`` steps and a VAE decode.
 
 ``NoiseRecorder`` gets the same numbers from a generation that runs anyway.
 

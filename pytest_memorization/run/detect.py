@@ -1,8 +1,10 @@
 """The manifest's ``[detectors]`` table run on an item's prompt: scores only; the rules that
-turn them into findings live in ``judging.detectors``.
+turn them into findings live in ``judging.detectors``. Every detector measures under the
+item's own ``GenerationSettings`` (``plan.gen``: schedule, size, negative prompt), the ones its
+images are generated with.
 
-- ``noise_magnitude`` (Wen et al., ICLR 2024): gates when the mean over seeds of d reaches
-  the threshold. The threshold is the one written in the manifest (reported as
+- ``noise_magnitude`` (Wen et al., ICLR 2024): gates (warns with ``gate = false``) when the
+  mean of d over its ``seeds`` (default the item's) reaches the threshold. The threshold is the one written in the manifest (reported as
   *uncalibrated*), else the calibration file for this exact model; with neither, the item
   is an error that says to calibrate. Flagged prompts name their trigger tokens.
 - ``seed_diversity`` (Carlini et al., 2023): the closest pair of a prompt's generations
