@@ -98,7 +98,8 @@ def test_detectors_step_generations_scheduler_through_generations_steps(det_proj
         return original(self, num_inference_steps, *args, **kwargs)
 
     monkeypatch.setattr(DDIMScheduler, "set_timesteps", recording)
-    result, _ = _run(det_project, "noise_magnitude = { threshold = 1e9, steps = 2 }\nzero_step = { threshold = 1e9 }")
+    result, _ = _run(det_project, "noise_magnitude = { threshold = 1e9, steps = 2 }\nzero_step = { threshold = 1e9 }\n"
+                                  "seed_diversity = { threshold = 0.0 }")  # seed diversity: the canary generates
     result.assert_outcomes(passed=1)
     assert {who for who, _, _ in calls} == {"detector", "generation"}, calls
     assert set(calls) == {("detector", "DDIMScheduler", 3), ("generation", "DDIMScheduler", 3)}, calls
