@@ -27,6 +27,7 @@ def main() -> None:
     import torch
 
     from pytest_memorization.detectors import noise_magnitude, ordinary_prompts
+    from pytest_memorization.records import GenerationSettings
     from pytest_memorization.testing import pipeline_from_components, tiny_components
 
     pipe = pipeline_from_components(tiny_components(seed=0))
@@ -39,7 +40,8 @@ def main() -> None:
             pipe(prompts, generator=[torch.Generator().manual_seed(0) for _ in prompts], output_type="pt", **gen)
 
     def detector() -> None:
-        noise_magnitude(pipe, prompts, [0], steps=args.k, batch_size=len(prompts), **gen)
+        noise_magnitude(pipe, prompts, [0], GenerationSettings(steps=args.steps, guidance_scale=7.5, height=args.size,
+                                                               width=args.size), steps=args.k, batch_size=len(prompts))
 
     full(), detector()  # warm-up
     t_full, t_det = [], []

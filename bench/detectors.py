@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SIZE = dict(height=64, width=64, num_inference_steps=20)
+SIZE = dict(height=64, width=64, num_inference_steps=20)  # the demo's generation, as pipeline keywords
 FACE_POS = ["a photo of sks person", "a photo of sks person smiling"]
 STYLE_POS = ["a photo of a clock", "a photo of grass"]
 
@@ -69,22 +69,22 @@ def detectors(lora: bool):
     from pytest_memorization.detectors.lora_delta import lora_delta
     from pytest_memorization.detectors.zero_step import zero_step, zero_step_scores
 
-    def paper(pipe, pr, seeds, **kw):
-        z = zero_step_scores(pipe, pr, seeds, timesteps=2, **kw)
+    def paper(pipe, pr, seeds, gen, **kw):
+        z = zero_step_scores(pipe, pr, seeds, gen, timesteps=2, **kw)
         return {"zero_step (paper, 2 t)": z.score, "its norm term alone": z.norm, "its align term alone": z.align}
 
     out = {
-        "wen": lambda pipe, pr, seeds, **kw: {"noise_magnitude (Wen, k=1)": noise_magnitude(
-            pipe, pr, seeds, steps=1, guidance_scale=1.5, **kw)},
-        "zero": lambda pipe, pr, seeds, **kw: {"zero_step (default, 1 t)": zero_step(pipe, pr, seeds, timesteps=1,
-                                                                                     **kw)},
+        "wen": lambda pipe, pr, seeds, gen, **kw: {"noise_magnitude (Wen, k=1)": noise_magnitude(
+            pipe, pr, seeds, gen, steps=1, **kw)},
+        "zero": lambda pipe, pr, seeds, gen, **kw: {"zero_step (default, 1 t)": zero_step(pipe, pr, seeds, gen,
+                                                                                          timesteps=1, **kw)},
         "paper": paper,
     }
     if lora:
-        out["guidance"] = lambda pipe, pr, seeds, **kw: {"lora_delta (guidance)": lora_delta(
-            pipe, pr, seeds, kind="guidance", **kw)}
-        out["conditional"] = lambda pipe, pr, seeds, **kw: {"lora_delta (conditional)": lora_delta(
-            pipe, pr, seeds, kind="conditional", **kw)}
+        out["guidance"] = lambda pipe, pr, seeds, gen, **kw: {"lora_delta (guidance)": lora_delta(
+            pipe, pr, seeds, gen, kind="guidance", **kw)}
+        out["conditional"] = lambda pipe, pr, seeds, gen, **kw: {"lora_delta (conditional)": lora_delta(
+            pipe, pr, seeds, gen, kind="conditional", **kw)}
     return out
 
 
@@ -117,6 +117,10 @@ def main() -> None:
     from demo.data import WORKS, load_works
     from pytest_memorization.detectors import ordinary_prompts, rank_auc
     from pytest_memorization.detectors.calibration import inverted_cdf_quantile
+    from pytest_memorization.records import GenerationSettings
+
+    gen = GenerationSettings(steps=SIZE["num_inference_steps"], guidance_scale=1.5, height=SIZE["height"],
+                             width=SIZE["width"])
 
     works = load_works(ROOT / "fixtures" / "works")
     ordinary = ordinary_prompts()[:args.ordinary]
@@ -139,7 +143,7 @@ def main() -> None:
         for fn in detectors(bool(lora)).values():
             start = time.perf_counter()
             with Count(pipe) as c:
-                out = fn(pipe, pos + ordinary, seeds, batch_size=16, **SIZE)
+                out = fn(pipe, pos + ordinary, seeds, gen, batch_size=16)
             secs = time.perf_counter() - start
             cost = c.n / ((len(pos) + len(ordinary)) * len(seeds))
             for det, scores in out.items():

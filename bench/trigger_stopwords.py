@@ -46,7 +46,7 @@ def trained_test_model():
     torch.manual_seed(0)
     train_text_to_image(pipe, images, captions, steps=det.STEPS, lr=1e-3, batch_size=8, seed=0, num_threads=1)
     pipe.unet.eval()
-    gen = dict(det.GEN)
+    gen = det.GEN
     return pipe, list(det.MEMORIZED), list(det.RARE), gen
 
 
@@ -66,7 +66,7 @@ def rankings(pipe, prompt, gen, baseline):
     from pytest_memorization.detectors.token_words import STOP_WORDS, clip_words
     from pytest_memorization.detectors.trigger_tokens import token_significance
 
-    pieces = token_significance(pipe, prompt, [0], steps=1, **gen)
+    pieces = token_significance(pipe, prompt, [0], gen, steps=1)
     raw = sorted(clip_words(pipe.tokenizer, pieces), key=lambda kv: -kv[1])
     content = [(w, s) for w, s in raw if w.lower() not in STOP_WORDS]
     corrected = [(p, m / baseline[i]) for i, (p, m) in enumerate(pieces)]
@@ -80,7 +80,7 @@ def position_baseline(pipe, gen, n=16):
 
     sums, counts = [0.0] * 77, [0] * 77
     for p in ordinary_prompts()[40:40 + n]:
-        for i, (_, m) in enumerate(token_significance(pipe, p, [0], steps=1, **gen)):
+        for i, (_, m) in enumerate(token_significance(pipe, p, [0], gen, steps=1)):
             sums[i] += m
             counts[i] += 1
     mean = [s / c for s, c in zip(sums, counts) if c]
@@ -91,8 +91,9 @@ def main() -> None:
     import time
 
     from pytest_memorization.detectors.token_words import STOP_WORDS
+    from pytest_memorization.records import GenerationSettings
 
-    demo_gen = dict(height=64, width=64, guidance_scale=1.5, num_inference_steps=20)
+    demo_gen = GenerationSettings(steps=20, guidance_scale=1.5, height=64, width=64)
     cases = []
     t0 = time.perf_counter()
     pipe, mem, rare, gen = trained_test_model()

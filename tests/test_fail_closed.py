@@ -13,7 +13,7 @@ from pytest_memorization.metrics.base import Metric
 from pytest_memorization.metrics.matrix import score_matrices
 from pytest_memorization.model.generation import MemorizationModel, check_images
 from pytest_memorization.model.loading import ModelSource, load
-from pytest_memorization.records import Work
+from pytest_memorization.records import GenerationSettings, Work
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_calibration_refuses_ordinary_scores_that_are_not_finite(value: float, m
 
     noise_magnitude = importlib.import_module("pytest_memorization.detectors.noise_magnitude")
 
-    def fake(pipe: Any, prompts: list[str], seeds: Any, **kw: Any) -> Any:
+    def fake(pipe: Any, prompts: list[str], seeds: Any, settings: Any, **kw: Any) -> Any:
         d = torch.rand(len(prompts), len(seeds))
         d[1, 0] = value
         return d
@@ -159,7 +159,7 @@ def test_calibration_refuses_ordinary_scores_that_are_not_finite(value: float, m
     monkeypatch.setattr(noise_magnitude, "noise_magnitude", fake)
     with pytest.raises(MemorizationConfigError, match=r"calibration: the noise magnitude of 1 ordinary prompt\(s\) is not a finite "
                                         r"number \(first: 'b'\)"):
-        calibration.calibrate(None, ["a", "b", "c"], [0, 1], fingerprint="m", height=8, width=8)
+        calibration.calibrate(None, ["a", "b", "c"], [0, 1], GenerationSettings(height=8, width=8), fingerprint="m")
 
 
 @pytest.mark.parametrize("error", [

@@ -14,6 +14,7 @@ import support  # noqa: F401  - likewise: scikit-image's photos
 import torch
 
 from pytest_memorization.errors import MemorizationConfigError
+from pytest_memorization.records import GenerationSettings
 
 FAMILY_NAMES = ("sdxl", "sd3", "flux")
 
@@ -177,28 +178,30 @@ def test_the_denoiser_hook_gives_the_papers_noise_magnitude_on_sd1(tiny_pipeline
 
     pipe = DiffusionPipeline.from_pretrained(tiny_pipeline, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    kw = dict(steps=2, guidance_scale=7.5, height=64, width=64, num_inference_steps=10)
-    ours = denoiser_noise_magnitude(pipe, ["a photo of a red fox"], [0, 1], **kw)
-    assert torch.allclose(ours, noise_magnitude(pipe, ["a photo of a red fox"], [0, 1], **kw), atol=1e-4)
+    for negative in (None, "blurry"):  # the negative prompt is the unconditional branch of both
+        gen = GenerationSettings(steps=10, guidance_scale=7.5, height=64, width=64, negative_prompt=negative)
+        ours = denoiser_noise_magnitude(pipe, ["a photo of a red fox"], [0, 1], gen, steps=2)
+        assert torch.allclose(ours, noise_magnitude(pipe, ["a photo of a red fox"], [0, 1], gen, steps=2), atol=1e-4)
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_noise_magnitude_and_calibration_on_every_family(family_models: dict[str, Path],
                                                          family_model: dict[str, object], family: str) -> None:
+    from pytest_memorization.detectors import model_noise_magnitude, noise_scorer
     from pytest_memorization.detectors.calibration import calibrate
-    from pytest_memorization.model.families import noise_scorer
 
     model = _model(family_models, family_model, family)
-    d = model.noise_magnitude(["a cat", "a dog"], [0, 1], height=64, width=64, num_inference_steps=4)  # type: ignore[attr-defined]
-    alone = model.noise_magnitude(["a dog"], [1], height=64, width=64, num_inference_steps=4)  # type: ignore[attr-defined]
+    gen = GenerationSettings(steps=4, height=64, width=64)
+    d = model_noise_magnitude(model, ["a cat", "a dog"], [0, 1], gen)
+    alone = model_noise_magnitude(model, ["a dog"], [1], gen)
     assert d.shape == (2, 2) and bool((d > 0).all()) and torch.isfinite(d).all()
     assert torch.allclose(alone[0, 0], d[1, 1], atol=1e-4), "a score must not depend on its batch"
-    cal = calibrate(model.pipe, ["a cat", "a dog", "a tree"], [0], target_fpr=0.5, height=64, width=64,  # type: ignore[attr-defined]
-                    num_inference_steps=4, scorer=noise_scorer(model.family))  # type: ignore[attr-defined]
+    cal = calibrate(model.pipe, ["a cat", "a dog", "a tree"], [0], gen, target_fpr=0.5,  # type: ignore[attr-defined]
+                    scorer=noise_scorer(model.family))  # type: ignore[attr-defined]
     assert cal.threshold > 0
     if family == "flux":  # guidance-distilled: prompt vs empty prompt at the first step only
         with pytest.raises(MemorizationConfigError, match="set steps = 1"):
-            model.noise_magnitude(["a cat"], [0], 2, height=64, width=64)  # type: ignore[attr-defined]
+            model_noise_magnitude(model, ["a cat"], [0], gen, steps=2)
 
 
 # -- single files and dtypes: which family a checkpoint is, without loading it ------------------------------

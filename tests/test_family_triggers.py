@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import torch
 
+from pytest_memorization.records import GenerationSettings
+
 FAMILIES = ("sdxl", "sd3", "flux")
-KW = dict(height=64, width=64, num_inference_steps=4)
+GEN = GenerationSettings(steps=4, height=64, width=64)
 PROMPT = "a photo of sks person, 1984!"
 
 
@@ -29,7 +31,7 @@ def test_attribution_is_one_finite_nonzero_entry_per_real_token(pipes: dict[str,
     from pytest_memorization.detectors.family_triggers import family_token_significance, family_words
 
     pipe = pipes[family]
-    sig = family_token_significance(pipe, PROMPT, [0, 1], **KW)
+    sig = family_token_significance(pipe, PROMPT, [0, 1], GEN)
     clip = pipe.tokenizer(PROMPT).input_ids[1:-1]  # without start and end
     t5_tok = pipe.tokenizer_3 if family == "sd3" else pipe.tokenizer_2 if family == "flux" else None
     t5 = t5_tok(PROMPT).input_ids[:-1] if t5_tok is not None else []  # without </s>
@@ -53,16 +55,16 @@ def test_the_attributed_score_is_the_detectors_noise_magnitude_and_its_gradient_
 
     pipe = pipes[family]
     seeds = [0, 1]
-    gated = denoiser_noise_magnitude(pipe, [PROMPT], seeds, distilled=family == "flux", **KW).mean()
+    gated = denoiser_noise_magnitude(pipe, [PROMPT], seeds, GEN, distilled=family == "flux").mean()
     emb, pooled = encode(pipe, family, PROMPT, "cpu")
     leaf = emb.detach().requires_grad_(True)
-    d = embedding_noise_magnitude(pipe, leaf, pooled, seeds, grad=True, **KW)
+    d = embedding_noise_magnitude(pipe, leaf, pooled, seeds, GEN, grad=True)
     assert torch.allclose(d.detach(), gated, rtol=1e-4), (float(d), float(gated))
     (g,) = torch.autograd.grad(d, [leaf])
     h = 1e-3 * float(emb.norm())
     with torch.no_grad():
-        up = embedding_noise_magnitude(pipe, emb + h * g / g.norm(), pooled, seeds, **KW)
-        down = embedding_noise_magnitude(pipe, emb - h * g / g.norm(), pooled, seeds, **KW)
+        up = embedding_noise_magnitude(pipe, emb + h * g / g.norm(), pooled, seeds, GEN)
+        down = embedding_noise_magnitude(pipe, emb - h * g / g.norm(), pooled, seeds, GEN)
     slope = float(up - down) / (2 * h)
     assert slope == pytest.approx(float(g.norm()), rel=0.05), (slope, float(g.norm()))
 
@@ -72,7 +74,7 @@ def test_flux_trigger_tokens_refuse_more_than_one_step(pipes: dict[str, Any]) ->
     from pytest_memorization.errors import MemorizationConfigError
 
     with pytest.raises(MemorizationConfigError, match="set steps = 1"):
-        family_token_significance(pipes["flux"], "a cat", [0], steps=2, **KW)
+        family_token_significance(pipes["flux"], "a cat", [0], GEN, steps=2)
 
 
 @pytest.mark.parametrize("family", ("sd", *FAMILIES))
@@ -91,10 +93,10 @@ def test_stop_words_and_punctuation_are_not_ranked_unless_asked(pipes: dict[str,
     else:
         pipe = pipes[family]
     prompt = "a photo of a cat in the garden, on it"
-    ranked = trigger_tokens(pipe, prompt, [0], top=20, **KW)
+    ranked = trigger_tokens(pipe, prompt, [0], GEN, top=20)
     assert [w for w, _ in ranked] and {w for w, _ in ranked} <= {"photo", "cat", "garden"}, ranked
     assert sum(s for _, s in ranked) == pytest.approx(1.0)
-    every = {w for w, _ in trigger_tokens(pipe, prompt, [0], top=20, stop_words=True, **KW)}
+    every = {w for w, _ in trigger_tokens(pipe, prompt, [0], GEN, top=20, stop_words=True)}
     assert every == {"a", "photo", "of", "cat", "in", "the", "garden", "on", "it"}
-    only = trigger_tokens(pipe, "it is on the", [0], top=20, **KW)
+    only = trigger_tokens(pipe, "it is on the", [0], GEN, top=20)
     assert {w for w, _ in only} == {"it", "is", "on", "the"} <= STOP_WORDS

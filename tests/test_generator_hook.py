@@ -142,8 +142,11 @@ def test_a_generator_that_returns_bad_images_is_an_error(output: Any, message: s
     model = GeneratorModel("x:y", lambda prompts, seeds, settings: output(len(prompts), settings))
     with pytest.raises(BrokenOutputError, match=message):
         model.generate(["a", "b"], [0], height=8, width=8)
-    with pytest.raises(MemorizationConfigError, match="not applicable to an external generator"):
-        model.noise_magnitude(["a"], [0])
+    from pytest_memorization.detectors.denoiser_noise import model_noise_magnitude
+    from pytest_memorization.records import GenerationSettings
+
+    with pytest.raises(MemorizationConfigError, match="not applicable to external generator"):
+        model_noise_magnitude(model, ["a"], [0], GenerationSettings(height=8, width=8))
 
 
 # -- the documented ComfyUI example against a local stub server -------------------------------------------

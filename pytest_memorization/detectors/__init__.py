@@ -10,12 +10,16 @@
   seeds, so it gates only on request.
 * ``calibration``: per-model threshold at a target false-positive rate on ordinary prompts.
 
+Every model-internal detector takes the ``records.GenerationSettings`` the images are generated
+with (``common.check_inputs``): generation's schedule, guidance scale, size and negative prompt.
+
 Importing this package is cheap: torch and diffusers are imported inside the functions.
 """
 
 from __future__ import annotations
 
 from .calibration import Calibration, calibrate, load_calibration, ordinary_prompts, save_calibration
+from .denoiser_noise import model_noise_magnitude, noise_scorer
 from .noise_magnitude import NoiseRecorder, initial_latents, noise_magnitude, noise_norms
 from .seed_diversity import (
     CARLINI_THRESHOLD,
@@ -33,8 +37,10 @@ __all__ = [
     "calibrate",
     "initial_latents",
     "load_calibration",
+    "model_noise_magnitude",
     "noise_magnitude",
     "noise_norms",
+    "noise_scorer",
     "ordinary_prompts",
     "rank_auc",
     "save_calibration",

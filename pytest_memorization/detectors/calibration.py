@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MemorizationConfigError
+from ..records import GenerationSettings
+from .common import scheduler_identity
 
 __all__ = [
     "Calibration",
@@ -43,6 +45,7 @@ __all__ = [
     "calibrate",
     "calibration_path",
     "inverted_cdf_quantile",
+    "settings_record",
     "load_calibration",
     "ordinary_prompts",
     "save_calibration",
@@ -105,7 +108,7 @@ class Calibration:
     n_prompts: int
     seeds: list[int]
     steps: int
-    settings: dict[str, Any]  # guidance_scale, height, width, num_inference_steps, negative_prompt
+    settings: dict[str, Any]  # settings_record: scheduler, num_inference_steps, size, negative prompt, ...
     fingerprint: str  # identifies the model (given by the caller, e.g. a weights hash)
     scores: dict[str, float]  # summary of the ordinary prompts' scores: mean, std, min, max
     empirical_fpr: float  # fraction of the calibration prompts above the threshold
@@ -119,11 +122,14 @@ class Calibration:
         return score > self.threshold
 
     def check_compatible(self, *, steps: int, settings: dict[str, Any]) -> None:
-        """Raise ``MemorizationConfigError`` when scores made with ``steps``/``settings`` are not comparable."""
+        """Raise ``MemorizationConfigError`` when scores made with ``steps``/``settings`` (a
+        ``settings_record``) are not comparable: a setting that differs, or that the file lacks."""
         diffs = [f"steps {self.steps} -> {steps}"] if steps != self.steps else []
-        for key, value in self.settings.items():
-            if key in settings and settings[key] != value:
-                diffs.append(f"{key} {value!r} -> {settings[key]!r}")
+        for key, value in settings.items():
+            if key not in self.settings:
+                diffs.append(f"{key} (not recorded) -> {value!r}")
+            elif self.settings[key] != value:
+                diffs.append(f"{key} {self.settings[key]!r} -> {value!r}")
         if diffs:
             raise MemorizationConfigError(
                 f"the {self.detector} calibration was made with other settings ("
@@ -135,28 +141,32 @@ class Calibration:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
 
 
-def calibrate(
-    pipe: Any,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
-    *,
-    target_fpr: float = 0.01,
-    fingerprint: str = "",
-    steps: int = 1,
-    guidance_scale: float = 7.5,
-    height: int,
-    width: int,
-    num_inference_steps: int = 50,
-    negative_prompt: str | None = None,
-    batch_size: int = 8,
-    scorer: Any = None,
-    detector: str = "noise_magnitude",
-    extra_settings: dict[str, Any] | None = None,
-) -> Calibration:
-    """Score ``prompts`` (ordinary, not memorized) and set the threshold at their (1 - target_fpr) quantile.
-    ``scorer`` replaces ``noise_magnitude`` (same signature), e.g. ``denoiser_noise_magnitude`` for SDXL/SD3/Flux,
-    ``zero_step.zero_step`` or ``lora_delta.lora_delta`` (then name it in ``detector``); ``extra_settings``
-    (e.g. the zero-step weights) are stored and must match when the threshold is used."""
+def settings_record(pipe: Any, settings: GenerationSettings, detector: str = "noise_magnitude",
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a ``detector``'s threshold depends on, as a calibration stores it and a run compares it:
+    generation's schedule (scheduler class and config, step count), size and negative prompt; the
+    guidance scale for noise magnitude (its latents move with the guided prediction; the
+    pure-noise detectors make no step); and the detector's own ``extra`` settings (weights, kind)."""
+    out: dict[str, Any] = dict(scheduler=scheduler_identity(pipe), num_inference_steps=int(settings.steps),
+                               height=int(settings.height), width=int(settings.width),
+                               negative_prompt=settings.negative_prompt)
+    if detector == "noise_magnitude":
+        out["guidance_scale"] = float(settings.guidance_scale)
+    return {**out, **(extra or {})}
+
+
+def calibrate(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], settings: GenerationSettings, *,
+              target_fpr: float = 0.01, fingerprint: str = "", steps: int = 1, batch_size: int = 8,
+              scorer: Any = None, detector: str = "noise_magnitude",
+              extra_settings: dict[str, Any] | None = None) -> Calibration:
+    """Score ``prompts`` (ordinary, not memorized) under generation's ``settings`` and set the
+    threshold at their (1 - target_fpr) quantile. ``scorer(pipe, prompts, seeds, settings,
+    batch_size=...)`` replaces ``noise_magnitude`` at ``steps`` steps, e.g. ``denoiser_noise.noise_scorer(family)``,
+    ``zero_step.zero_step`` or ``lora_delta.lora_delta`` with their options bound (then name it in
+    ``detector``); ``extra_settings`` (e.g. the zero-step weights) are stored and must match when
+    the threshold is used (``settings_record``)."""
+    import functools
+
     from .noise_magnitude import noise_magnitude
 
     if not 0 < target_fpr < 1:
@@ -164,18 +174,8 @@ def calibrate(
     prompts = list(prompts)
     if not prompts:
         raise MemorizationConfigError("calibration: no prompts given")
-    d = (scorer or noise_magnitude)(
-        pipe,
-        prompts,
-        seeds,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        height=height,
-        width=width,
-        num_inference_steps=num_inference_steps,
-        negative_prompt=negative_prompt,
-        batch_size=batch_size,
-    )
+    d = (scorer or functools.partial(noise_magnitude, steps=steps))(pipe, prompts, seeds, settings,
+                                                                    batch_size=batch_size)
     scores = d.mean(dim=1).tolist()
     bad = [p for p, s in zip(prompts, scores) if not math.isfinite(s)]
     if bad:  # a NaN threshold would flag nothing
@@ -201,14 +201,7 @@ def calibrate(
         n_prompts=n,
         seeds=[int(s) for s in seeds],
         steps=steps,
-        settings=dict(
-            guidance_scale=float(guidance_scale),
-            height=int(height),
-            width=int(width),
-            num_inference_steps=int(num_inference_steps),
-            negative_prompt=negative_prompt,
-            **(extra_settings or {}),
-        ),
+        settings=settings_record(pipe, settings, detector, extra_settings),
         fingerprint=fingerprint,
         scores=dict(mean=mean, std=std, min=min(scores), max=max(scores)),
         empirical_fpr=above / n,

@@ -26,12 +26,16 @@ this exact model and settings, never from another family.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import MemorizationConfigError
+from ..model.families import SD, Family, not_applicable
+from ..records import GenerationSettings
+from .common import check_inputs, pipe_kwargs, with_guidance
 
-__all__ = ["denoiser_noise_magnitude"]
+__all__ = ["denoiser_noise_magnitude", "model_noise_magnitude", "noise_scorer"]
 
 
 def _denoiser(pipe: Any) -> Any:
@@ -97,53 +101,52 @@ def _record(pipe: Any, steps: int, call: dict[str, Any], split: bool, grad: bool
     return torch.stack(outs)
 
 
-def denoiser_noise_magnitude(
-    pipe: Any,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
-    *,
-    steps: int = 1,
-    guidance_scale: float = 7.5,
-    height: int,
-    width: int,
-    num_inference_steps: int = 50,
-    negative_prompt: str | None = None,
-    distilled: bool = False,
-    batch_size: int = 8,
-) -> Any:
+def denoiser_noise_magnitude(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], settings: GenerationSettings,
+                             *, steps: int = 1, distilled: bool = False, batch_size: int = 8) -> Any:
     """d for every (prompt, seed): a float32 CPU tensor (P, S), as ``noise_magnitude`` returns it.
     One pipeline call per prompt and chunk of ``batch_size`` seeds (two for a distilled model)."""
     import torch
 
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    seeds = [int(s) for s in seeds]
-    if not prompts or not seeds:
-        raise MemorizationConfigError("noise magnitude: need at least one prompt and one seed")
-    if not 1 <= steps <= num_inference_steps:
-        raise MemorizationConfigError(
-            f"noise magnitude: steps must be between 1 and num_inference_steps={num_inference_steps}, got {steps}")
+    prompts, seeds = check_inputs("noise magnitude", pipe, prompts, seeds, settings, steps=steps,
+                                  batch_size=batch_size)
     if distilled and steps != 1:
         raise MemorizationConfigError(
             "noise magnitude on a guidance-distilled model (Flux) compares the prompt with the empty prompt at the "
             f"same starting noise, so it measures the first step only: set steps = 1 (got {steps})")
+    if distilled and settings.negative_prompt:
+        raise MemorizationConfigError("noise magnitude: guidance-distilled models (Flux) have no negative prompt; "
+                                      "remove negative_prompt for this model")
     out = torch.zeros(len(prompts), len(seeds))
     for p, prompt in enumerate(prompts):
         for start in range(0, len(seeds), batch_size):
             chunk = seeds[start:start + batch_size]
-            base = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=height,
-                        width=width)
 
-            def gens(chunk: list[int] = chunk) -> list[Any]:
-                return [torch.Generator().manual_seed(s) for s in chunk]
+            def call(text: str, chunk: list[int] = chunk) -> dict[str, Any]:
+                return dict(pipe_kwargs(settings, len(chunk), negative=not distilled), prompt=[text] * len(chunk),
+                            generator=[torch.Generator().manual_seed(s) for s in chunk])
 
             if distilled:
-                cond = _record(pipe, 1, dict(base, prompt=[prompt] * len(chunk), generator=gens()), split=False)
-                empty = _record(pipe, 1, dict(base, prompt=[""] * len(chunk), generator=gens()), split=False)
-                d = (cond - empty).norm(dim=2).mean(dim=0)
+                d = (_record(pipe, 1, call(prompt), split=False) - _record(pipe, 1, call(""), split=False))
             else:
-                neg = {"negative_prompt": [negative_prompt] * len(chunk)} if negative_prompt else {}
-                diff = _record(pipe, steps, dict(base, prompt=[prompt] * len(chunk), generator=gens(), **neg),
-                               split=True)
-                d = diff.norm(dim=2).mean(dim=0)
-            out[p, start:start + len(chunk)] = d
+                d = _record(pipe, steps, call(prompt), split=True)
+            out[p, start:start + len(chunk)] = d.norm(dim=2).mean(dim=0)
     return out
+
+
+def noise_scorer(family: Family) -> Any:
+    """The noise-magnitude function of a family (``noise_magnitude``'s signature): the paper's own
+    UNet loop on SD 1/2, the denoiser hook on SDXL, SD3 and Flux; an error where none applies."""
+    if not family.noise_magnitude:
+        raise MemorizationConfigError(not_applicable("noise_magnitude", family))
+    if family is SD:
+        from .noise_magnitude import noise_magnitude
+
+        return noise_magnitude
+    return functools.partial(denoiser_noise_magnitude, distilled=not family.classifier_free)
+
+
+def model_noise_magnitude(model: Any, prompts: Sequence[str], seeds: Sequence[int], settings: GenerationSettings,
+                          *, steps: int = 1) -> Any:
+    """Wen et al.'s d, (P, S), of a loaded model (``model.generation.MemorizationModel``, or a
+    generator hook, which has none) under generation's ``settings`` with guidance on."""
+    return noise_scorer(model.family)(model.pipe, list(prompts), list(seeds), with_guidance(settings), steps=steps)

@@ -27,6 +27,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import MemorizationConfigError
+from ..model.families import family_of
+from ..records import GenerationSettings
+from .common import check_inputs, pipe_kwargs
 from .denoiser_noise import _record
 from .token_words import clip_words, t5_words
 
@@ -36,11 +39,9 @@ _T5_LEN = {"sd3": 256, "flux": 512}  # the pipelines' default max_sequence_lengt
 
 
 def _kind(pipe: Any) -> str | None:
-    name = type(pipe).__name__
-    for prefix, kind in (("StableDiffusionXL", "sdxl"), ("StableDiffusion3", "sd3"), ("Flux", "flux")):
-        if name.startswith(prefix):
-            return kind
-    return None
+    """The family's name (``model.families``) when this module attributes it: sdxl, sd3 or flux."""
+    name = family_of(pipe).name
+    return name if name in ("sdxl", "sd3", "flux") else None
 
 
 def is_family_pipeline(pipe: Any) -> bool:
@@ -83,43 +84,29 @@ def _rows(pipe: Any, kind: str, prompt: str, length: int) -> list[tuple[str, str
     return out
 
 
-def embedding_noise_magnitude(pipe: Any, emb: Any, pooled: Any, seeds: Sequence[int], *, steps: int = 1,
-                              guidance_scale: float = 7.5, height: int, width: int, num_inference_steps: int = 50,
-                              negative_prompt: str | None = None, grad: bool = False) -> Any:
+def embedding_noise_magnitude(pipe: Any, emb: Any, pooled: Any, seeds: Sequence[int], settings: GenerationSettings,
+                              *, steps: int = 1, grad: bool = False) -> Any:
     """d (a scalar tensor, mean over seeds and steps) of the prompt whose embeddings are ``emb``
     (1, L, D) and ``pooled`` (1, P), as ``denoiser_noise_magnitude`` computes it from the prompt's
     text; differentiable with respect to ``emb`` when ``grad``."""
     import torch
 
     n = len(seeds)
-    base = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=height, width=width)
+    distilled = _kind(pipe) == "flux"
 
-    def gens() -> list[Any]:
-        return [torch.Generator().manual_seed(int(s)) for s in seeds]
+    def call(**prompt: Any) -> dict[str, Any]:
+        return dict(pipe_kwargs(settings, n, negative=not distilled), **prompt,
+                    generator=[torch.Generator().manual_seed(int(s)) for s in seeds])
 
-    call = dict(base, prompt_embeds=emb.expand(n, -1, -1), pooled_prompt_embeds=pooled.expand(n, -1),
-                generator=gens())
-    if _kind(pipe) == "flux":  # distilled: the prompt's first step against the empty prompt's, same seeds
-        cond = _record(pipe, 1, call, split=False, grad=grad)
-        empty = _record(pipe, 1, dict(base, prompt=[""] * n, generator=gens()), split=False).to(cond.device)
-        return (cond - empty).norm(dim=2).mean()
-    if negative_prompt:
-        call["negative_prompt"] = [negative_prompt] * n
-    return _record(pipe, steps, call, split=True, grad=grad).norm(dim=2).mean()
+    cond = call(prompt_embeds=emb.expand(n, -1, -1), pooled_prompt_embeds=pooled.expand(n, -1))
+    if distilled:  # the prompt's first step against the empty prompt's, same seeds
+        d = _record(pipe, 1, cond, split=False, grad=grad)
+        return (d - _record(pipe, 1, call(prompt=[""] * n), split=False).to(d.device)).norm(dim=2).mean()
+    return _record(pipe, steps, cond, split=True, grad=grad).norm(dim=2).mean()
 
 
-def family_token_significance(
-    pipe: Any,
-    prompt: str,
-    seeds: Sequence[int],
-    *,
-    steps: int = 1,
-    guidance_scale: float = 7.5,
-    height: int,
-    width: int,
-    num_inference_steps: int = 50,
-    negative_prompt: str | None = None,
-) -> list[tuple[str, str, float]]:
+def family_token_significance(pipe: Any, prompt: str, seeds: Sequence[int], settings: GenerationSettings, *,
+                              steps: int = 1) -> list[tuple[str, str, float]]:
     """(encoder, token piece, gradient L2 norm) for every real token of ``prompt`` (CLIP tokens
     first, then T5's), the gradient of d averaged over ``seeds`` and the first ``steps`` steps."""
     import torch
@@ -127,15 +114,11 @@ def family_token_significance(
     kind = _kind(pipe)
     if kind is None:
         raise MemorizationConfigError(f"trigger tokens: {type(pipe).__name__} is not an SDXL, SD3 or Flux pipeline")
-    if not seeds:
-        raise MemorizationConfigError("trigger tokens: need at least one seed")
-    distilled = kind == "flux"
-    if distilled and steps != 1:
+    check_inputs("trigger tokens", pipe, [prompt], seeds, settings, steps=steps)
+    if kind == "flux" and steps != 1:
         raise MemorizationConfigError("trigger tokens on a guidance-distilled model (Flux) compare the prompt with "
                                       f"the empty prompt at the first step only: set steps = 1 (got {steps})")
-    if not 1 <= steps <= num_inference_steps:
-        raise MemorizationConfigError(f"trigger tokens: steps must be between 1 and {num_inference_steps}, got {steps}")
-    if negative_prompt and distilled:
+    if kind == "flux" and settings.negative_prompt:
         raise MemorizationConfigError("trigger tokens: Flux models have no negative prompt; remove negative_prompt")
     rows = _rows(pipe, kind, prompt, 0)
     if not rows:
@@ -143,9 +126,7 @@ def family_token_significance(
     emb, pooled = encode(pipe, kind, prompt, pipe._execution_device)
     rows = _rows(pipe, kind, prompt, emb.shape[1])
     leaf = emb.detach().requires_grad_(True)
-    d = embedding_noise_magnitude(pipe, leaf, pooled, seeds, steps=steps, guidance_scale=guidance_scale,
-                                  height=height, width=width, num_inference_steps=num_inference_steps,
-                                  negative_prompt=negative_prompt, grad=True)
+    d = embedding_noise_magnitude(pipe, leaf, pooled, seeds, settings, steps=steps, grad=True)
     (grad,) = torch.autograd.grad(d, [leaf])
     mags = grad[0].float().norm(dim=-1).cpu().tolist()
     return [(enc, piece, float(mags[row])) for enc, piece, row in rows if row < len(mags)]

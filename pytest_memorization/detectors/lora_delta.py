@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import MemorizationConfigError
+from ..records import GenerationSettings
+from .common import check_inputs, encode, initial_latents
 
 __all__ = ["lora_delta", "lora_delta_scores"]
 
@@ -57,31 +59,16 @@ def _guidance(pipe: Any, sch: Any, t: Any, x: Any, cond: Any, uncond: Any, S: in
     return guidance_vectors(pipe, sch, t, x, cond, u, batch_size)
 
 
-def lora_delta_scores(
-    pipe: Any,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
-    *,
-    height: int,
-    width: int,
-    num_inference_steps: int = 50,
-    negative_prompt: str | None = None,
-    batch_size: int = 8,
-    base: Callable[[], Any] | None = None,
-    kind: str = "guidance",
-) -> tuple[Any, Any, int]:
-    """(scores (P, S), maps (P, S, h, w), UNet evaluations) for every (prompt, seed)."""
+def lora_delta_scores(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], settings: GenerationSettings, *,
+                      batch_size: int = 8, base: Callable[[], Any] | None = None,
+                      kind: str = "guidance") -> tuple[Any, Any, int]:
+    """(scores (P, S), maps (P, S, h, w), UNet evaluations) for every (prompt, seed) at the first
+    timestep of generation's schedule (``settings``), with its size and negative prompt."""
     import torch
 
-    from .noise_magnitude import _check_settings, _encode, initial_latents
-    from .zero_step import _schedule
+    from .zero_step import first_timesteps
 
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    seeds = [int(s) for s in seeds]
-    if not prompts or not seeds:
-        raise MemorizationConfigError("lora_delta: need at least one prompt and one seed")
-    if batch_size < 1:
-        raise MemorizationConfigError(f"lora_delta: batch_size must be >= 1, got {batch_size}")
+    prompts, seeds = check_inputs("lora_delta", pipe, prompts, seeds, settings, batch_size=batch_size)
     try:
         adapters = {a for names in pipe.get_list_adapters().values() for a in names}
     except (AttributeError, ValueError):
@@ -92,16 +79,15 @@ def lora_delta_scores(
             "or remove lora_delta from [detectors]")
     if kind not in ("guidance", "conditional"):
         raise MemorizationConfigError(f"lora_delta: kind must be 'guidance' or 'conditional', got {kind!r}")
-    _check_settings(pipe, 1, num_inference_steps, height, width)
-    sch, t_hi, _ = _schedule(pipe, num_inference_steps)
+    sch, t_hi, _ = first_timesteps(pipe, settings, "lora_delta")
     uncond_on = kind == "guidance"
     P, S = len(prompts), len(seeds)
     with torch.no_grad():
-        x = initial_latents(pipe, seeds, height=height, width=width)
-        cond, uncond = _encode(pipe, prompts, negative_prompt)
+        x = initial_latents(pipe, seeds, height=settings.height, width=settings.width)
+        cond, uncond = encode(pipe, prompts, settings.negative_prompt)
         g_lora = _guidance(pipe, sch, t_hi, x, cond, uncond if uncond_on else None, S, batch_size)
         with (base or (lambda: _disabled(pipe)))():
-            cond_b, uncond_b = _encode(pipe, prompts, negative_prompt)  # a text-encoder LoRA changes these too
+            cond_b, uncond_b = encode(pipe, prompts, settings.negative_prompt)  # a text-encoder LoRA changes these
             g_base = _guidance(pipe, sch, t_hi, x, cond_b, uncond_b if uncond_on else None, S, batch_size)
         diff = (g_lora - g_base).cpu()
     scores = diff.flatten(1).norm(dim=1).view(P, S)
@@ -109,9 +95,8 @@ def lora_delta_scores(
     return scores, maps, 2 * (P * S + (S if uncond_on else 0))
 
 
-def lora_delta(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 1, guidance_scale: float = 7.5,
-               height: int, width: int, num_inference_steps: int = 50, negative_prompt: str | None = None,
-               batch_size: int = 8, base: Callable[[], Any] | None = None, kind: str = "guidance") -> Any:
-    """The score alone, (P, S), with ``noise_magnitude``'s signature (for ``calibration.calibrate``)."""
-    return lora_delta_scores(pipe, prompts, seeds, height=height, width=width, num_inference_steps=num_inference_steps,
-                             negative_prompt=negative_prompt, batch_size=batch_size, base=base, kind=kind)[0]
+def lora_delta(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], settings: GenerationSettings,
+               **options: Any) -> Any:
+    """The score alone, (P, S), with ``noise_magnitude``'s signature (for ``calibration.calibrate``);
+    ``options`` are ``lora_delta_scores``'s."""
+    return lora_delta_scores(pipe, prompts, seeds, settings, **options)[0]

@@ -23,7 +23,7 @@ Determinism: one ``torch.Generator().manual_seed(seed)`` per image, on the CPU, 
 score depends only on (prompt, seed, settings), never on the batch it was computed in.
 
 Cost: ``steps`` UNet evaluations on a doubled (CFG) batch per image, plus one text-encoder pass
-per prompt, instead of a full ``num_inference_steps`` run and a VAE decode.
+per prompt, instead of a full run of generation's ``settings.steps`` steps and a VAE decode.
 
 ``NoiseRecorder`` gets the same numbers from a generation that runs anyway.
 
@@ -36,155 +36,55 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import MemorizationConfigError
+from ..records import GenerationSettings
+from .common import check_inputs, encode, fresh_scheduler, initial_latents, schedule, timestep_cond
 
 __all__ = ["noise_magnitude", "noise_norms", "NoiseRecorder", "initial_latents", "fresh_scheduler"]
 
 
-def _check_settings(pipe: Any, steps: int, num_inference_steps: int, height: int, width: int) -> None:
-    factor = int(getattr(pipe, "vae_scale_factor", 8))
-    if height <= 0 or width <= 0 or height % factor or width % factor:
-        raise MemorizationConfigError(
-            f"noise magnitude: height and width must be positive multiples of {factor} for this model "
-            f"(got {height}x{width}); set the generation size in the manifest or --memorization options"
-        )
-    if not 1 <= steps <= num_inference_steps:
-        raise MemorizationConfigError(
-            f"noise magnitude: steps must be between 1 and num_inference_steps={num_inference_steps}, got {steps}"
-        )
-
-
-def fresh_scheduler(pipe: Any) -> Any:
-    """A new scheduler of the pipeline's class and config: stepping it leaves ``pipe.scheduler`` alone."""
-    return type(pipe.scheduler).from_config(pipe.scheduler.config)
-
-
-def initial_latents(pipe: Any, seeds: Sequence[Any], *, height: int, width: int, dtype: Any = None) -> Any:
-    """x_T for each seed, as ``pipe.prepare_latents`` gives it with one CPU generator per image.
-
-    ``seeds`` are ints (a fresh ``torch.Generator().manual_seed(seed)`` each) or CPU generators,
-    which are used and advanced. Returns (len(seeds), C, height/f, width/f) on the pipeline's
-    device, multiplied by the scheduler's ``init_noise_sigma``.
-    """
+def noise_norms(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], settings: GenerationSettings, *,
+                steps: int = 1, batch_size: int = 8, eta: float = 0.0) -> Any:
+    """Per-step ``d_t`` as a float32 CPU tensor (P, S, steps) for the first ``steps`` steps of
+    ``settings``' schedule; ``noise_magnitude`` is its mean over steps."""
     import torch
 
-    factor = int(pipe.vae_scale_factor)
-    device = pipe._execution_device
-    dtype = dtype or pipe.unet.dtype
-    shape = (1, pipe.unet.config.in_channels, height // factor, width // factor)
-    gens = [s if isinstance(s, torch.Generator) else torch.Generator().manual_seed(int(s)) for s in seeds]
-    x = torch.cat([torch.randn(shape, generator=g, dtype=dtype) for g in gens]).to(device)
-    return x * fresh_scheduler(pipe).init_noise_sigma
-
-
-def _encode(pipe: Any, prompts: Sequence[str], negative_prompt: Any) -> tuple[Any, Any]:
-    device = pipe._execution_device
-    negative = None
-    if negative_prompt is not None:
-        negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
-        if len(negative) != len(prompts):
-            raise MemorizationConfigError(
-                f"noise magnitude: {len(negative)} negative prompts for {len(prompts)} prompts; "
-                "give one negative prompt (a string) or one per prompt"
-            )
-    cond, uncond = pipe.encode_prompt(list(prompts), device, 1, True, negative)
-    return cond, uncond
-
-
-def _timestep_cond(pipe: Any, guidance_scale: float, n: int, dtype: Any) -> Any:
-    if getattr(pipe.unet.config, "time_cond_proj_dim", None) is None:
-        return None
-    import torch
-
-    w = torch.tensor(guidance_scale - 1).repeat(n)
-    emb = pipe.get_guidance_scale_embedding(w, embedding_dim=pipe.unet.config.time_cond_proj_dim)
-    return emb.to(device=pipe._execution_device, dtype=dtype)
-
-
-def noise_norms(
-    pipe: Any,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
-    *,
-    steps: int = 1,
-    guidance_scale: float = 7.5,
-    height: int,
-    width: int,
-    num_inference_steps: int = 50,
-    negative_prompt: str | Sequence[str] | None = None,
-    batch_size: int = 8,
-    eta: float = 0.0,
-) -> Any:
-    """Per-step ``d_t`` as a float32 CPU tensor (P, S, steps); ``noise_magnitude`` is its mean over steps."""
-    import torch
-
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    seeds = [int(s) for s in seeds]
-    if not prompts or not seeds:
-        raise MemorizationConfigError("noise magnitude: need at least one prompt and one seed")
-    if batch_size < 1:
-        raise MemorizationConfigError(f"noise magnitude: batch_size must be >= 1, got {batch_size}")
-    _check_settings(pipe, steps, num_inference_steps, height, width)
-    n_seeds = len(seeds)
+    prompts, seeds = check_inputs("noise magnitude", pipe, prompts, seeds, settings, steps=steps,
+                                  batch_size=batch_size)
+    n_seeds, g = len(seeds), settings.guidance_scale
     out = torch.zeros(len(prompts) * n_seeds, steps)
     with torch.no_grad():
-        cond, uncond = _encode(pipe, prompts, negative_prompt)
+        cond, uncond = encode(pipe, prompts, settings.negative_prompt)
         jobs = [(p, s) for p in range(len(prompts)) for s in range(n_seeds)]  # prompt-major, as the pipeline
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
             p_idx = torch.tensor([p for p, _ in chunk], device=cond.device)
             gens = [torch.Generator().manual_seed(seeds[s]) for _, s in chunk]
             emb = torch.cat([uncond[p_idx], cond[p_idx]])
-            scheduler = fresh_scheduler(pipe)
-            scheduler.set_timesteps(num_inference_steps, device=pipe._execution_device)
-            latents = initial_latents(pipe, gens, height=height, width=width, dtype=cond.dtype)
+            scheduler = schedule(pipe, settings)
+            latents = initial_latents(pipe, gens, height=settings.height, width=settings.width, dtype=cond.dtype)
             extra = pipe.prepare_extra_step_kwargs(gens, eta)
-            t_cond = _timestep_cond(pipe, guidance_scale, len(chunk) * 2, latents.dtype)
+            t_cond = timestep_cond(pipe, g, len(chunk) * 2, latents.dtype)
             for i, t in enumerate(scheduler.timesteps[:steps]):
                 model_in = scheduler.scale_model_input(torch.cat([latents] * 2), t)
                 eps = pipe.unet(model_in, t, encoder_hidden_states=emb, timestep_cond=t_cond, return_dict=False)[0]
                 eps_u, eps_c = eps.chunk(2)
-                diff = (eps_c.float() - eps_u.float()).flatten(1)
-                out[start : start + len(chunk), i] = diff.norm(dim=1).cpu()
+                out[start : start + len(chunk), i] = (eps_c.float() - eps_u.float()).flatten(1).norm(dim=1).cpu()
                 if i + 1 < steps:
-                    guided = eps_u + guidance_scale * (eps_c - eps_u) if guidance_scale > 1 else eps_c
+                    guided = eps_u + g * (eps_c - eps_u) if g > 1 else eps_c
                     latents = scheduler.step(guided, t, latents, **extra, return_dict=False)[0]
     return out.view(len(prompts), n_seeds, steps)
 
 
-def noise_magnitude(
-    pipe: Any,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
-    *,
-    steps: int = 1,
-    guidance_scale: float = 7.5,
-    height: int,
-    width: int,
-    num_inference_steps: int = 50,
-    negative_prompt: str | Sequence[str] | None = None,
-    batch_size: int = 8,
-    eta: float = 0.0,
-) -> Any:
+def noise_magnitude(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], settings: GenerationSettings,
+                    **options: Any) -> Any:
     """Wen et al.'s d for every (prompt, seed): a float32 CPU tensor (P, S). Higher = more memorized.
 
-    ``d[p, s]`` is the mean over the first ``steps`` denoising steps (of a ``num_inference_steps``
-    schedule) of the L2 norm of eps(prompt) - eps(negative) for seed ``s``'s latents; average it
-    over seeds for a per-prompt score (as the paper does). ``batch_size`` images (x2 for CFG) go
-    through the UNet at once; it changes memory use, never the scores.
+    ``d[p, s]`` is the mean over the first ``steps`` denoising steps (of generation's schedule,
+    ``settings.steps``) of the L2 norm of eps(prompt) - eps(negative prompt) for seed ``s``'s
+    latents; average it over seeds for a per-prompt score (as the paper does). ``options`` are
+    ``noise_norms``'s: ``steps``, ``batch_size`` (memory use, never the scores) and ``eta``.
     """
-    return noise_norms(
-        pipe,
-        prompts,
-        seeds,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        height=height,
-        width=width,
-        num_inference_steps=num_inference_steps,
-        negative_prompt=negative_prompt,
-        batch_size=batch_size,
-        eta=eta,
-    ).mean(dim=2)
+    return noise_norms(pipe, prompts, seeds, settings, **options).mean(dim=2)
 
 
 class NoiseRecorder:

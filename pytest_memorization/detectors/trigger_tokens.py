@@ -25,37 +25,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import MemorizationConfigError
-from .noise_magnitude import _check_settings, _timestep_cond, fresh_scheduler, initial_latents
-from .token_words import STOP_WORDS, bytes_to_unicode, clip_words
+from ..records import GenerationSettings
+from .common import check_inputs, encode, initial_latents, schedule, timestep_cond
+from .token_words import STOP_WORDS, clip_words
 
-__all__ = ["trigger_tokens", "token_significance", "bytes_to_unicode"]
+__all__ = ["trigger_tokens", "token_significance"]
 
 
-def token_significance(
-    pipe: Any,
-    prompt: str,
-    seeds: Sequence[int],
-    *,
-    steps: int = 1,
-    guidance_scale: float = 7.5,
-    height: int,
-    width: int,
-    num_inference_steps: int = 50,
-    negative_prompt: str | None = None,
-    wrt: str = "output",
-) -> list[tuple[str, float]]:
-    """(BPE token, gradient L2 norm) for every real token of ``prompt``, in prompt order.
+def token_significance(pipe: Any, prompt: str, seeds: Sequence[int], settings: GenerationSettings, *,
+                       steps: int = 1, wrt: str = "output") -> list[tuple[str, float]]:
+    """(BPE token, gradient L2 norm) for every real token of ``prompt``, in prompt order, under
+    generation's ``settings`` (schedule, guidance, size, negative prompt).
 
     ``wrt="output"`` differentiates the text encoder's output hidden states (the rows the UNet's
     cross-attention reads; the authors' choice); ``wrt="input"`` its input token embeddings.
     """
     import torch
 
-    if not seeds:
-        raise MemorizationConfigError("trigger tokens: need at least one seed")
+    check_inputs("trigger tokens", pipe, [prompt], seeds, settings, steps=steps)
     if wrt not in ("input", "output"):
         raise MemorizationConfigError(f"trigger tokens: wrt must be 'input' or 'output', got {wrt!r}")
-    _check_settings(pipe, steps, num_inference_steps, height, width)
     device = pipe._execution_device
     tokenizer = pipe.tokenizer
     max_len = tokenizer.model_max_length
@@ -72,7 +61,7 @@ def token_significance(
         return leaf
 
     with torch.no_grad():
-        _, uncond = pipe.encode_prompt([prompt], device, 1, True, [negative_prompt or ""])
+        _, uncond = encode(pipe, [prompt], settings.negative_prompt)
     if wrt == "input":
         handle = pipe.text_encoder.get_input_embeddings().register_forward_hook(_leaf)
         try:
@@ -86,12 +75,12 @@ def token_significance(
         cond = _leaf(None, None, hidden)
 
     n = len(seeds)
-    scheduler = fresh_scheduler(pipe)
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    scheduler = schedule(pipe, settings)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    latents = initial_latents(pipe, gens, height=height, width=width, dtype=cond.dtype)
+    latents = initial_latents(pipe, gens, height=settings.height, width=settings.width, dtype=cond.dtype)
     extra = pipe.prepare_extra_step_kwargs(gens, 0.0)
-    t_cond = _timestep_cond(pipe, guidance_scale, n, latents.dtype)
+    guidance_scale = settings.guidance_scale
+    t_cond = timestep_cond(pipe, guidance_scale, n, latents.dtype)
     cond_n, uncond_n = cond.expand(n, -1, -1), uncond.expand(n, -1, -1)
     total = None
     with torch.enable_grad():
@@ -113,22 +102,10 @@ def token_significance(
     return list(zip(tokenizer.convert_ids_to_tokens(real), mags))
 
 
-def trigger_tokens(
-    pipe: Any,
-    prompt: str,
-    seeds: Sequence[int],
-    *,
-    steps: int = 1,
-    top: int = 3,
-    guidance_scale: float = 7.5,
-    height: int,
-    width: int,
-    num_inference_steps: int = 50,
-    negative_prompt: str | None = None,
-    wrt: str = "output",
-    stop_words: bool = False,
-) -> list[tuple[str, float]]:
-    """The ``top`` words of ``prompt`` that drive its noise magnitude, most significant first.
+def trigger_tokens(pipe: Any, prompt: str, seeds: Sequence[int], settings: GenerationSettings, *, steps: int = 1,
+                   top: int = 3, wrt: str = "output", stop_words: bool = False) -> list[tuple[str, float]]:
+    """The ``top`` words of ``prompt`` that drive its noise magnitude under ``settings``, most
+    significant first.
 
     Stop words (``token_words.STOP_WORDS``: articles, prepositions, pronouns...), punctuation and
     the start/end tokens are not ranked (``stop_words=True`` ranks stop words too), unless the
@@ -136,17 +113,15 @@ def trigger_tokens(
     significance (they sum to 1), so they compare across prompts and models. A word that occurs
     twice is listed once, with its larger share.
     """
-    kw = dict(steps=steps, guidance_scale=guidance_scale, height=height, width=width,
-              num_inference_steps=num_inference_steps, negative_prompt=negative_prompt)
     from .family_triggers import family_token_significance, family_words, is_family_pipeline
 
     if is_family_pipeline(pipe):  # SDXL, SD3, Flux: their encoders' output rows (family_triggers)
         if wrt != "output":
             raise MemorizationConfigError("trigger tokens on SDXL, SD3 and Flux differentiate the encoders' output "
                                           f"rows only; wrt={wrt!r} is SD 1/2 only")
-        words = family_words(pipe, family_token_significance(pipe, prompt, seeds, **kw))
+        words = family_words(pipe, family_token_significance(pipe, prompt, seeds, settings, steps=steps))
     else:
-        words = clip_words(pipe.tokenizer, token_significance(pipe, prompt, seeds, wrt=wrt, **kw))
+        words = clip_words(pipe.tokenizer, token_significance(pipe, prompt, seeds, settings, steps=steps, wrt=wrt))
     content = [(w, s) for w, s in words if w.lower() not in STOP_WORDS]
     words = words if stop_words or not content else content
     total = sum(s for _, s in words)

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MemorizationConfigError
+from ..records import GenerationSettings
+from .common import check_inputs, encode, initial_latents, schedule, scheduler_identity
 
 __all__ = ["ZeroStep", "zero_step", "zero_step_scores", "to_epsilon", "unet_eps"]
 
@@ -102,66 +104,34 @@ def guidance_vectors(pipe: Any, scheduler: Any, t: Any, x: Any, cond: Any, eps_u
     return torch.cat(out)
 
 
-def _schedule(pipe: Any, num_inference_steps: int) -> tuple[Any, Any, Any]:
-    from .noise_magnitude import fresh_scheduler
-
-    if num_inference_steps < 3:
-        raise MemorizationConfigError(f"zero-step detector: needs a schedule of at least 3 steps (its low-noise "
-                                      f"timestep is the third-last), got num_inference_steps={num_inference_steps}")
-    sch = fresh_scheduler(pipe)
-    sch.set_timesteps(num_inference_steps, device=pipe._execution_device)
-    return sch, sch.timesteps[0], sch.timesteps[-3]
-
-
-def zero_step_scores(
-    pipe: Any,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
-    *,
-    height: int,
-    width: int,
-    num_inference_steps: int = 50,
-    negative_prompt: str | None = None,
-    batch_size: int = 8,
-    norm_weight: float = NORM_WEIGHT,
-    align_weight: float = ALIGN_WEIGHT,
-    timesteps: int = 1,
-    uncond_cache: dict[Any, Any] | None = None,
-) -> ZeroStep:
+def zero_step_scores(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], settings: GenerationSettings, *,
+                     batch_size: int = 8, norm_weight: float = NORM_WEIGHT, align_weight: float = ALIGN_WEIGHT,
+                     timesteps: int = 1, uncond_cache: dict[Any, Any] | None = None) -> ZeroStep:
     """The zero-step score for every (prompt, seed), with its two terms, maps and UNet count.
+    ``settings`` gives the schedule (its first and third-last timesteps), size and negative prompt.
 
     ``uncond_cache``: a dict kept by the caller for one model (one weights + LoRA state): the
-    unconditional predictions on pure noise are stored in it per (timestep, seed, size, schedule,
-    negative prompt) and reused by later calls, so that items of one prompt each share them too."""
+    unconditional predictions on pure noise are stored in it per (timestep, seed, settings) and
+    reused by later calls, so that items of one prompt each share them too."""
     import torch
 
-    from .noise_magnitude import _check_settings, _encode, initial_latents
-
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    seeds = [int(s) for s in seeds]
-    if not prompts or not seeds:
-        raise MemorizationConfigError("zero-step detector: need at least one prompt and one seed")
-    if batch_size < 1:
-        raise MemorizationConfigError(f"zero-step detector: batch_size must be >= 1, got {batch_size}")
+    prompts, seeds = check_inputs("zero-step detector", pipe, prompts, seeds, settings, batch_size=batch_size)
     if timesteps not in (1, 2):
         raise MemorizationConfigError(f"zero-step detector: timesteps must be 1 (both terms at t_hi) or 2 (the paper's "
                                       f"t_hi and t_lo), got {timesteps!r}")
-    single_t = timesteps == 1
-    _check_settings(pipe, 1, num_inference_steps, height, width)
-    sch, t_hi, t_lo = _schedule(pipe, num_inference_steps)
-    if single_t:
-        t_lo = t_hi
-    times = [t_hi] if single_t else [t_hi, t_lo]
+    sch, t_hi, t_lo = first_timesteps(pipe, settings, "zero-step detector")
+    times = [t_hi] if timesteps == 1 else [t_hi, t_lo]
+    t_lo = times[-1]
     P, S = len(prompts), len(seeds)
     evals = 0
     with torch.no_grad():
-        cond, uncond = _encode(pipe, prompts, negative_prompt)
-        x = initial_latents(pipe, seeds, height=height, width=width, dtype=cond.dtype)  # (S, C, h, w)
+        cond, uncond = encode(pipe, prompts, settings.negative_prompt)
+        x = initial_latents(pipe, seeds, height=settings.height, width=settings.width, dtype=cond.dtype)
         # unconditional on pure noise: once per seed and timestep, for every prompt
         eps_u = {}
         cache = {} if uncond_cache is None else uncond_cache
         for t in times:
-            keys = [(int(t), seed, height, width, num_inference_steps, negative_prompt) for seed in seeds]
+            keys = [(int(t), seed, settings, scheduler_identity(pipe)) for seed in seeds]
             todo = [i for i, k in enumerate(keys) if k not in cache]
             for start in range(0, len(todo), batch_size):
                 idx = todo[start:start + batch_size]
@@ -171,7 +141,7 @@ def zero_step_scores(
                     cache[keys[i]] = row
             eps_u[int(t)] = torch.stack([cache[k] for k in keys])
         g_hi = guidance_vectors(pipe, sch, t_hi, x, cond, eps_u[int(t_hi)], batch_size)  # prompt-major
-        g_lo = g_hi if single_t else guidance_vectors(pipe, sch, t_lo, x, cond, eps_u[int(t_lo)], batch_size)
+        g_lo = g_hi if t_lo is t_hi else guidance_vectors(pipe, sch, t_lo, x, cond, eps_u[int(t_lo)], batch_size)
         evals += P * S * len(times)
         u_lo = eps_u[int(t_lo)].repeat(P, 1, 1, 1)  # row p * S + s holds seed s
         norm = g_hi.flatten(1).norm(dim=1).cpu().view(P, S)
@@ -181,10 +151,17 @@ def zero_step_scores(
     return ZeroStep(score=score, norm=norm, align=align, maps=maps.view(P, S, *maps.shape[1:]), unet_evals=evals)
 
 
-def zero_step(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 1, guidance_scale: float = 7.5,
-              height: int, width: int, num_inference_steps: int = 50, negative_prompt: str | None = None,
-              batch_size: int = 8, **kw: Any) -> Any:
+def first_timesteps(pipe: Any, settings: GenerationSettings, name: str) -> tuple[Any, Any, Any]:
+    """(generation's scheduler, its first timestep t_hi, its third-last t_lo)."""
+    if settings.steps < 3:
+        raise MemorizationConfigError(f"{name}: needs a schedule of at least 3 steps (its low-noise timestep is the "
+                                      f"third-last), got steps={settings.steps}")
+    sch = schedule(pipe, settings)
+    return sch, sch.timesteps[0], sch.timesteps[-3]
+
+
+def zero_step(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], settings: GenerationSettings,
+              **options: Any) -> Any:
     """The score alone, (P, S), with ``noise_magnitude``'s signature so that ``calibration.calibrate``
-    takes it as its ``scorer`` (``steps`` and ``guidance_scale`` do not enter a zero-step score)."""
-    return zero_step_scores(pipe, prompts, seeds, height=height, width=width, num_inference_steps=num_inference_steps,
-                            negative_prompt=negative_prompt, batch_size=batch_size, **kw).score
+    takes it as its ``scorer``; ``options`` are ``zero_step_scores``'s."""
+    return zero_step_scores(pipe, prompts, seeds, settings, **options).score

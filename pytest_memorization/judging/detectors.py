@@ -23,8 +23,8 @@ def _not_finite(name: str, score: float, threshold: float) -> Finding | None:
 
 
 def noise_magnitude_finding(prompt: str, score: float, threshold: float, calibrated: bool,
-                            trigger_words: Sequence[str] = ()) -> Finding | None:
-    """Wen et al.: fail when the mean over seeds reaches the threshold."""
+                            trigger_words: Sequence[str] = (), gate: bool = True) -> Finding | None:
+    """Wen et al.: fail when the mean over seeds reaches the threshold (warn with ``gate = false``)."""
     bad = _not_finite("noise_magnitude", score, threshold)
     if bad is not None:
         return bad
@@ -33,9 +33,11 @@ def noise_magnitude_finding(prompt: str, score: float, threshold: float, calibra
     label = "calibrated" if calibrated else "uncalibrated, written in the manifest"
     driven = (f"; memorization driven by: {', '.join(repr(w) for w in trigger_words)}" if trigger_words
               else " (trigger tokens: not available for this model family)")
-    return Finding("noise_magnitude", "fail",
-                   f"noise magnitude {score:.4f} >= {threshold:.4f} ({label}) for prompt {prompt!r}{driven}",
-                   metric="noise_magnitude", value=score, threshold=threshold)
+    msg = f"noise magnitude {score:.4f} >= {threshold:.4f} ({label}) for prompt {prompt!r}{driven}"
+    if not gate:
+        msg += " (not gating: gate = false in [detectors] noise_magnitude)"
+    return Finding("noise_magnitude", "fail" if gate else "warn", msg, metric="noise_magnitude", value=score,
+                   threshold=threshold)
 
 
 def seed_diversity_finding(prompt: str, score: float, threshold: float, n_images: int, gate: bool) -> Finding | None:

@@ -1,4 +1,17 @@
-"""The manifest's ``[detectors]`` table: which reference-free detectors run, with what settings."""
+"""The manifest's ``[detectors]`` table: which reference-free detectors run, with what settings.
+
+Every key is read by ``run.detect``; a key a detector cannot honour is refused here, with the fix:
+
+- ``noise_magnitude``: ``threshold``, ``steps`` (the first steps of generation's schedule it
+  measures), ``seeds`` (the seeds its score is averaged over; default the item's seeds) and
+  ``gate`` (default true; false reports a crossing as a warning instead of failing).
+- ``seed_diversity``: ``threshold`` and ``gate`` (default false). It compares the item's own
+  generations, so their seeds are the item's: ``seeds`` here is refused.
+- ``zero_step``: ``threshold``, ``timesteps``, ``norm_weight``, ``align_weight``.
+- ``lora_delta``: ``threshold``, ``kind``.
+
+The generation settings (steps, guidance scale, size, negative prompt) come from ``[model]``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +22,7 @@ from .check import Checker
 
 DETECTOR_KEYS: dict[str, tuple[str, ...]] = {
     "noise_magnitude": ("threshold", "steps", "seeds", "gate"),
-    "seed_diversity": ("threshold", "seeds", "gate"),
+    "seed_diversity": ("threshold", "gate"),
     "zero_step": ("threshold", "timesteps", "norm_weight", "align_weight"),
     "lora_delta": ("threshold", "kind"),
 }
@@ -20,6 +33,9 @@ def detectors_table(c: Checker, v: Any) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, d in t.items():
         key = f"detectors.{name}"
+        if name == "seed_diversity" and isinstance(d, dict) and "seeds" in d:
+            c.fail(f"{key}.seeds", "seed_diversity compares the item's own generations, which use the item's "
+                   "seeds; remove seeds here and set seeds in [model] (or --memorization-seeds)")
         d = c.table(d, key, DETECTOR_KEYS[name], "{ threshold = 3.2, steps = 1 }")
         o: dict[str, Any] = {}
         if "threshold" in d:

@@ -36,10 +36,9 @@ class Family:
     negative_prompt: bool  # the pipeline takes a negative prompt
     classifier_free: bool  # False: guidance is a distilled embedding (Flux-dev), no unconditional pass
     cuda_dtype: str
-    # noise magnitude: SD 1/2 through detectors.noise_magnitude, SDXL/SD3/Flux through
-    # detectors.denoiser_noise (the denoiser's output: epsilon, v or flow velocity).
-    # trigger tokens: SD 1/2 through detectors.trigger_tokens, SDXL/SD3/Flux through
-    # detectors.family_triggers (the gradient with respect to the encoders' per-token rows).
+    # whether the model-internal detectors (detectors/, which read this record) can run:
+    # noise magnitude (SD 1/2: the paper's UNet loop; SDXL/SD3/Flux: the denoiser's output) and
+    # trigger tokens (the gradient with respect to the encoders' per-token rows).
     noise_magnitude: bool
     trigger_tokens: bool
 
@@ -153,18 +152,6 @@ def default_dtype(family: Family | None, device: str) -> str:
     if not device.startswith("cuda"):
         return "float32"
     return (family or SD).cuda_dtype
-
-
-def noise_scorer(family: Family) -> Any:
-    """The noise-magnitude function for a family, with ``detectors.noise_magnitude``'s signature;
-    None for SD 1/2 (the paper's own implementation)."""
-    if family is SD or not family.noise_magnitude:
-        return None
-    import functools
-
-    from ..detectors.denoiser_noise import denoiser_noise_magnitude
-
-    return functools.partial(denoiser_noise_magnitude, distilled=not family.classifier_free)
 
 
 def size_kwargs(pipe: Any, height: int, width: int) -> dict[str, int]:

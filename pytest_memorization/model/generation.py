@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import BrokenOutputError, MemorizationConfigError
+from ..errors import BrokenOutputError
 from ..records import MAX_GENERATION_SIDE, Generation, GenerationSettings
 from .families import family_of, negative_prompt_kwargs, size_kwargs
 from .loading import ModelInfo, set_lora_scale
@@ -245,22 +245,6 @@ class MemorizationModel:
         lora = f"{self.info.lora_hash}@{self._lora_scale}" if self.info.lora and self._lora_scale else "none"
         lora += f"/alone={self._alone}" if self._alone is not None and lora != "none" else ""
         return f"{self.info.content_hash}|lora={lora}|{self.info.device}|{self.info.dtype}"
-
-    # -- detectors ------------------------------------------------------------------------
-    def noise_magnitude(self, prompts: Sequence[str], seeds: Sequence[int], steps: int = 1, *,
-                        guidance_scale: float = 7.5, height: int = 512, width: int = 512,
-                        num_inference_steps: int = 50) -> Any:
-        """Wen et al.'s text-conditional noise magnitude, (P, S): one or a few UNet calls per seed.
-        SDXL, SD3 and Flux score the denoiser's output (``detectors.denoiser_noise``)."""
-        from ..detectors.noise_magnitude import noise_magnitude
-        from .families import noise_scorer, not_applicable
-
-        if not self.family.noise_magnitude:
-            raise MemorizationConfigError(not_applicable("noise_magnitude", self.family))
-        noise_magnitude = noise_scorer(self.family) or noise_magnitude
-
-        return noise_magnitude(self.pipe, list(prompts), list(seeds), steps=steps, guidance_scale=guidance_scale,
-                               height=height, width=width, num_inference_steps=num_inference_steps)
 
     # -- on-disk cache of generations (model/gencache.py) ----------------------------------
     def _cache_name(self, job: tuple[str, int], settings: GenerationSettings,

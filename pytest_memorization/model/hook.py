@@ -144,9 +144,6 @@ class GeneratorModel:
     def img2img(self, *args: Any, **kwargs: Any) -> Generation:
         raise not_applicable("img2img")
 
-    def noise_magnitude(self, *args: Any, **kwargs: Any) -> Any:
-        raise not_applicable("noise_magnitude")
-
     @contextlib.contextmanager
     def lora_scale(self, scale: float) -> Iterator[None]:
         raise not_applicable("the LoRA gate")

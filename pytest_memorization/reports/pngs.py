@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..config.options import REPORT_WORKS_MODES
 from .schema import ReportError
 
 THUMBNAIL_PX = 48  # long side of a thumbnail; too small to stand in for the work, enough to recognise it
@@ -115,18 +114,14 @@ def write_work_images(
 
     ``embed``: the full image. ``thumbnail``: at most THUMBNAIL_PX (48) px on the long side.
     ``omit``: nothing is written and every id maps to None (the report shows the id only).
+    The option itself is validated where it is read (``config.options``); any other mode writes nothing.
     """
-    if mode not in REPORT_WORKS_MODES:
-        raise ReportError(
-            f"--memorization-report-works = {mode!r}: expected one of {', '.join(REPORT_WORKS_MODES)}"
-        )
+    if mode not in ("embed", "thumbnail"):
+        return {work_id: None for work_id in works}
     from PIL import Image
 
     out: dict[str, str | None] = {}
     for work_id, image in works.items():
-        if mode == "omit":
-            out[work_id] = None
-            continue
         rel = work_png_path(work_id, mode)
         if mode == "embed":
             pil = Image.fromarray(_to_hwc_uint8(image, f"work {work_id!r}"), mode="RGB")

@@ -179,20 +179,22 @@ def assert_not_memorized_prompt(model: Any, prompts: Sequence[str] | str, seeds:
     """Fail when Wen et al.'s noise magnitude of a prompt reaches ``threshold`` (no reference image);
     judged by the same rule as a manifest's ``[detectors] noise_magnitude`` (a NaN score is an error)."""
     __tracebackhide__ = True
+    from ..detectors.common import with_guidance
+    from ..detectors.denoiser_noise import model_noise_magnitude
     from ..judging.detectors import flagged
     from ..judging.judge import Measured, judge, make_rules
-    from ..records import DetectorScore
+    from ..records import DetectorScore, GenerationSettings  # generation's defaults: its steps and scheduler
 
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    d = model.noise_magnitude(prompts, seeds, steps, guidance_scale=guidance_scale, height=height, width=width)
+    settings = with_guidance(GenerationSettings(guidance_scale=guidance_scale, height=height, width=width))
+    d = model_noise_magnitude(model, prompts, seeds, settings, steps=steps)
     scores = []
     for p, v in zip(prompts, d.mean(dim=1).tolist()):
         score = DetectorScore("noise_magnitude", p, float(v), float(threshold), calibrated=False)
         if flagged(score) and model.family.trigger_tokens:
             from ..detectors.trigger_tokens import trigger_tokens
 
-            words = trigger_tokens(model.pipe, p, list(seeds)[:1], steps=steps, guidance_scale=guidance_scale,
-                                   height=height, width=width)
+            words = trigger_tokens(model.pipe, p, list(seeds)[:1], settings, steps=steps)
             score = dataclasses.replace(score, trigger_words=tuple(w for w, _ in words))
         scores.append(score)
     item = current_item()

@@ -1,8 +1,10 @@
 """The manifest's ``[detectors]`` table run on an item's prompt: scores only; the rules that
-turn them into findings live in ``judging.detectors``.
+turn them into findings live in ``judging.detectors``. Every detector measures under the
+item's own ``GenerationSettings`` (``plan.gen``: schedule, size, negative prompt), the ones its
+images are generated with.
 
-- ``noise_magnitude`` (Wen et al., ICLR 2024): gates when the mean over seeds of d reaches
-  the threshold. The threshold is the one written in the manifest (reported as
+- ``noise_magnitude`` (Wen et al., ICLR 2024): gates (warns with ``gate = false``) when the
+  mean of d over its ``seeds`` (default the item's) reaches the threshold. The threshold is the one written in the manifest (reported as
   *uncalibrated*), else the calibration file for this exact model; with neither, the item
   is an error that says to calibrate. Flagged prompts name their trigger tokens.
 - ``seed_diversity`` (Carlini et al., 2023): the closest pair of a prompt's generations
@@ -15,6 +17,7 @@ turn them into findings live in ``judging.detectors``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from ..errors import MemorizationConfigError
@@ -22,6 +25,19 @@ from ..judging.detectors import SEED_DIVERSITY_DEFAULT
 from ..records import DetectorScore
 
 PURE_NOISE = ("zero_step", "lora_delta")  # calibrated like noise_magnitude, scored on the seeds' pure noise
+
+
+def detector_settings(plan: Any, name: str) -> Any:
+    """The generation settings a detector measures under: the item's own (schedule, size, negative
+    prompt), with classifier-free guidance on for noise magnitude and its trigger tokens."""
+    from ..detectors.common import with_guidance
+
+    return with_guidance(plan.gen) if name == "noise_magnitude" else plan.gen
+
+
+def _seeds(cfg: dict[str, Any], plan: Any) -> list[int]:
+    """The detector's own ``seeds`` from the manifest, else the item's."""
+    return list(cfg.get("seeds") or plan.seeds)
 
 
 def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any,
@@ -35,7 +51,7 @@ def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any,
                 "threshold comes from a calibration file the policy trusts ([trust] calibrations), not from the "
                 "manifest; remove the threshold and calibrate")
         return float(cfg["threshold"]), False
-    from ..detectors.calibration import calibration_path, load_calibration
+    from ..detectors.calibration import calibration_path, load_calibration, settings_record
 
     path = session.settings.path("calibration")
     path = calibration_path(path, name) if path is not None else None
@@ -49,18 +65,15 @@ def noise_threshold(session: Any, model: Any, cfg: dict[str, Any], plan: Any,
 
         check_calibration(policy, path)
     cal = load_calibration(path, fingerprint=model.fingerprint, detector=name)
-    g = plan.gen
-    if name == "noise_magnitude":
-        cal.check_compatible(steps=int(cfg.get("steps", 1)), settings={
-            "guidance_scale": float(max(g.guidance_scale, 1.01)), "height": g.height, "width": g.width})
-    else:
-        steps, extra = _pure_noise_settings(name, cfg)
-        cal.check_compatible(steps=steps, settings={"height": g.height, "width": g.width, **extra})
+    steps, extra = _options(name, cfg)
+    cal.check_compatible(steps=steps, settings=settings_record(model.pipe, detector_settings(plan, name), name, extra))
     return float(cal.threshold), True
 
 
-def _pure_noise_settings(name: str, cfg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """(steps as the calibration records it, the settings a threshold depends on) of a pure-noise detector."""
+def _options(name: str, cfg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(steps as the calibration records it, the detector's own settings a threshold depends on)."""
+    if name == "noise_magnitude":
+        return int(cfg.get("steps", 1)), {}
     if name == "zero_step":
         from ..detectors.zero_step import ALIGN_WEIGHT, NORM_WEIGHT
 
@@ -70,23 +83,22 @@ def _pure_noise_settings(name: str, cfg: dict[str, Any]) -> tuple[int, dict[str,
 
 
 def _pure_noise_scorer(name: str, model: Any, cfg: dict[str, Any], session: Any) -> Any:
-    """The detector's full scorer (scores, maps) with ``noise_magnitude``'s keyword arguments."""
+    """The detector's full scorer: (pipe, prompts, seeds, settings, **kw) -> (scores, maps)."""
 
     if model.family.name != "sd":
         raise MemorizationConfigError(
             f"{name} is not applicable to {model.family.label} models yet: it needs the Stable Diffusion 1/2 UNet "
             f"and text encoder. Remove it from [detectors] for this model, or use noise_magnitude")
+    steps, extra = _options(name, cfg)
     if name == "zero_step":
         from ..detectors.zero_step import zero_step_scores
-
-        steps, extra = _pure_noise_settings(name, cfg)
 
         # the unconditional passes on pure noise depend on the model and the seed only: one per
         # seed for the whole session, whatever the number of items
         cache = session.uncond_noise.setdefault(model.fingerprint, {})
 
-        def zero(pipe: Any, prompts: Any, seeds: Any, **kw: Any) -> tuple[Any, Any]:
-            z = zero_step_scores(pipe, prompts, seeds, timesteps=steps, uncond_cache=cache, **extra, **kw)
+        def zero(*args: Any, **kw: Any) -> tuple[Any, Any]:
+            z = zero_step_scores(*args, timesteps=steps, uncond_cache=cache, **extra, **kw)
             return z.score, z.maps
 
         return zero
@@ -96,9 +108,8 @@ def _pure_noise_scorer(name: str, model: Any, cfg: dict[str, Any], session: Any)
             "or remove lora_delta from [detectors]")
     from ..detectors.lora_delta import lora_delta_scores
 
-    def delta(pipe: Any, prompts: Any, seeds: Any, **kw: Any) -> tuple[Any, Any]:
-        scores, maps, _ = lora_delta_scores(pipe, prompts, seeds, base=lambda: model.lora_scale(0.0),
-                                            kind=str(cfg.get("kind", "guidance")), **kw)
+    def delta(*args: Any, **kw: Any) -> tuple[Any, Any]:
+        scores, maps, _ = lora_delta_scores(*args, base=lambda: model.lora_scale(0.0), **extra, **kw)
         return scores, maps
 
     return delta
@@ -111,17 +122,24 @@ def _pixel_map(m: Any) -> list[list[float]]:
     return [[round(float(v), 3) for v in row] for row in m.tolist()]
 
 
+def _per_seed(rows: list[tuple[int, dict[str, Any]]], seeds: list[int]) -> list[tuple[dict[str, Any], Any]]:
+    """Each image's row with its seed's index in the detector's seeds (None when the detector used other seeds)."""
+    index = {s: i for i, s in enumerate(seeds)}
+    return [(row, index.get(seed)) for seed, row in rows]
+
+
 def _run_pure_noise(name: str, model: Any, cfg: dict[str, Any], session: Any, plan: Any, prompt: str,
-                    rows: list[dict[str, Any]]) -> DetectorScore:
+                    rows: list[tuple[int, dict[str, Any]]]) -> DetectorScore:
     from ..judging.detectors import flagged
 
-    g = plan.gen
     scorer = _pure_noise_scorer(name, model, cfg, session)
     threshold, calibrated = noise_threshold(session, model, cfg, plan, name)
-    scores, maps = scorer(model.pipe, [prompt], plan.seeds, height=g.height, width=g.width)
+    scores, maps = scorer(model.pipe, [prompt], plan.seeds, detector_settings(plan, name))
     d = DetectorScore(name, prompt, float(scores[0].mean()), threshold, calibrated)
     hit = flagged(d)
-    for i, row in enumerate(rows):
+    for row, i in _per_seed(rows, plan.seeds):
+        if i is None:
+            continue
         entry: dict[str, Any] = {"score": d.score, "threshold": threshold, "calibrated": calibrated,
                                  "seed_score": float(scores[0, i]), "flagged": hit}
         if hit:  # where: the per-pixel map over this seed's image (latent pixels, [0, 1])
@@ -130,42 +148,46 @@ def _run_pure_noise(name: str, model: Any, cfg: dict[str, Any], session: Any, pl
     return d
 
 
-def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: list[str], n_images: int,
+def _run_noise_magnitude(session: Any, model: Any, c: dict[str, Any], plan: Any, prompt: str,
+                         rows: list[tuple[int, dict[str, Any]]]) -> DetectorScore:
+    from ..detectors.denoiser_noise import model_noise_magnitude
+    from ..judging.detectors import flagged
+
+    _check_applicable("noise_magnitude", model)
+    steps, seeds, gate = int(c.get("steps", 1)), _seeds(c, plan), bool(c.get("gate", True))
+    settings = detector_settings(plan, "noise_magnitude")
+    threshold, calibrated = noise_threshold(session, model, c, plan)
+    d = model_noise_magnitude(model, [prompt], seeds, settings, steps=steps)
+    score = DetectorScore("noise_magnitude", prompt, float(d[0].mean()), threshold, calibrated, gate=gate)
+    entry: dict[str, Any] = {"score": score.score, "threshold": threshold, "calibrated": calibrated, "steps": steps,
+                             "seeds": seeds, "gate": gate}
+    if flagged(score) and not model.family.trigger_tokens:
+        from ..model.families import not_applicable
+
+        entry["trigger_tokens"] = None
+        entry["trigger_tokens_note"] = not_applicable("trigger_tokens", model.family)
+    elif flagged(score):
+        from ..detectors.trigger_tokens import trigger_tokens
+
+        words = [w for w, _ in trigger_tokens(model.pipe, prompt, seeds[:1], settings, steps=steps)]
+        entry["trigger_tokens"] = words
+        score = dataclasses.replace(score, trigger_words=tuple(words))
+    for row, i in _per_seed(rows, seeds):
+        row["noise_magnitude"] = {**entry, "seed_score": None if i is None else float(d[0, i])}
+    return score
+
+
+def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: list[str], seeds: list[int],
                   images: Any) -> tuple[list[DetectorScore], list[dict[str, Any]]]:
-    """Run the manifest's detectors for one prompt: (the scores, for ``judging.judge``; per image, the
-    entries its report row shows under ``detectors``). No rule runs here."""
+    """Run the manifest's detectors for one prompt: (the scores, for ``judging.judge``; per image, of
+    seed ``seeds[i]``, the entries its report row shows under ``detectors``). No rule runs here."""
     from ..judging.detectors import flagged
 
     measured: list[DetectorScore] = []
-    rows: list[dict[str, Any]] = [{} for _ in range(n_images)]
+    rows: list[tuple[int, dict[str, Any]]] = [(int(s), {}) for s in seeds]
     cfg = manifest.detectors
-    g = plan.gen
     if "noise_magnitude" in cfg:
-        _check_applicable("noise_magnitude", model)
-        c = cfg["noise_magnitude"]
-        steps = int(c.get("steps", 1))
-        threshold, calibrated = noise_threshold(session, model, c, plan)
-        d = model.noise_magnitude(prompts, plan.seeds, steps, guidance_scale=max(g.guidance_scale, 1.01),
-                                  height=g.height, width=g.width)
-        score = DetectorScore("noise_magnitude", prompts[0], float(d[0].mean()), threshold, calibrated)
-        entry: dict[str, Any] = {"score": score.score, "threshold": threshold, "calibrated": calibrated,
-                                 "steps": steps}
-        if flagged(score) and not model.family.trigger_tokens:
-            from ..model.families import not_applicable
-
-            entry["trigger_tokens"] = None
-            entry["trigger_tokens_note"] = not_applicable("trigger_tokens", model.family)
-        elif flagged(score):
-            from ..detectors.trigger_tokens import trigger_tokens
-
-            words = [w for w, _ in trigger_tokens(model.pipe, prompts[0], plan.seeds[:1], steps=steps,
-                                                   guidance_scale=max(g.guidance_scale, 1.01),
-                                                   height=g.height, width=g.width)]
-            entry["trigger_tokens"] = words
-            score = dataclasses.replace(score, trigger_words=tuple(words))
-        measured.append(score)
-        for row, s in zip(rows, d[0].tolist()):
-            row["noise_magnitude"] = {**entry, "seed_score": float(s)}
+        measured.append(_run_noise_magnitude(session, model, cfg["noise_magnitude"], plan, prompts[0], rows))
     for name in PURE_NOISE:
         if name in cfg:
             measured.append(_run_pure_noise(name, model, cfg[name], session, plan, prompts[0], rows))
@@ -176,11 +198,11 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
         score = DetectorScore("seed_diversity", prompts[0], float(seed_diversity(images)),
                               float(c.get("threshold", SEED_DIVERSITY_DEFAULT)), direction="distance",
                               gate=bool(c.get("gate", False)), n_images=len(images))
-        for row in rows:
+        for _, row in rows:
             row["seed_diversity"] = {"score": score.score, "threshold": score.threshold, "gate": score.gate,
                                      "direction": "distance", "flagged": flagged(score)}
         measured.append(score)
-    return measured, rows
+    return measured, [row for _, row in rows]
 
 
 def _check_applicable(name: str, model: Any) -> None:
@@ -193,55 +215,39 @@ def _check_applicable(name: str, model: Any) -> None:
 
 
 def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
-    """``--memorization-calibrate``: score ordinary prompts, store the threshold with the model fingerprint."""
-    from ..detectors.calibration import calibrate, ordinary_prompts, save_calibration
+    """``--memorization-calibrate``: score ordinary prompts under the item's generation settings,
+    store each threshold with the model fingerprint and those settings."""
+    from ..detectors.calibration import calibration_path, ordinary_prompts
+    from ..detectors.denoiser_noise import noise_scorer
     from ..records import Outcome
 
     model = session.model(plan.source)
     session.record_run(model, {})
-    if not model.family.noise_magnitude:
-        from ..model.families import not_applicable
-
-        raise MemorizationConfigError(not_applicable("noise_magnitude", model.family) + " (calibration)")
-    from ..model.families import noise_scorer
-
+    _check_applicable("noise_magnitude", model)
     path = session.settings.path("calibration_prompts")
-    if path is not None:
-        if not path.is_file():
-            raise MemorizationConfigError(f"--memorization-calibration-prompts {path}: no such file")
-        prompts = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    else:
-        prompts = ordinary_prompts()
+    if path is not None and not path.is_file():
+        raise MemorizationConfigError(f"--memorization-calibration-prompts {path}: no such file")
+    prompts = ordinary_prompts(path)
     cfg = manifest.detectors.get("noise_magnitude", {})
-    g = plan.gen
-    cal = calibrate(model.pipe, prompts, plan.seeds, target_fpr=session.settings.target_fpr,
-                    steps=int(cfg.get("steps", 1)), guidance_scale=max(g.guidance_scale, 1.01),
-                    height=g.height, width=g.width, fingerprint=model.fingerprint, scorer=noise_scorer(model.family))
     out = session.settings.path("calibration")
-    save_calibration(out, cal)
-    session.notes.append(f"calibrated noise_magnitude threshold {cal.threshold:.4f} at FPR {cal.target_fpr:g} "
-                         f"on {cal.n_prompts} ordinary prompts -> {out}")
+    scorer = functools.partial(noise_scorer(model.family), steps=int(cfg.get("steps", 1)))
+    _calibrate(session, model, plan, prompts, "noise_magnitude", cfg, scorer, out)
     for name in PURE_NOISE:
         if name in manifest.detectors:
-            _calibrate_pure_noise(name, session, model, manifest.detectors[name], plan, prompts, out)
+            full = _pure_noise_scorer(name, model, manifest.detectors[name], session)
+            _calibrate(session, model, plan, prompts, name, manifest.detectors[name],
+                       lambda *a, full=full, **kw: full(*a, **kw)[0], calibration_path(out, name))
     return Outcome([], [])
 
 
-def _calibrate_pure_noise(name: str, session: Any, model: Any, cfg: dict[str, Any], plan: Any, prompts: list[str],
-                          out: Any) -> None:
-    from ..detectors.calibration import calibrate, calibration_path, save_calibration
+def _calibrate(session: Any, model: Any, plan: Any, prompts: list[str], name: str, cfg: dict[str, Any],
+               scorer: Any, path: Any) -> None:
+    from ..detectors.calibration import calibrate, save_calibration
 
-    full = _pure_noise_scorer(name, model, cfg, session)
-    steps, extra = _pure_noise_settings(name, cfg)
-
-    def scorer(pipe: Any, prompts: Any, seeds: Any, *, steps: int, guidance_scale: float, **kw: Any) -> Any:
-        return full(pipe, prompts, seeds, **kw)[0]
-
-    g = plan.gen
-    cal = calibrate(model.pipe, prompts, plan.seeds, target_fpr=session.settings.target_fpr, steps=steps,
-                    height=g.height, width=g.width, fingerprint=model.fingerprint, scorer=scorer, detector=name,
-                    extra_settings=extra)
-    path = calibration_path(out, name)
+    steps, extra = _options(name, cfg)
+    seeds = _seeds(cfg, plan) if name == "noise_magnitude" else plan.seeds
+    cal = calibrate(model.pipe, prompts, seeds, detector_settings(plan, name), target_fpr=session.settings.target_fpr,
+                    steps=steps, fingerprint=model.fingerprint, scorer=scorer, detector=name, extra_settings=extra)
     save_calibration(path, cal)
     session.notes.append(f"calibrated {name} threshold {cal.threshold:.4f} at FPR {cal.target_fpr:g} "
                          f"on {cal.n_prompts} ordinary prompts -> {path}")

@@ -166,7 +166,7 @@ def measure_prompt(session: MemorizationSession, manifest: Manifest, plan: Plan,
             with model.lora_scale(lam * plan.source.lora_scale):
                 amp = model.generate([prompt], plan.seeds, plan.gen, cache=plan.cache)
             m.amplified = (lam, _score(session, plan, model, amp.images, works)[0])
-    m.detectors, m.detector_rows = run_detectors(session, manifest, model, plan, [prompt], len(gen), gen.images)
+    m.detectors, m.detector_rows = run_detectors(session, manifest, model, plan, [prompt], gen.seeds, gen.images)
     return m
 
 
@@ -293,7 +293,7 @@ def measure_canary(session: MemorizationSession, manifest: Manifest, plan: Plan,
     scores, floor = _score(session, plan, model, gen.images, works) if works else ({}, None)
     m = Measured(item, gen.prompts, gen.seeds, works, scores, images=gen.images, vae_floor=floor,
                  extras=[_row_extra(gen, i, None, None) for i in range(len(gen))])
-    m.detectors, m.detector_rows = run_detectors(session, manifest, model, plan, [prompt], len(gen), gen.images)
+    m.detectors, m.detector_rows = run_detectors(session, manifest, model, plan, [prompt], gen.seeds, gen.images)
     return m
 
 

@@ -18,8 +18,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..detectors.trigger_tokens import bytes_to_unicode
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __all__ = [
@@ -69,6 +67,15 @@ TINY_TEXT: dict[str, Any] = dict(
 )
 
 
+def _byte_symbols() -> list[str]:
+    """CLIP's (GPT-2's) byte-level alphabet in its vocabulary order: printable bytes as themselves,
+    then every other byte as chr(256 + n)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    rest = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(rest))]
+
+
 @functools.lru_cache(maxsize=1)
 def _clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     spec = importlib.util.find_spec("open_clip")
@@ -77,7 +84,7 @@ def _clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
     lines = gzip.open(path).read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    symbols = list(bytes_to_unicode().values())
+    symbols = _byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     return {tok: i for i, tok in enumerate(vocab)}, merges  # type: ignore[return-value]

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from pytest_memorization.records import GenerationSettings
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RES = 16
@@ -34,7 +36,7 @@ DUP = 24
 N_ORDINARY = 128
 RARE = ["zorblax", "quindlewump", "vrelkish", "skarvox"]
 MEMORIZED = ["a zorblax voyager portrait", "a quindlewump feline dozing", "a vrelkish mug of brew", "a skarvox rocket plinth"]
-GEN = dict(height=RES, width=RES, num_inference_steps=50, guidance_scale=7.5)
+GEN = GenerationSettings(steps=50, guidance_scale=7.5, height=RES, width=RES)
 
 
 @dataclass
@@ -46,7 +48,7 @@ class Trained:
     rare: list[str]
     losses: list[float]
     train_seconds: float
-    gen: dict[str, Any]
+    gen: GenerationSettings
 
 
 def _photo(name: str) -> Any:
@@ -114,4 +116,4 @@ def memorized_pipe() -> Trained:
     losses = train_text_to_image(pipe, images, captions, steps=STEPS, lr=1e-3, batch_size=8, seed=0, num_threads=1)
     seconds = time.perf_counter() - start
     pipe.unet.eval()
-    return Trained(pipe, list(MEMORIZED), ordinary_prompts()[:25], trained_ordinary, list(RARE), losses, seconds, dict(GEN))
+    return Trained(pipe, list(MEMORIZED), ordinary_prompts()[:25], trained_ordinary, list(RARE), losses, seconds, GEN)

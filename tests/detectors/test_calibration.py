@@ -13,8 +13,12 @@ from pytest_memorization.detectors import (
     ordinary_prompts,
     save_calibration,
 )
-from pytest_memorization.detectors.calibration import inverted_cdf_quantile
+from pytest_memorization.detectors.calibration import inverted_cdf_quantile, settings_record
+from pytest_memorization.detectors.common import scheduler_identity
 from pytest_memorization.errors import MemorizationConfigError
+from pytest_memorization.records import GenerationSettings
+
+GEN = GenerationSettings(steps=10, guidance_scale=7.5, height=16, width=16)
 
 
 def test_bundled_prompts():
@@ -48,15 +52,15 @@ def test_inverted_cdf_quantile():
 def test_calibrate_round_trip_and_mismatch(tiny_pipe, tmp_path):
     prompts = ordinary_prompts()[:12]
     with pytest.warns(UserWarning, match="resolved in steps of 1/12"):
-        cal = calibrate(tiny_pipe, prompts, [0, 1], target_fpr=0.01, fingerprint="tiny-sha256:abc",
-                        height=16, width=16, num_inference_steps=10)
+        cal = calibrate(tiny_pipe, prompts, [0, 1], GEN, target_fpr=0.01, fingerprint="tiny-sha256:abc")
     assert cal.n_prompts == 12 and cal.fpr_resolution == pytest.approx(1 / 12)
     assert cal.threshold == pytest.approx(cal.scores["max"])  # too few prompts: the largest score
     assert cal.empirical_fpr == 0.0 and "only 12 prompts" in cal.note
-    assert cal.settings == dict(guidance_scale=7.5, height=16, width=16, num_inference_steps=10, negative_prompt=None)
+    assert cal.settings == dict(guidance_scale=7.5, height=16, width=16, num_inference_steps=10, negative_prompt=None,
+                                scheduler=scheduler_identity(tiny_pipe))
+    assert cal.settings == settings_record(tiny_pipe, GEN)  # what a run compares it with
 
-    cal20 = calibrate(tiny_pipe, ordinary_prompts()[:20], [0], target_fpr=0.1, fingerprint="x",
-                      height=16, width=16, num_inference_steps=10)
+    cal20 = calibrate(tiny_pipe, ordinary_prompts()[:20], [0], GEN, target_fpr=0.1, fingerprint="x")
     assert cal20.empirical_fpr == pytest.approx(0.1) and cal20.note == ""  # 2 of 20 above, as targeted
     assert cal20.flags(cal20.scores["max"]) and not cal20.flags(cal20.threshold)
 
@@ -94,3 +98,27 @@ def test_check_compatible():
     cal.check_compatible(steps=1, settings=dict(height=512, width=512, guidance_scale=7.5))
     with pytest.raises(MemorizationConfigError, match="height 512 -> 768.*--memorization-calibrate"):
         cal.check_compatible(steps=1, settings=dict(height=768, width=512))
+
+
+def test_a_threshold_applies_only_to_generations_schedule_and_negative_prompt(tiny_pipe):
+    """The settings a run compares are generation's: its step count, its scheduler (class and
+    config) and its negative prompt; a file that does not record one of them is refused too."""
+    import dataclasses
+
+    from diffusers import EulerDiscreteScheduler
+
+    cal = Calibration(threshold=1.0, target_fpr=0.1, n_prompts=10, seeds=[0], steps=1,
+                      settings=settings_record(tiny_pipe, GEN), fingerprint="m",
+                      scores=dict(mean=0.5, std=0.1, min=0.2, max=1.1), empirical_fpr=0.1, fpr_resolution=0.1)
+    cal.check_compatible(steps=1, settings=settings_record(tiny_pipe, GEN))
+    with pytest.raises(MemorizationConfigError, match="num_inference_steps 10 -> 25"):
+        cal.check_compatible(steps=1, settings=settings_record(tiny_pipe, dataclasses.replace(GEN, steps=25)))
+    with pytest.raises(MemorizationConfigError, match="negative_prompt None -> 'blurry'"):
+        cal.check_compatible(steps=1, settings=settings_record(tiny_pipe, dataclasses.replace(GEN,
+                                                                                              negative_prompt="blurry")))
+    euler = type("P", (), {"scheduler": EulerDiscreteScheduler.from_config(tiny_pipe.scheduler.config)})()
+    with pytest.raises(MemorizationConfigError, match="scheduler 'DDIMScheduler:.*' -> 'EulerDiscreteScheduler:"):
+        cal.check_compatible(steps=1, settings=settings_record(euler, GEN))
+    old = dataclasses.replace(cal, settings={k: v for k, v in cal.settings.items() if k != "scheduler"})
+    with pytest.raises(MemorizationConfigError, match=r"scheduler \(not recorded\)"):
+        old.check_compatible(steps=1, settings=settings_record(tiny_pipe, GEN))

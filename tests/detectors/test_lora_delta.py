@@ -9,10 +9,11 @@ import torch
 from pytest_memorization.detectors import rank_auc
 from pytest_memorization.detectors.lora_delta import lora_delta, lora_delta_scores
 from pytest_memorization.errors import MemorizationConfigError
+from pytest_memorization.records import GenerationSettings
 
 PROMPTS = ["a photo of sks person", "a lighthouse on a cliff at night", "a bowl of soup"]
 SEEDS = [0, 3]
-SIZE = dict(height=32, width=32, num_inference_steps=8)
+GEN = GenerationSettings(steps=8, height=32, width=32)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def lora_pipe():
 def test_an_adapter_at_weight_zero_changes_nothing(lora_pipe):
     lora_pipe.set_adapters(["x"], adapter_weights=[0.0])
     try:
-        scores, maps, _ = lora_delta_scores(lora_pipe, PROMPTS, SEEDS, **SIZE)
+        scores, maps, _ = lora_delta_scores(lora_pipe, PROMPTS, SEEDS, GEN)
     finally:
         lora_pipe.set_adapters(["x"], adapter_weights=[1.0])
     assert torch.equal(scores, torch.zeros(3, 2)) and float(maps.abs().max()) == 0.0
@@ -40,23 +41,23 @@ def test_an_adapter_at_weight_zero_changes_nothing(lora_pipe):
 
 @pytest.mark.parametrize("kind", ["guidance", "conditional"])
 def test_scores_are_exact_per_prompt_and_seed(lora_pipe, kind):
-    scores, maps, evals = lora_delta_scores(lora_pipe, PROMPTS, SEEDS, kind=kind, batch_size=8, **SIZE)
-    alone = lora_delta(lora_pipe, PROMPTS[2:], SEEDS[1:], kind=kind, batch_size=1, **SIZE)
+    scores, maps, evals = lora_delta_scores(lora_pipe, PROMPTS, SEEDS, GEN, kind=kind, batch_size=8)
+    alone = lora_delta(lora_pipe, PROMPTS[2:], SEEDS[1:], GEN, kind=kind, batch_size=1)
     assert bool((scores > 0).all())
     torch.testing.assert_close(alone[0, 0], scores[2, 1], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(maps.pow(2).sum(dim=(2, 3)).sqrt(), scores, rtol=1e-4, atol=1e-6)
     P, S = len(PROMPTS), len(SEEDS)
     assert evals == 2 * (P * S + (S if kind == "guidance" else 0))
     assert not lora_pipe.unet._forward_hooks  # the adapter is back on, nothing left attached
-    again = lora_delta(lora_pipe, PROMPTS[2:], SEEDS[1:], kind=kind, **SIZE)
+    again = lora_delta(lora_pipe, PROMPTS[2:], SEEDS[1:], GEN, kind=kind)
     torch.testing.assert_close(again, alone)  # the default base context re-enables the adapter
 
 
 def test_a_model_without_a_lora_is_a_config_error(tiny_pipe, lora_pipe):
     with pytest.raises(MemorizationConfigError, match="lora_delta needs a model with a LoRA"):
-        lora_delta(tiny_pipe, PROMPTS, SEEDS, **SIZE)
+        lora_delta(tiny_pipe, PROMPTS, SEEDS, GEN)
     with pytest.raises(MemorizationConfigError, match="kind must be"):
-        lora_delta_scores(lora_pipe, PROMPTS, SEEDS, kind="other", **SIZE)
+        lora_delta_scores(lora_pipe, PROMPTS, SEEDS, GEN, kind="other")
 
 
 @pytest.mark.slow
@@ -72,8 +73,8 @@ def test_demo_face_lora_figures(demo_models):
     pipe.set_progress_bar_config(disable=True)
     pipe.load_lora_weights(str(demo_models["lora"]), adapter_name="face")
     ordinary = ordinary_prompts()[:20]
-    scores = lora_delta(pipe, ["a photo of sks person"] + ordinary, [0, 1], height=64, width=64,
-                        num_inference_steps=20, batch_size=16).mean(dim=1).tolist()
+    scores = lora_delta(pipe, ["a photo of sks person"] + ordinary, [0, 1],
+                        GenerationSettings(steps=20, height=64, width=64), batch_size=16).mean(dim=1).tolist()
     trigger, rest = scores[0], sorted(scores[1:])
     print(f"\nface LoRA: trigger {trigger:.3f}, ordinary median {rest[len(rest) // 2]:.3f} max {rest[-1]:.3f}, "
           f"AUC {rank_auc([trigger], rest):.3f}")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def _scores(trained, prompts, seeds):
-    return noise_magnitude(trained.pipe, prompts, seeds, steps=1, **trained.gen).mean(dim=1).tolist()
+    return noise_magnitude(trained.pipe, prompts, seeds, trained.gen, steps=1).mean(dim=1).tolist()
 
 
 def test_training_converged(memorized_pipe):
@@ -48,7 +48,7 @@ def test_trained_but_unmemorized_captions_score_low(memorized_pipe):
 @pytest.mark.parametrize("index", range(4))
 def test_trigger_token_is_the_made_up_word(memorized_pipe, index):
     caption = memorized_pipe.memorized[index]
-    words = trigger_tokens(memorized_pipe.pipe, caption, [0], steps=1, top=3, **memorized_pipe.gen)
+    words = trigger_tokens(memorized_pipe.pipe, caption, [0], memorized_pipe.gen, steps=1, top=3)
     print(f"\n{caption!r}: {[(w, round(s, 3)) for w, s in words]}")
     assert len(words) == 3 and all(w in caption.split() for w, _ in words)
     common = {w for p in memorized_pipe.trained_ordinary for w in p.split()}
@@ -63,5 +63,5 @@ def test_trigger_tokens_input_embeddings(memorized_pipe):
     the leading "a" first, since through causal attention the first token reaches every later row;
     with them left out (the default) it measured the made-up word first for 4 of 4 captions."""
     for caption in memorized_pipe.memorized:
-        words = trigger_tokens(memorized_pipe.pipe, caption, [0], top=4, wrt="input", **memorized_pipe.gen)
+        words = trigger_tokens(memorized_pipe.pipe, caption, [0], memorized_pipe.gen, top=4, wrt="input")
         print(f"\ninput-embedding gradients {caption!r}: {[(w, round(s, 3)) for w, s in words]}")

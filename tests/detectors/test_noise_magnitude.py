@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from pytest_memorization.detectors import NoiseRecorder, initial_latents, noise_magnitude, noise_norms
 from pytest_memorization.errors import MemorizationConfigError
+from pytest_memorization.records import GenerationSettings
 
 PROMPTS = ["a red apple on a wooden table", "a lighthouse on a cliff at night"]
 SEEDS = [0, 7, 123]
-SETTINGS = dict(height=32, width=32, num_inference_steps=8, guidance_scale=7.5)
+GEN = GenerationSettings(steps=8, guidance_scale=7.5, height=32, width=32)
+SETTINGS = dict(height=32, width=32, num_inference_steps=8, guidance_scale=7.5)  # the same, as pipeline keywords
 
 
 def test_initial_latents_equal_the_pipelines(tiny_pipe):
@@ -21,11 +25,11 @@ def test_initial_latents_equal_the_pipelines(tiny_pipe):
 
 
 def test_scores_depend_only_on_prompt_seed_and_settings(tiny_pipe):
-    all_at_once = noise_magnitude(tiny_pipe, PROMPTS, SEEDS, steps=2, batch_size=8, **SETTINGS)
+    all_at_once = noise_magnitude(tiny_pipe, PROMPTS, SEEDS, GEN, steps=2, batch_size=8)
     assert all_at_once.shape == (len(PROMPTS), len(SEEDS))
     assert all_at_once.dtype == torch.float32 and bool((all_at_once > 0).all())
-    chunked = noise_magnitude(tiny_pipe, PROMPTS, SEEDS, steps=2, batch_size=2, **SETTINGS)
-    single = noise_magnitude(tiny_pipe, PROMPTS[1:], SEEDS[2:], steps=2, **SETTINGS)
+    chunked = noise_magnitude(tiny_pipe, PROMPTS, SEEDS, GEN, steps=2, batch_size=2)
+    single = noise_magnitude(tiny_pipe, PROMPTS[1:], SEEDS[2:], GEN, steps=2)
     torch.testing.assert_close(chunked, all_at_once, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(single[0, 0], all_at_once[1, 2], rtol=1e-5, atol=1e-6)
     # different seeds give different latents, hence different scores
@@ -34,7 +38,7 @@ def test_scores_depend_only_on_prompt_seed_and_settings(tiny_pipe):
 
 def test_pipeline_scheduler_is_left_alone(tiny_pipe):
     before = tiny_pipe.scheduler.timesteps.clone() if tiny_pipe.scheduler.timesteps is not None else None
-    noise_magnitude(tiny_pipe, PROMPTS[:1], [0], steps=2, **SETTINGS)
+    noise_magnitude(tiny_pipe, PROMPTS[:1], [0], GEN, steps=2)
     after = tiny_pipe.scheduler.timesteps
     assert (before is None and after is None) or torch.equal(before, after)
 
@@ -42,7 +46,8 @@ def test_pipeline_scheduler_is_left_alone(tiny_pipe):
 @pytest.mark.parametrize("negative_prompt", [None, "blurry, low quality"])
 def test_recorder_equals_noise_magnitude(tiny_pipe, negative_prompt):
     steps = 3
-    expected = noise_norms(tiny_pipe, PROMPTS, SEEDS, steps=steps, negative_prompt=negative_prompt, **SETTINGS)
+    expected = noise_norms(tiny_pipe, PROMPTS, SEEDS, dataclasses.replace(GEN, negative_prompt=negative_prompt),
+                          steps=steps)
     with NoiseRecorder(tiny_pipe, steps=steps) as rec:
         # the plugin's layout: prompt-major, one generator per image
         tiny_pipe(
@@ -84,13 +89,30 @@ def test_recorder_needs_enough_steps(tiny_pipe):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("settings", "steps", "message"),
     [
-        (dict(height=31, width=32), "multiples of 2"),
-        (dict(height=32, width=32, steps=0), "between 1 and"),
-        (dict(height=32, width=32, steps=9, num_inference_steps=8), "between 1 and"),
+        (dict(height=31), 1, "multiples of 2"),
+        ({}, 0, "between 1 and"),
+        ({}, 9, "between 1 and the generation's 8 steps"),
     ],
 )
-def test_bad_settings_are_config_errors(tiny_pipe, kwargs, message):
+def test_bad_settings_are_config_errors(tiny_pipe, settings, steps, message):
     with pytest.raises(MemorizationConfigError, match=message):
-        noise_magnitude(tiny_pipe, PROMPTS, [0], **kwargs)
+        noise_magnitude(tiny_pipe, PROMPTS, [0], dataclasses.replace(GEN, **settings), steps=steps)
+
+
+def test_the_negative_prompt_is_the_unconditional_branch(tiny_pipe):
+    """A negative prompt changes d (it is what guidance subtracts), and d with the empty negative
+    prompt is d without one."""
+    plain = noise_magnitude(tiny_pipe, PROMPTS, SEEDS, GEN)
+    negative = noise_magnitude(tiny_pipe, PROMPTS, SEEDS, dataclasses.replace(GEN, negative_prompt="blurry"))
+    assert float((plain - negative).abs().min()) > 1e-3, (plain, negative)
+    torch.testing.assert_close(noise_magnitude(tiny_pipe, PROMPTS, SEEDS, dataclasses.replace(GEN, negative_prompt="")),
+                               plain)
+
+
+def test_the_schedule_is_generations(tiny_pipe):
+    """steps > 1 walks generation's own schedule: another step count is another trajectory."""
+    at_8 = noise_norms(tiny_pipe, PROMPTS[:1], SEEDS, GEN, steps=2)
+    at_25 = noise_norms(tiny_pipe, PROMPTS[:1], SEEDS, dataclasses.replace(GEN, steps=25), steps=2)
+    assert float((at_8 - at_25).abs().max()) > 1e-3

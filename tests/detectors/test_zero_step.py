@@ -3,16 +3,19 @@ fail-closed, and evidence on the tiny pipeline trained in this session to memori
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from pytest_memorization.detectors import calibrate, noise_norms, rank_auc
 from pytest_memorization.detectors.zero_step import to_epsilon, zero_step, zero_step_scores
 from pytest_memorization.errors import MemorizationConfigError
+from pytest_memorization.records import GenerationSettings
 
 PROMPTS = ["a red apple on a wooden table", "a lighthouse on a cliff at night", "a bowl of soup"]
 SEEDS = [0, 7, 123]
-SIZE = dict(height=32, width=32, num_inference_steps=8)
+GEN = GenerationSettings(steps=8, height=32, width=32)
 
 
 class UnetCalls:
@@ -32,8 +35,8 @@ class UnetCalls:
 
 
 def test_the_norm_term_is_wens_first_step(tiny_pipe):
-    z = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, **SIZE)
-    wen = noise_norms(tiny_pipe, PROMPTS, SEEDS, steps=1, guidance_scale=7.5, **SIZE)[..., 0]
+    z = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, GEN)
+    wen = noise_norms(tiny_pipe, PROMPTS, SEEDS, GEN, steps=1)[..., 0]
     torch.testing.assert_close(z.norm, wen, rtol=1e-4, atol=1e-5)  # epsilon model, same x_T, same t
     side = 32 // tiny_pipe.vae_scale_factor
     assert z.score.shape == z.align.shape == (3, 3) and z.maps.shape == (3, 3, side, side)
@@ -45,15 +48,15 @@ def test_the_norm_term_is_wens_first_step(tiny_pipe):
 
 @pytest.mark.parametrize("timesteps", [1, 2])
 def test_scores_do_not_depend_on_the_batch_or_the_other_prompts(tiny_pipe, timesteps):
-    together = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, timesteps=timesteps, batch_size=8, **SIZE)
-    alone = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS[2:], timesteps=timesteps, batch_size=1, **SIZE)
+    together = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, GEN, timesteps=timesteps, batch_size=8)
+    alone = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS[2:], GEN, timesteps=timesteps, batch_size=1)
     torch.testing.assert_close(alone.score[0, 0], together.score[1, 2], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(alone.align[0, 0], together.align[1, 2], rtol=1e-4, atol=1e-5)
 
 
 def test_two_timesteps_measure_the_alignment_elsewhere(tiny_pipe):
-    one = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, timesteps=1, **SIZE)
-    two = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, timesteps=2, **SIZE)
+    one = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, GEN, timesteps=1)
+    two = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, GEN, timesteps=2)
     torch.testing.assert_close(one.norm, two.norm)
     assert not torch.allclose(one.align, two.align)
 
@@ -63,16 +66,16 @@ def test_cost_is_below_one_unet_step_per_seed(tiny_pipe):
     the zero-step detector once, plus one unconditional evaluation per seed shared by the prompts."""
     P, S = len(PROMPTS), len(SEEDS)
     with UnetCalls(tiny_pipe) as zero:
-        z = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, **SIZE)
+        z = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, GEN)
     with UnetCalls(tiny_pipe) as wen:
-        noise_norms(tiny_pipe, PROMPTS, SEEDS, steps=1, **SIZE)
+        noise_norms(tiny_pipe, PROMPTS, SEEDS, GEN, steps=1)
     assert zero.images == z.unet_evals == P * S + S
     assert wen.images == 2 * P * S
     print(f"\nUNet image evaluations per (prompt, seed): zero-step {zero.images / (P * S):.2f}, "
           f"Wen one step {wen.images / (P * S):.2f}")
     assert zero.images < wen.images
     with UnetCalls(tiny_pipe) as paper:
-        z2 = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, timesteps=2, **SIZE)
+        z2 = zero_step_scores(tiny_pipe, PROMPTS, SEEDS, GEN, timesteps=2)
     assert paper.images == z2.unet_evals == 2 * (P * S + S)
 
 
@@ -81,17 +84,20 @@ def test_one_prompt_items_share_the_unconditional_passes(tiny_pipe):
     makes only its conditional evaluations, and its scores are those of an uncached call."""
     cache: dict = {}
     with UnetCalls(tiny_pipe) as first:
-        zero_step_scores(tiny_pipe, PROMPTS[:1], SEEDS, uncond_cache=cache, **SIZE)
+        zero_step_scores(tiny_pipe, PROMPTS[:1], SEEDS, GEN, uncond_cache=cache)
     with UnetCalls(tiny_pipe) as second:
-        cached = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, uncond_cache=cache, **SIZE)
+        cached = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, GEN, uncond_cache=cache)
     assert first.images == 2 * len(SEEDS)  # the first item: exactly one CFG step per seed
     assert second.images == cached.unet_evals == len(SEEDS)  # later items: half a step per seed
-    fresh = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, **SIZE)
+    fresh = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, GEN)
     torch.testing.assert_close(cached.score, fresh.score)
-    other = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, uncond_cache=cache, height=32, width=32,
-                             num_inference_steps=10)  # another schedule is another key, never a stale hit
-    torch.testing.assert_close(other.score, zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, height=32, width=32,
-                                                             num_inference_steps=10).score)
+    ten = dataclasses.replace(GEN, steps=10)  # another schedule is another key, never a stale hit
+    other = zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, ten, uncond_cache=cache)
+    torch.testing.assert_close(other.score, zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, ten).score)
+    negative = dataclasses.replace(GEN, negative_prompt="blurry")  # another unconditional branch, too
+    with UnetCalls(tiny_pipe) as third:
+        zero_step_scores(tiny_pipe, PROMPTS[1:2], SEEDS, negative, uncond_cache=cache)
+    assert third.images == 2 * len(SEEDS)
 
 
 @pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
@@ -108,9 +114,9 @@ def test_to_epsilon_inverts_each_parameterisation(tiny_pipe, kind):
 
 def test_bad_settings_are_config_errors(tiny_pipe):
     with pytest.raises(MemorizationConfigError, match="timesteps must be 1"):
-        zero_step_scores(tiny_pipe, PROMPTS, SEEDS, timesteps=3, **SIZE)
+        zero_step_scores(tiny_pipe, PROMPTS, SEEDS, GEN, timesteps=3)
     with pytest.raises(MemorizationConfigError, match="at least 3 steps"):
-        zero_step_scores(tiny_pipe, PROMPTS, SEEDS, height=32, width=32, num_inference_steps=2)
+        zero_step_scores(tiny_pipe, PROMPTS, SEEDS, dataclasses.replace(GEN, steps=2))
 
 
 def test_nan_outputs_fail_calibration_closed(tiny_pipe):
@@ -118,7 +124,7 @@ def test_nan_outputs_fail_calibration_closed(tiny_pipe):
                                                   else type(o)(sample=o.sample * float("nan")))
     try:
         with pytest.raises(MemorizationConfigError, match="zero step of 3 ordinary prompt"):
-            calibrate(tiny_pipe, PROMPTS, [0], scorer=zero_step, detector="zero_step", **SIZE)
+            calibrate(tiny_pipe, PROMPTS, [0], GEN, scorer=zero_step, detector="zero_step")
     finally:
         handle.remove()
 
@@ -127,9 +133,9 @@ def test_calibration_records_the_detector_and_its_weights(tiny_pipe, tmp_path):
     from pytest_memorization.detectors import load_calibration, save_calibration
     from pytest_memorization.detectors.calibration import calibration_path
 
-    cal = calibrate(tiny_pipe, PROMPTS, [0], scorer=zero_step, detector="zero_step", target_fpr=0.34,
-                    extra_settings={"norm_weight": 1.0, "align_weight": 2.0}, **SIZE)
-    scores = zero_step(tiny_pipe, PROMPTS, [0], **SIZE).mean(dim=1).tolist()
+    cal = calibrate(tiny_pipe, PROMPTS, [0], GEN, scorer=zero_step, detector="zero_step", target_fpr=0.34,
+                    extra_settings={"norm_weight": 1.0, "align_weight": 2.0})
+    scores = zero_step(tiny_pipe, PROMPTS, [0], GEN).mean(dim=1).tolist()
     assert cal.threshold == pytest.approx(sorted(scores)[1]) and cal.detector == "zero_step"
     path = calibration_path(tmp_path / "cal.json", "zero_step")
     assert path.name == "cal.zero_step.json"
@@ -145,10 +151,8 @@ def test_calibration_records_the_detector_and_its_weights(tiny_pipe, tmp_path):
 @pytest.mark.parametrize("timesteps", [1, 2])
 def test_memorized_captions_score_higher(memorized_pipe, timesteps):
     """Evidence on the model trained here (not tuned: the paper's weights, the noise-magnitude test's bar)."""
-    gen = {k: v for k, v in memorized_pipe.gen.items() if k != "guidance_scale"}
-
     def scores(prompts):
-        z = zero_step_scores(memorized_pipe.pipe, prompts, [0, 1, 2], timesteps=timesteps, **gen)
+        z = zero_step_scores(memorized_pipe.pipe, prompts, [0, 1, 2], memorized_pipe.gen, timesteps=timesteps)
         return z.score.mean(dim=1).tolist(), z.norm.mean(dim=1).tolist(), z.align.mean(dim=1).tolist()
 
     mem, held = scores(memorized_pipe.memorized), scores(memorized_pipe.heldout)
