@@ -81,6 +81,7 @@ class Settings:
     progress: str
     progress_every: float
     shard: tuple[int, int] | None
+    shard_durations: str | None
     explicit: frozenset[str] = frozenset()
     rootdir: Path = Path(".")
 

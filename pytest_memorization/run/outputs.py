@@ -158,6 +158,10 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         from ..reports.writer import write_report
 
         extra: dict[str, Any] = {"stale_baseline_entries": state.stale} if state.stale else {}
+        if state.durations:  # per item, for --memorization-shard-durations of a later run
+            from .sharding import DURATIONS_KEY
+
+            extra[DURATIONS_KEY] = dict(sorted(state.durations.items()))
         if reasons:
             extra["incomplete_reasons"] = reasons
         try:

@@ -43,6 +43,7 @@ class MemorizationSession:
         self._cache_marked = False
         self._metric_device: str | None = None
         self.progress: Any = None  # run.progress.Progress, set at configure
+        self.durations: dict[str, float] = {}  # node id -> seconds of setup + call (controller side)
 
     # -- models ---------------------------------------------------------------------------
     def source(self, pretrained: str | None, *, config: str | None = None, lora: str | None = None,
