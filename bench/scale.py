@@ -267,15 +267,19 @@ def main() -> None:
 
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="scale-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    small = audit(tmp / "small", args.small, args) if args.small else None
-    big = audit(tmp / "big", args.items, args)
-    for t in [x for x in (small, big) if x]:
+    def show(t: dict) -> None:
         print(f"{t['items']} items x {args.seeds} seeds = {t['images']} images vs {args.works} works: "
               f"collection {t['collect']:.2f} s, session {t['session']:.1f} s (generation {t['generate']:.1f} s, "
               f"scoring {t['score']:.1f} s), plugin {t['plugin_ms_per_image']:.2f} ms/image wall, "
               f"{t['plugin_cpu_ms_per_image']:.2f} ms/image CPU; peak RSS "
               f"{t['peak_rss_mb']:.0f} MB; report.json {t['report_json_mb']:.1f} MB, index.html "
-              f"{t['index_html_mb']:.1f} MB")
+              f"{t['index_html_mb']:.1f} MB", flush=True)
+
+    small = audit(tmp / "small", args.small, args) if args.small else None
+    if small:
+        show(small)
+    big = audit(tmp / "big", args.items, args)
+    show(big)
     if small:
         grow = (big["peak_rss_mb"] - small["peak_rss_mb"]) * 2**20 / (big["items"] - small["items"])
         print(f"memory: peak RSS grows {grow / 1024:.1f} KiB per item from {small['items']} to {big['items']} "
