@@ -22,7 +22,7 @@ from ..errors import MemorizationConfigError
 
 ANN_FILE, ANN_JSON = "ann-ivf.faiss", "ann.json"
 INSTALL = "pip install 'pytest-memorization[ann]' (the faiss-cpu wheel)"
-TRAIN_ROWS = 64 * 1024
+TRAIN_POINTS_PER_CELL = 50
 ADD_ROWS = 65536
 
 
@@ -37,9 +37,9 @@ def require_faiss() -> Any:
 
 
 def default_nlist(count: int) -> int:
-    """Cells of the inverted file: ~4 sqrt(N), the usual faiss guidance, at least 1 and <= N / 39 (k-means
-    needs ~39 training points per cell)."""
-    return max(1, min(int(4 * count ** 0.5), count // 39 or 1))
+    """Cells of the inverted file: ~sqrt(N) (1000 at 1M: ~1000 entries a cell), at least 1 and <= N / 39
+    (k-means needs ~39 training points per cell)."""
+    return max(1, min(int(count ** 0.5), count // 39 or 1))
 
 
 def _stamp(exact: Any) -> list[Any]:
@@ -67,7 +67,7 @@ class ApproximateIndex:
         quantizer = faiss.IndexFlatIP(dim)
         ivf = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
                                             faiss.METRIC_INNER_PRODUCT)
-        rows = np.random.default_rng(0).choice(n, size=min(n, max(TRAIN_ROWS, 39 * nlist)), replace=False)
+        rows = np.random.default_rng(0).choice(n, size=min(n, TRAIN_POINTS_PER_CELL * nlist), replace=False)
         ivf.train(np.ascontiguousarray(exact.vectors(np.sort(rows)).numpy()))
         for start in range(0, n, ADD_ROWS):
             ivf.add(np.ascontiguousarray(exact.vectors(np.arange(start, min(n, start + ADD_ROWS))).numpy()))
