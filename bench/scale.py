@@ -156,6 +156,33 @@ def audit(d: Path, items: int, args: argparse.Namespace) -> dict:
     return t
 
 
+def replicate(src: Path, out: Path, images: int) -> int:
+    """A report of ``images`` rows from a smaller run's: its rows again under new item ids (``[..-rK]``),
+    each image hard-linked under a new name, so the report and the merge see distinct files."""
+    from pytest_memorization.reports.writer import load_report, write_report
+
+    doc = load_report(src)
+    rows, k = [], 0
+    while len(rows) < images:
+        for r in doc["results"]:
+            if len(rows) >= images:
+                break
+            r = json.loads(json.dumps(r))
+            r["item"] = r["item"][:-1] + f"-r{k}]" if r["item"].endswith("]") else f"{r['item']}-r{k}"
+            if r.get("image"):
+                new = r["image"].replace(".png", f"-r{k}.png")
+                (out / new).parent.mkdir(parents=True, exist_ok=True)
+                os.link(src / r["image"], out / new)
+                r["image"] = new
+            if r.get("work_image") and not (out / r["work_image"]).exists():
+                (out / r["work_image"]).parent.mkdir(parents=True, exist_ok=True)
+                os.link(src / r["work_image"], out / r["work_image"])
+            rows.append(r)
+        k += 1
+    write_report(out, doc["run"], rows)
+    return len({r["item"] for r in rows})
+
+
 def merge_shards(d: Path, shards: int) -> tuple[float, int]:
     """Split the big report into ``shards`` shard reports (images hard-linked) and merge them back."""
     from pytest_memorization.reports.merge import merge_reports
@@ -232,7 +259,8 @@ def browser_bench(report: Path) -> dict | None:
              "--disable-dev-shm-usage", "--enable-precise-memory-info", f"--user-data-dir={profile}",
              "--virtual-time-budget=5000", "--window-size=1280,900", "--dump-dom"]
     t0 = time.perf_counter()
-    proc = psutil.Popen([browser, *flags, (report / "index.html").resolve().as_uri()], stdout=subprocess.PIPE,
+    dump = open(profile / "dom.html", "wb")  # a file, not a pipe: a pipe fills up and the browser blocks on it
+    proc = psutil.Popen([browser, *flags, (report / "index.html").resolve().as_uri()], stdout=dump,
                         stderr=subprocess.DEVNULL, env={**os.environ, "HOME": str(profile)})
     peak = 0
     while proc.poll() is None:
@@ -242,12 +270,13 @@ def browser_bench(report: Path) -> dict | None:
         except psutil.Error:
             pass
         time.sleep(0.05)
-    dom = proc.stdout.read().decode("utf-8", "replace")
+    dump.close()
+    dom = (profile / "dom.html").read_text("utf-8", "replace")
     wall = time.perf_counter() - t0
     shutil.rmtree(profile, ignore_errors=True)
     import re
 
-    attrs = dict(re.findall(r'data-(first-paint|first-contentful-paint|js-heap-mb|cards-shown)="([^"]*)"', dom))
+    attrs = dict(re.findall(r'data-(first-paint|first-contentful-paint|first-frame|dom-ready|js-heap-mb|cards-shown)="([^"]*)"', dom))
     return {"wall_s": wall, "peak_rss_mb": peak / 2**20, **attrs}
 
 
@@ -262,6 +291,8 @@ def main() -> None:
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the pytest runs (1: CPU time "
                     "= work done, robust to other load on the machine)")
+    ap.add_argument("--report-images", type=int, default=40_000,
+                    help="merge and open a report of this many images: the run's rows repeated when it has fewer")
     ap.add_argument("--keep", help="keep the big run's project in this folder")
     args = ap.parse_args()
 
@@ -284,16 +315,31 @@ def main() -> None:
         grow = (big["peak_rss_mb"] - small["peak_rss_mb"]) * 2**20 / (big["items"] - small["items"])
         print(f"memory: peak RSS grows {grow / 1024:.1f} KiB per item from {small['items']} to {big['items']} "
               f"items; one item's rows are {big['rows_bytes_per_item'] / 1024:.1f} KiB of JSON")
-    took, n = merge_shards(tmp / "big", args.shards)
-    print(f"merge {args.shards} shard reports ({n} rows, PNGs copied): {took:.1f} s")
+    if args.report_images and args.report_images > big["images"]:
+        (tmp / "wide").mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        items = replicate(tmp / "big" / "report", tmp / "wide" / "report", args.report_images)
+        took = time.perf_counter() - t0
+        rep = tmp / "wide" / "report"
+        print(f"report of {args.report_images} images ({items} items) from the {big['images']} rows of the run "
+              f"above, rows repeated under new item ids: written in {took:.1f} s; report.json "
+              f"{(rep / 'report.json').stat().st_size / 2**20:.1f} MB, index.html "
+              f"{(rep / 'index.html').stat().st_size / 2**20:.1f} MB", flush=True)
+        big = {**big, "images": args.report_images}
+        tmp_big = tmp / "wide"
+    else:
+        tmp_big = tmp / "big"
+    took, n = merge_shards(tmp_big, args.shards)
+    print(f"merge {args.shards} shard reports ({n} rows, PNGs copied): {took:.1f} s", flush=True)
     b = baseline_bench(tmp, args.baseline_entries, args.seeds)
     print(f"baseline of {args.baseline_entries} entries ({b['mb']:.1f} MB): save {b['save_s']:.2f} s, load "
-          f"{b['load_s']:.2f} s, compare every item {b['compare_s']:.2f} s")
+          f"{b['load_s']:.2f} s, compare every item {b['compare_s']:.2f} s", flush=True)
     if not args.no_browser:
-        br = browser_bench(tmp / "big" / "report")
+        br = browser_bench(tmp_big / "report")
         if br:
             print(f"index.html in headless Chromium ({big['images']} images): first paint "
                   f"{br.get('first-paint', '?')} ms, first contentful paint {br.get('first-contentful-paint', '?')} ms, "
+                  f"first frame {br.get('first-frame', '?')} ms, DOM ready {br.get('dom-ready', '?')} ms, "
                   f"JS heap {br.get('js-heap-mb', '?')} MB, browser RSS peak {br['peak_rss_mb']:.0f} MB, "
                   f"cards in the DOM {br.get('cards-shown', '?')}; whole headless run {br['wall_s']:.1f} s")
     print(f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -67,9 +67,12 @@ document.addEventListener('error',function(e){if(e.target.tagName==='IMG'&&e.tar
 window.addEventListener('load',function(){var n=0,imgs=document.images;
 for(var i=0;i<imgs.length;i++){if(!(imgs[i].complete&&imgs[i].naturalWidth>0)){n++;}}
 body.setAttribute('data-images',String(imgs.length));bad=0;broken(n);
-setTimeout(function(){performance.getEntriesByType('paint').forEach(function(p){
-body.setAttribute('data-'+p.name,String(Math.round(p.startTime)));});
-if(performance.memory){body.setAttribute('data-js-heap-mb',(performance.memory.usedJSHeapSize/1048576).toFixed(1));}},0);});
+var t=performance.timing;body.setAttribute('data-dom-ready',String(t.domContentLoadedEventEnd-t.navigationStart));
+if(performance.memory){body.setAttribute('data-js-heap-mb',(performance.memory.usedJSHeapSize/1048576).toFixed(1));}});
+function paint(p){body.setAttribute('data-'+p.name,String(Math.round(p.startTime)));}
+if('PerformanceObserver' in window){try{new PerformanceObserver(function(l){l.getEntries().forEach(paint);})
+.observe({type:'paint',buffered:true});}catch(x){}}
+requestAnimationFrame(function(){body.setAttribute('data-first-frame',String(Math.round(performance.now())));});
 setTimeout(init,0);})();
 """
 
