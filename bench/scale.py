@@ -206,9 +206,10 @@ def merge_shards(d: Path, shards: int) -> tuple[float, int]:
                     os.link(d / "report" / rel, sd / rel)
         write_report(sd, doc["run"], rows)
         dirs.append(sd)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     merge_reports(dirs, d / "merged")
     took = time.perf_counter() - t0
+    print(f"  (merge CPU time {time.process_time() - c0:.1f} s)", flush=True)
     merged = json.loads((d / "merged" / "report.json").read_text())
     return took, len(merged["results"])
 

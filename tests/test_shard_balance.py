@@ -187,6 +187,9 @@ def test_eight_shards_balance_and_merge_to_the_unsharded_run(mixed_project: pyte
 
     assert rows(merged) == rows(want) and merged["summary"] == want["summary"]
     assert merged["complete"] is True
+    # the generator's images reach the reports (PNG per row) and the merge copies them
+    assert all(r["image"] and (p / "merged" / r["image"]).is_file() for r in merged["results"] if r["seed"] >= 0
+               and "canary" not in r["item"])
     # every item's duration travels into the merged report, ready for --memorization-shard-durations
     assert set(merged["item_durations"]) == set(want["item_durations"])
     assert len(merged["item_durations"]) == 12 + 24 + 2
