@@ -82,6 +82,9 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
     # process's session; under pytest-xdist the controller has neither, so they travel with the report.
     report.memorization_run = {"runs": list(session.runs.values()),  # type: ignore[attr-defined]
                                "directions": directions_of(session)}
+    for r in results:  # saved and serialised: the pixels are not needed again (1024 px: 12 MB an image)
+        r.pixels = None
+        r.extra.pop("base_pixels", None)
 
 
 def save_images(session: MemorizationSession, item: pytest.Item, results: list[Any]) -> None:
