@@ -325,15 +325,25 @@ def _extras(doc: dict[str, Any]) -> str:
     return f'<section class="extras"><h2>Other findings</h2>{"".join(parts)}</section>' if parts else ""
 
 
+CHUNK = 250  # cards per JSON block past the first page: small blocks let the parser yield and paint
+
+
 def _cards_json(groups: list[list[dict[str, Any]]], run: dict[str, Any]) -> str:
     """Every item's verdict and search text, and the cards past the first ``PAGE`` as HTML strings, as
-    JSON that is safe inside a <script type="application/json"> element (no "</" and no "<!--")."""
+    JSON blocks of ``CHUNK`` cards, each safe inside a <script type="application/json"> element (no "</"
+    and no "<!--")."""
     meta = [[str(g[0].get("verdict")), " ".join(str(x) for x in (g[0].get("item"), g[0].get("prompt"),
                                                                    g[0].get("work")) if x is not None).lower()]
             for g in groups]
     html = [_card(g, run, i) for i, g in enumerate(groups) if i >= PAGE]
-    text = json.dumps({"meta": meta, "html": html}, ensure_ascii=False, separators=(",", ":"))
-    return text.replace("</", "<\\/").replace("<!--", "\\u003c!--")
+
+    def safe(x: Any) -> str:
+        return json.dumps(x, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "\\u003c!--")
+
+    blocks = [f'<script type="application/json" id="cards">{safe({"meta": meta, "html": html[:CHUNK]})}</script>']
+    blocks += [f'<script type="application/json" class="more">{safe(html[i:i + CHUNK])}</script>'
+               for i in range(CHUNK, len(html), CHUNK)]
+    return "".join(blocks)
 
 
 def render_html(doc: dict[str, Any]) -> str:
@@ -366,5 +376,5 @@ def render_html(doc: dict[str, Any]) -> str:
         f'aria-label="search item, prompt or work"> <span>(<span id="shown">{len(groups)}</span> of {len(groups)} '
         "items match; an item shows its worst verdict; failing items first, more load as you scroll)</span></div>"
         f'<main id="results">{rows}</main><div id="end"></div>{_extras(doc)}'
-        f'<script type="application/json" id="cards">{cards}</script><script>{SCRIPT}</script></body></html>\n'
+        f'{cards}<script>{SCRIPT}</script></body></html>\n'
     )

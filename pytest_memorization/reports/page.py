@@ -2,7 +2,9 @@
 
 The script keeps a large report fast: the page opens with the first ``PAGE`` cards (failing items
 first); every item's verdict and search text, and the other cards' HTML, wait in a
-``<script type="application/json" id="cards">`` block that the script reads after the first paint;
+``<script type="application/json">`` blocks (``#cards``: verdicts, search text and the first cards'
+HTML; ``.more``: the rest, a few hundred cards each, so the parser can yield and paint between them)
+that the script reads after the first paint;
 more cards are added as the reader scrolls (an IntersectionObserver on ``#end``); the verdict filter
 and the search box (item, prompt or work) select from all items, not only those drawn. It records
 the page's paint timings and JS heap on ``<body>`` (``data-first-paint``, ``data-first-contentful-paint``,
@@ -54,7 +56,8 @@ function apply(){if(!data){return;}var on={},q=document.getElementById('q').valu
 document.querySelectorAll('input.vf').forEach(function(c){on[c.value]=c.checked;});list=[];
 for(var i=0;i<data.meta.length;i++){var m=data.meta[i];if(on[m[0]]&&(!q||m[1].indexOf(q)>=0)){list.push(i);}}
 main.textContent='';shown=0;more();count();}
-function init(){var el=document.getElementById('cards');data=JSON.parse(el.textContent);
+function init(){data=JSON.parse(document.getElementById('cards').textContent);
+document.querySelectorAll('script.more').forEach(function(el){data.html=data.html.concat(JSON.parse(el.textContent));});
 first=Array.prototype.slice.call(main.querySelectorAll('section.row'));
 for(var i=0;i<data.meta.length;i++){list.push(i);}shown=first.length;count();
 body.setAttribute('data-cards-shown',String(first.length));
