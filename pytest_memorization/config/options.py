@@ -206,10 +206,14 @@ def _names(opt: Option, v: Any) -> list[str]:
 
 
 def _shard(opt: Option, v: Any) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(v))
-    if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
-        raise OptionError(opt, v, "expected I/N with 0 <= I < N, e.g. 0/4")
-    return int(m.group(1)), int(m.group(2))
+    import os
+
+    from .shards import ShardError, parse_shard
+
+    try:
+        return parse_shard(v, os.environ)
+    except ShardError as e:
+        raise OptionError(opt, v, str(e)) from None
 
 
 def _paths(opt: Option, v: Any) -> list[str]:
@@ -287,7 +291,8 @@ OPTIONS: Sequence[Option] = (
     Option("progress", "One progress line for the run (images done / total, ETA): auto draws it live on a terminal and prints plain lines under -q or without a terminal (CI); plain always prints plain lines; off prints nothing.", "auto", _choice("auto", "plain", "off")),
     Option("progress_every", "Seconds between plain progress lines (0: one per update).", 30.0, _float(0.0, 86400.0)),
     Option("policy", "Policy file (TOML) from outside the pull request: metrics always scored, threshold limits, minimum seeds and steps, the LoRA scale, waivers, trusted hooks and calibrations (docs/security.md); also read from the environment. Command line only, never an ini key.", None, ini=False),
-    Option("shard", "Run only shard I of N of the items, e.g. 0/4 (deterministic, even split).", None, _shard),
+    Option("shard", "Run only shard I of N of the items, e.g. 0/4, balanced by the images each item generates (or by --memorization-shard-durations); auto takes I and N from a SLURM array, auto/N takes I from a SLURM array or a Kubernetes Indexed Job ($JOB_COMPLETION_INDEX).", None, _shard),
+    Option("shard_durations", "Balance the shards by each item's duration in an earlier run: its --memorization-report folder (or report.json), or a pytest-split .test_durations file; items it does not list count by their images.", None),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -311,7 +316,7 @@ def addoption(parser: Any) -> None:
 
 
 _PATHS = {"policy", "model", "config", "lora", "report", "save", "compare", "calibration", "calibration_prompts",
-          "weights_dir", "sscd_model", "cache_dir", "manifest"}
+          "weights_dir", "sscd_model", "cache_dir", "manifest", "shard_durations"}
 
 
 def metavar(opt: Option) -> str:
@@ -320,7 +325,7 @@ def metavar(opt: Option) -> str:
     if opt.name in _PATHS:
         return "PATH"
     return {"_int": "N", "_steps": "N", "_float": "X", "_seeds": "SEEDS", "_thresholds": "METRIC=VALUE",
-            "_tolerances": "METRIC:DELTA", "_bool": "true|false", "_names": "NAME[,NAME]", "_shard": "I/N", "_device": "DEVICE",
+            "_tolerances": "METRIC:DELTA", "_bool": "true|false", "_names": "NAME[,NAME]", "_shard": "I/N|auto[/N]", "_device": "DEVICE",
             "_choice": "{" + ",".join(_choices_of(opt)) + "}"}.get(kind, "VALUE")
 
 

@@ -86,6 +86,7 @@ class Settings:
     progress: str
     progress_every: float
     shard: tuple[int, int] | None
+    shard_durations: str | None
     policy: Any = None  # the loaded ``trust.Policy`` (from --memorization-policy or $MEMORIZATION_POLICY), or None
     explicit: frozenset[str] = frozenset()
     rootdir: Path = Path(".")

@@ -47,14 +47,45 @@ def rules_for(metrics: Mapping[str, Any], thresholds: Mapping[str, float], warn:
     return rules
 
 
+def _nearest_works(n: int, scores: Mapping[str, Any], works: Sequence[Work],
+                   rules: Mapping[str, MetricRule]) -> list[int] | None:
+    """Each image's nearest work as ``score_rows``'s loop picks it (largest excess past a threshold over
+    the span, first work on ties; by the first metric where a work has no threshold), for all N x M pairs
+    at once. None (the loop decides) when a score is not finite or there is nothing to vectorise."""
+    import numpy as np
+
+    if not works or not rules or n == 0:
+        return None
+    mats = {name: np.asarray(scores[name], dtype=np.float64)[:n, :len(works)] for name in rules}
+    if any(m.shape != (n, len(works)) or not np.isfinite(m).all() for m in mats.values()):
+        return None
+    key = np.full((n, len(works)), -np.inf)
+    gated = np.zeros(len(works), dtype=bool)
+    for name, r in rules.items():
+        t = np.array([w.thresholds.get(name, r.threshold) for w in works], dtype=object)
+        has = np.array([x is not None for x in t])
+        if not has.any():
+            continue
+        tv = np.where(has, t, 0.0).astype(np.float64)
+        ex = (tv - mats[name]) if r.direction == "distance" else (mats[name] - tv)
+        key = np.where(has, np.maximum(key, ex / r.span), key)
+        gated |= has
+    if not gated.all():  # a work without any threshold: nearest by the first metric's value
+        n0, r0 = next(iter(rules.items()))
+        raw = -mats[n0] if r0.direction == "distance" else mats[n0]
+        key = np.where(gated, key, raw)
+    return [int(j) for j in key.argmax(axis=1)]
+
+
 def score_rows(item: str, prompts: Sequence[str], seeds: Sequence[int], scores: Mapping[str, Any],
           works: Sequence[Work], rules: Mapping[str, MetricRule]) -> list[ImageResult]:
     """One ``ImageResult`` per image, against its nearest work, with the threshold and warn-band
     findings. ``scores[metric]`` is an (N, M) tensor against ``works``."""
     results = []
+    nearest = _nearest_works(len(prompts), scores, works, rules)
     for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
         best_j, best_key = 0, None
-        for j, work in enumerate(works):
+        for j, work in enumerate(works if nearest is None else ()):
             key = max(
                 (excess(float(scores[n][i, j]), t, r.direction) / r.span
                  for n, r in rules.items() if (t := work.thresholds.get(n, r.threshold)) is not None),
@@ -65,6 +96,8 @@ def score_rows(item: str, prompts: Sequence[str], seeds: Sequence[int], scores: 
                 key = -float(scores[n0][i, j]) if r0.direction == "distance" else float(scores[n0][i, j])
             if best_key is None or key > best_key:
                 best_j, best_key = j, key
+        if nearest is not None:
+            best_j = nearest[i]
         work = works[best_j] if works else None
         findings: list[Finding] = []
         values: dict[str, float] = {}

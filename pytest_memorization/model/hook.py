@@ -139,7 +139,9 @@ class GeneratorModel:
             self.generated += len(chunk)
             if self.on_images is not None:
                 self.on_images(len(chunk))
-        return Generation(torch.cat(out), [p for p, _ in jobs], [s for _, s in jobs], settings)
+        n = len(jobs)  # per image: never from the cache, never stopped early (the pipeline zips over these)
+        return Generation(torch.cat(out), [p for p, _ in jobs], [s for _, s in jobs], settings,
+                          cached=[False] * n, early_exit=[None] * n)
 
     def img2img(self, *args: Any, **kwargs: Any) -> Generation:
         raise not_applicable("img2img")

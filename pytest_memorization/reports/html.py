@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from .maps import detector_map_figures
 from .overlays import box_svg
+from .page import CSS, PAGE, SCRIPT
 from .schema import (
     SEVERITY,
     VERDICTS,
@@ -31,50 +32,6 @@ from .schema import (
     worst_results,
 )
 from .terminal import strength_label
-
-CSS = """
-*{box-sizing:border-box}body{font:14px/1.4 system-ui,sans-serif;margin:0;padding:16px;color:#1b1b1b;background:#fafafa}
-h1{margin:0 0 8px;font-size:22px}[hidden]{display:none!important}code{font-size:12px}
-.banner{padding:10px 14px;margin:8px 0;border-radius:6px;font-weight:600}
-.incomplete{background:#fff3cd;border:1px solid #d39e00}.broken{background:#fde2e1;border:1px solid #c0392b}
-table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
-.run{display:flex;flex-wrap:wrap;gap:4px 18px;margin:6px 0}.run b{color:#555;font-weight:600}.filters{margin:12px 0;display:flex;gap:14px;flex-wrap:wrap}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:700;font-size:12px}
-.b-error{background:#6c3483}.b-fail{background:#c0392b}.b-warn{background:#b9770e}.b-pass{background:#1e8449}
-.b-incomplete{background:#7f8c8d}
-.row{background:#fff;border:1px solid #ddd;border-left:6px solid #aaa;border-radius:6px;margin:10px 0;padding:10px}
-.v-error{border-left-color:#6c3483}.v-fail{border-left-color:#c0392b}.v-warn{border-left-color:#b9770e}
-.v-pass{border-left-color:#1e8449}.rowhead{display:flex;gap:10px;align-items:center;flex-wrap:wrap;margin-bottom:8px}
-.body{display:flex;gap:16px;flex-wrap:wrap}.imgs{display:flex;gap:8px}figure{margin:0;text-align:center}
-figure img,.ph{width:192px;height:192px;object-fit:contain;background:#eee;border:1px solid #ccc;display:block}
-img.thumb{image-rendering:pixelated}.ph{display:flex;align-items:center;justify-content:center;padding:8px;
-color:#555;font-size:12px;word-break:break-all;text-align:center}figcaption{font-size:12px;color:#555}
-.info{flex:1;min-width:320px}.prompt{white-space:pre-wrap;background:#f4f4f4;padding:4px 6px;border-radius:4px}
-.crossed{background:#fde2e1;font-weight:700}.tok{background:#e8eaf6;border-radius:3px;padding:0 4px;margin-right:4px}
-svg{background:#fff;border:1px solid #ddd}
-.heatwrap{position:relative;width:192px;height:192px}.heatwrap svg.heat,.heatwrap svg.detmap{position:absolute;left:0;top:0;
-width:192px;height:192px;background:none;border:1px solid #ccc;pointer-events:auto}
-.strip{display:flex;gap:6px;flex-wrap:wrap;margin-top:8px}.strip figure img,.strip .ph{width:88px;height:88px}
-.strip figure{border-top:4px solid #aaa;padding-top:2px}.s-error{border-top-color:#6c3483!important}
-.s-fail{border-top-color:#c0392b!important}.s-warn{border-top-color:#b9770e!important}.s-pass{border-top-color:#1e8449!important}
-.seeds td{font-size:12px}.legend{font-size:11px;color:#555;max-width:192px}
-"""
-
-SCRIPT = """
-(function(){
-function apply(){var on={},n=0;
-document.querySelectorAll('input.vf').forEach(function(c){on[c.value]=c.checked;});
-document.querySelectorAll('section.row').forEach(function(r){var s=!!on[r.getAttribute('data-verdict')];
-r.hidden=!s;if(s){n++;}});document.getElementById('shown').textContent=String(n);}
-document.addEventListener('change',function(e){if(e.target.classList.contains('vf')){apply();}});
-window.addEventListener('load',function(){var bad=0,imgs=document.images;
-for(var i=0;i<imgs.length;i++){if(!(imgs[i].complete&&imgs[i].naturalWidth>0)){bad++;}}
-document.body.setAttribute('data-images',String(imgs.length));
-document.body.setAttribute('data-broken-count',String(bad));
-if(bad){var b=document.getElementById('broken');b.textContent=bad+' image(s) failed to load: '+
-'keep index.html inside its report folder, next to images/ and works/.';b.hidden=false;}});
-apply();})();
-"""
 
 PALETTE = ("#c0392b", "#2471a3", "#1e8449", "#b9770e", "#6c3483", "#117a65")
 
@@ -361,12 +318,35 @@ def _extras(doc: dict[str, Any]) -> str:
     parts = []
     for k in sorted(set(doc) - known):
         v = doc[k]
+        if k == "item_durations" and isinstance(v, dict):  # machine data, for --memorization-shard-durations
+            continue
         if isinstance(v, list) and all(isinstance(x, str) for x in v):
             body = "<ul>" + "".join(f"<li><code>{e(x)}</code></li>" for x in v) + "</ul>" if v else "<p>none</p>"
         else:
             body = f"<pre>{e(json.dumps(v, indent=1, sort_keys=True))}</pre>"
         parts.append(f"<h3>{e(k.replace('_', ' '))}</h3>{body}")
     return f'<section class="extras"><h2>Other findings</h2>{"".join(parts)}</section>' if parts else ""
+
+
+CHUNK = 250  # cards per JSON block past the first page: small blocks let the parser yield and paint
+
+
+def _cards_json(groups: list[list[dict[str, Any]]], run: dict[str, Any]) -> str:
+    """Every item's verdict and search text, and the cards past the first ``PAGE`` as HTML strings, as
+    JSON blocks of ``CHUNK`` cards, each safe inside a <script type="application/json"> element (no "</"
+    and no "<!--")."""
+    meta = [[str(g[0].get("verdict")), " ".join(str(x) for x in (g[0].get("item"), g[0].get("prompt"),
+                                                                   g[0].get("work")) if x is not None).lower()]
+            for g in groups]
+    html = [_card(g, run, i) for i, g in enumerate(groups) if i >= PAGE]
+
+    def safe(x: Any) -> str:
+        return json.dumps(x, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "\\u003c!--")
+
+    blocks = [f'<script type="application/json" id="cards">{safe({"meta": meta, "html": html[:CHUNK]})}</script>']
+    blocks += [f'<script type="application/json" class="more">{safe(html[i:i + CHUNK])}</script>'
+               for i in range(CHUNK, len(html), CHUNK)]
+    return "".join(blocks)
 
 
 def render_html(doc: dict[str, Any]) -> str:
@@ -384,7 +364,8 @@ def render_html(doc: dict[str, Any]) -> str:
         f'<label><input type="checkbox" class="vf" value="{v}" checked> '
         f'<span class="badge b-{v}">{v}</span> {summary.get(v, 0)}</label>' for v in VERDICTS)
     groups = group_by_item(results, run)
-    rows = "".join(_card(g, run, i) for i, g in enumerate(groups)) or "<p>No images were scored.</p>"
+    rows = "".join(_card(g, run, i) for i, g in enumerate(groups[:PAGE])) or "<p>No images were scored.</p>"
+    cards = _cards_json(groups, run)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
@@ -394,7 +375,9 @@ def render_html(doc: dict[str, Any]) -> str:
         '<div class="banner broken" id="broken" hidden></div>'
         f"{_run_table(run)}<p>{e(summary.get('total', len(results)))} images: {e(counts)}. "
         f"<small>{e(doc.get('generated_by', ''))}, report schema {e(doc.get('schema_version'))}</small></p>"
-        f'<div class="filters">Show: {filters} <span>(<span id="shown">{len(groups)}</span> of {len(groups)} items '
-        "shown; an item shows its worst verdict)</span></div>"
-        f'<main id="results">{rows}</main>{_extras(doc)}<script>{SCRIPT}</script></body></html>\n'
+        f'<div class="filters">Show: {filters} <input type="search" id="q" placeholder="search item, prompt or work" '
+        f'aria-label="search item, prompt or work"> <span>(<span id="shown">{len(groups)}</span> of {len(groups)} '
+        "items match; an item shows its worst verdict; failing items first, more load as you scroll)</span></div>"
+        f'<main id="results">{rows}</main><div id="end"></div>{_extras(doc)}'
+        f'{cards}<script>{SCRIPT}</script></body></html>\n'
     )

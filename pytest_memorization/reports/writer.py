@@ -55,6 +55,23 @@ def build_report(
     return doc
 
 
+def dump_report(doc: dict[str, Any]) -> str:
+    """report.json's text: the top-level keys indented, each result row on one line of compact JSON
+    (the C encoder: ``indent`` would take the pure-Python one, ~10x slower at 40,000 rows)."""
+    def one(v: Any) -> str:
+        return json.dumps(v, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+
+    parts = []
+    for k, v in doc.items():
+        if k == "results" and isinstance(v, list):
+            body = ",\n".join(f"    {one(r)}" for r in v)
+            parts.append(f'  {one(k)}: [\n{body}\n  ]' if v else f"  {one(k)}: []")
+        else:
+            parts.append(f"  {one(k)}: {json.dumps(v, indent=2, ensure_ascii=False, allow_nan=False)}"
+                         .replace("\n", "\n  "))
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def write_report(
     report_dir: str | os.PathLike[str],
     run: dict[str, Any],
@@ -76,7 +93,7 @@ def write_report(
 
     d = Path(report_dir)
     doc = build_report(run, results, complete=complete, extra=extra)
-    text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    text = dump_report(doc)
     keep = {r.get("work_image") for r in doc["results"]}
     keep |= {v for r in doc["results"] for k, v in _walk_images(r.get("extra"))}
     prune_work_images(d, {k for k in keep if isinstance(k, str)})

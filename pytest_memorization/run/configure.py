@@ -101,9 +101,15 @@ def select_items(config: pytest.Config, items: list[pytest.Item]) -> None:
             items[:] = keep
     shard = settings_of(config).shard
     if shard:
-        from .sharding import split
+        from .sharding import read_durations, split, weights
 
-        keep, drop = split(items, *shard)
+        s = settings_of(config)
+        try:
+            durations = read_durations(s.path("shard_durations"), s.raw("shard_durations")) \
+                if s.shard_durations else None
+        except MemorizationConfigError as e:
+            raise pytest.UsageError(str(e)) from None
+        keep, drop = split(items, *shard, cost=weights(items, durations))
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
@@ -117,6 +123,8 @@ def receive_report(session: MemorizationSession, report: pytest.TestReport) -> N
         session.incomplete.append(str(why))
     if report.when == "call" and "memorization" in report.keywords:
         session.checks_seen += 1  # counted where every worker's reports arrive
+    if report.when in ("setup", "call") and "memorization" in report.keywords:  # what --memorization-shard-durations reads
+        session.durations[report.nodeid] = round(session.durations.get(report.nodeid, 0.0) + report.duration, 4)
     run = getattr(report, "memorization_run", None)
     if run:
         session.merge_run(run)

@@ -91,6 +91,9 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
     # process's session; under pytest-xdist the controller has neither, so they travel with the report.
     report.memorization_run = {"runs": list(session.runs.values()),  # type: ignore[attr-defined]
                                "directions": directions_of(session)}
+    for r in results:  # saved and serialised: the pixels are not needed again (1024 px: 12 MB an image)
+        r.pixels = None
+        r.extra.pop("base_pixels", None)
 
 
 def save_images(session: MemorizationSession, item: pytest.Item, results: list[Any]) -> None:
@@ -181,6 +184,10 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
         from ..reports.writer import write_report
 
         extra: dict[str, Any] = {"stale_baseline_entries": state.stale} if state.stale else {}
+        if state.durations:  # per item, for --memorization-shard-durations of a later run
+            from .sharding import DURATIONS_KEY
+
+            extra[DURATIONS_KEY] = dict(sorted(state.durations.items()))
         if reasons:
             extra["incomplete_reasons"] = reasons
         try:

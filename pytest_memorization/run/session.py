@@ -41,6 +41,7 @@ class MemorizationSession:
         self._cache_marked = False
         self._metric_device: str | None = None
         self.progress: Any = None  # run.progress.Progress, set at configure
+        self.durations: dict[str, float] = {}  # node id -> seconds of setup + call (controller side)
         from ..judging.baselines import BaselineStore, directions_of
 
         self.baselines = BaselineStore(settings, self.run_info, lambda: bool(self.runs), lambda: directions_of(self))

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 
 from pytest_memorization.reports import write_report
 from pytest_memorization.reports.html import curve_svg, render_html
+from pytest_memorization.reports.writer import build_report
 
 from ._factory import MALICIOUS
 
@@ -15,12 +17,15 @@ class Collect(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.script_text: list[str] = []
-        self._in_script = False
+        self.script_text: list[str] = []  # the text of the executable script(s)
+        self.data_text: list[str] = []  # the text of <script type="application/json"> blocks
+        self._in_script = self._in_data = False
+        self._in_data = False
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
-        self._in_script = tag == "script"
+        self._in_data = tag == "script" and dict(attrs).get("type") == "application/json"
+        self._in_script = tag == "script" and not self._in_data
 
     def handle_endtag(self, tag):
         self._in_script = False
@@ -28,6 +33,8 @@ class Collect(HTMLParser):
     def handle_data(self, data):
         if self._in_script:
             self.script_text.append(data)
+        if self._in_data:
+            self.data_text.append(data)
 
 
 def _parse(html: str) -> Collect:
@@ -47,7 +54,9 @@ def test_malicious_text_is_escaped(report_inputs):
     html = (d / "index.html").read_text()
     parsed = _parse(html)
     scripts = [a for t, a in parsed.tags if t == "script"]
-    assert len(scripts) == 1, "only the report's own script may exist"
+    assert [a.get("type") for a in scripts] == ["application/json", None], "only the report's own script may exist"
+    data = json.loads("".join(parsed.data_text))  # the cards' data stays one JSON text inside its element
+    assert any(evil_item.lower() in m[1] for m in data["meta"])
     assert "pwned" not in "".join(parsed.script_text) and "alert" not in "".join(parsed.script_text)
     for tag, attrs in parsed.tags:
         assert tag not in ("b", "i", "u", "svg") or not any(k.startswith("on") for k in attrs), (tag, attrs)
@@ -171,9 +180,31 @@ def test_render_survives_odd_results():
         summary_lines(run, rows, "r")  # the text summaries take the same odd values
         step_summary(run, rows, "r")
         parsed = _parse(html)
-        assert [t for t, _ in parsed.tags].count("script") == 1
+        assert [t for t, _ in parsed.tags].count("script") == 2  # the page's script and its cards' data
+        json.loads("".join(parsed.data_text))
         assert not any(k.startswith("on") for _, a in parsed.tags for k in a)
         for src in (a["src"] for t, a in parsed.tags if t == "img"):  # only paths inside the report dir
             assert not src.startswith("/") and ":" not in src and ".." not in src.split("/"), src
 
     check()
+
+
+def test_a_large_report_opens_with_one_page_of_cards_and_keeps_the_rest_as_data(report_inputs):
+    """Past the first page, cards wait as JSON strings: hostile text in them cannot leave the data block."""
+    from pytest_memorization.reports.page import PAGE
+
+    d, run, results = report_inputs
+    base = results[0]
+    rows = [{**base, "item": f"t.py::test[{i}]", "prompt": f"</script><script>document.title='pwned'</script><!-- {i}",
+             "verdict": "fail" if i % 7 == 0 else "pass", "reasons": []} for i in range(3 * PAGE)]
+    html = render_html(build_report(run, rows))
+    parsed = _parse(html)
+    assert [t for t, _ in parsed.tags].count("script") == 2
+    sections = [a for t, a in parsed.tags if t == "section" and "data-verdict" in a]
+    assert len(sections) == PAGE
+    assert [a["data-verdict"] for a in sections][:3 * PAGE // 7 + 1] == ["fail"] * (3 * PAGE // 7 + 1)
+    data = json.loads("".join(parsed.data_text))
+    assert len(data["meta"]) == 3 * PAGE and len(data["html"]) == 2 * PAGE
+    assert [m[0] for m in data["meta"]].count("fail") == len(range(0, 3 * PAGE, 7))
+    assert "pwned" not in "".join(parsed.script_text)
+    assert "&lt;/script&gt;&lt;script&gt;document.title=" in data["html"][0]

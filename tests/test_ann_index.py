@@ -1,0 +1,82 @@
+"""The approximate catalogue search (faiss IVF + exact re-ranking): on a small clustered catalogue its
+top 10 equal the exact search's, its scores are exact, and without faiss it says how to install it."""
+
+from __future__ import annotations
+
+import builtins
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_memorization.errors import MemorizationConfigError
+from pytest_memorization.metrics.index import EmbeddingIndex, add_embeddings
+
+
+def clustered(n: int, dim: int, centres: int, seed: int = 0) -> torch.Tensor:
+    """Embeddings that cluster like real ones: a centre each plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.nn.functional.normalize(torch.randn(centres, dim, generator=g), dim=1)
+    x = c[torch.randint(0, centres, (n,), generator=g)] + 0.6 * torch.randn(n, dim, generator=g) / dim ** 0.5
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path) -> EmbeddingIndex:
+    x = clustered(4000, 64, 40)
+    add_embeddings(tmp_path / "idx", x, [f"w{i}" for i in range(len(x))], metric="synthetic", version="v1",
+                   chunk_rows=1500)
+    return EmbeddingIndex.load(tmp_path / "idx")
+
+
+def test_recall_after_reranking_is_one_and_scores_are_exact(catalogue: EmbeddingIndex) -> None:
+    pytest.importorskip("faiss")
+    from pytest_memorization.metrics.ann import ApproximateIndex
+
+    ann = ApproximateIndex.build(catalogue, nlist=16, nprobe=16, candidates=50)
+    queries = clustered(50, 64, 40, seed=1)
+    exact_s, exact_ids = catalogue.search(queries, k=10)
+    got_s, got_ids = ann.search(queries, k=10)
+    assert got_ids == exact_ids
+    assert torch.allclose(got_s, exact_s, atol=1e-5)
+    # fewer cells scanned than exist: the recall can drop, never the exactness of a returned score
+    few = ApproximateIndex(catalogue, ann.ivf, nprobe=1, candidates=10)
+    s, ids = few.search(queries, k=10)
+    recall = sum(len(set(a) & set(b)) for a, b in zip(ids, exact_ids)) / (10 * len(queries))
+    assert recall < 1.0
+    for row, names in zip(s.tolist(), ids):
+        want = catalogue.vectors([int(n[1:]) for n in names]) @ torch.nn.functional.normalize(queries, dim=1).T
+        assert set(round(v, 4) for v in row) <= set(round(v, 4) for v in want.flatten().tolist())
+
+
+def test_saved_beside_the_index_and_refused_after_the_index_changed(catalogue: EmbeddingIndex,
+                                                                    tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    from pytest_memorization.metrics.ann import ApproximateIndex
+
+    ApproximateIndex.build(catalogue, nlist=8)
+    again = ApproximateIndex.load(catalogue, nprobe=8)
+    q = clustered(5, 64, 40, seed=2)
+    assert again.search(q, k=3)[1] == catalogue.search(q, k=3)[1]
+    add_embeddings(tmp_path / "idx", clustered(10, 64, 40, seed=3), [f"n{i}" for i in range(10)],
+                   metric="synthetic", version="v1")
+    with pytest.raises(MemorizationConfigError, match="built for other index content"):
+        ApproximateIndex.load(EmbeddingIndex.load(tmp_path / "idx"))
+
+
+def test_without_faiss_the_error_says_how_to_install_it(catalogue: EmbeddingIndex,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_memorization.metrics.ann import ApproximateIndex
+
+    real = builtins.__import__
+
+    def no_faiss(name: str, *a, **k):
+        if name == "faiss" or name.startswith("faiss."):
+            raise ImportError("No module named 'faiss'")
+        return real(name, *a, **k)
+
+    monkeypatch.delitem(sys.modules, "faiss", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_faiss)
+    with pytest.raises(MemorizationConfigError, match=r"pip install 'pytest-memorization\[ann\]'"):
+        ApproximateIndex.build(catalogue)
