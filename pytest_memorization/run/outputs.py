@@ -95,6 +95,7 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
     # manifest items: the plan's loaded works; Python tests: those given to assert_not_memorized
     works = item.works() if hasattr(item, "works") else list(item.stash.get(WORKS_KEY, {}).values())
     work_tensors = {w.id: w.image for w in works}
+    kinds = {w.id: getattr(w, "kind", "work") for w in works}
     written = session.works_written
     todo = {k: v for k, v in work_tensors.items() if k not in written}
     if todo:
@@ -117,7 +118,7 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
 
                 r.extra["tiles"] = {"grid": 4, "rms": tile_rms(r.pixels, work_tensors[r.work])}
                 if "local_copy" in r.scores:  # where the nearest work sits inside the image (a box)
-                    r.extra["local_copy"] = session.metric("local_copy").locate(r.pixels, work_tensors[r.work])
+                    r.extra["local_copy"] = session.metric("local_copy").locate(r.pixels, work_tensors[r.work], kinds[r.work])
         base = r.extra.pop("base_pixels", None)
         if base is not None and "lora_gate" in r.extra:
             rel = generated_png_path(report_dir, r.item, r.seed, tag + "base")

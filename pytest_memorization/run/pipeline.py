@@ -87,7 +87,7 @@ def load_works(plan: Plan, manifest: Manifest) -> list[Work]:
 
         plan.works = [Work(id=w.id, image=load_image(w.image), path=w.image,
                            sha256=w.sha256 or sha256_file(w.image), thresholds=with_floors(w.thresholds, plan.floors, add=False),
-                           waiver=w.waive)
+                           waiver=w.waive, kind=w.kind)
                       for w in manifest.works]
     return plan.works
 
