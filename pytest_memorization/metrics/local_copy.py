@@ -158,7 +158,7 @@ def match(images: Any, works: Any, scales: Sequence[float] = DEFAULT_SCALES, max
 class LocalCopy(Metric):
     name = "local_copy"
     direction = "similarity"
-    default_threshold = 0.8
+    default_threshold = 0.82
     threshold_source = (
         "calibrated here, not from a paper, on calibration scenes only (bench/partial_copies.py --split calibration: "
         "9 scenes at 128 px, works pasted at 20-60% of the side, plain, JPEG q55-75, tint and hue shift, sepia, "
