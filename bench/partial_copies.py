@@ -102,8 +102,8 @@ def table(cs, results, scores, rules, ids) -> None:
 def sweep(cs, size: int) -> None:
     """Calibration only: local_copy's scores under each prominence, and where a threshold can go."""
     import torch
-
     from partial_scenes import WORK_FILES, load_work
+
     from pytest_memorization.metrics.local_copy import match
 
     ids = list(WORK_FILES)
@@ -130,7 +130,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
     from partial_scenes import WORK_FILES, cases
 
     torch.set_num_threads(args.threads)
@@ -143,7 +142,7 @@ def main() -> None:
     if args.sweep:
         sweep(cs, args.size)
     results, scores, rules, ids = judge(images, WORK_FILES)
-    print(f"\nthresholds: " + ", ".join(f"{n} {r.threshold:g}" for n, r in rules.items()) + "; gate = the default "
+    print("\nthresholds: " + ", ".join(f"{n} {r.threshold:g}" for n, r in rules.items()) + "; gate = the default "
           "metrics with the flat guard, judged against every work\n")
     table(cs, results, scores, rules, ids)
     from pytest_memorization.metrics.local_copy import LocalCopy

@@ -67,6 +67,7 @@ def test_a_bad_kind_is_an_error_naming_the_key(tmp_path: Path) -> None:
     from pytest_memorization.manifest.load import load_manifest
 
     shutil.copy(ROOT / "examples" / "works" / "watermark.png", tmp_path / "m.png")
+    (tmp_path / "x").mkdir()
     (tmp_path / "memorization.toml").write_text(
         '[model]\npretrained = "x"\n[[work]]\nid = "m"\nkind = "logo"\nimage = "m.png"\nprompts = ["a"]\n')
     with pytest.raises(ManifestError, match=r"work\[0\]\.kind.*'work', 'mark'.*kind = \"mark\""):

@@ -1,6 +1,6 @@
 """No SSIM-only copy verdicts on flat images (issue #17): the near-flat beige image of a harmless LoRA
 that SSIM called a copy of ``rocket`` (SSIM 0.573, tiled L2 0.29) is not a copy under the defaults,
-while real copies (SSIM with tiled L2 agreeing, or SSIM alone on a structured image) still fail.
+while real copies (SSIM with tiled L2 or local_copy agreeing) still fail; SSIM alone is a warning.
 Both ways through the public ``evaluate`` (score_rows -> flat guard -> decide) and through
 ``pytest --memorization`` on a generator hook."""
 
@@ -58,7 +58,7 @@ def test_a_real_copy_of_the_low_structure_rocket_still_fails() -> None:
     copy = to_tensor(Image.open(buf))
     r = evaluate(copy[None], {"rocket": ROCKET})[0]
     assert r.verdict == "fail", r.reasons
-    assert {f.metric for f in r.findings if f.severity == "fail"} == {"tiled_l2", "ssim"}
+    assert {f.metric for f in r.findings if f.severity == "fail"} == {"tiled_l2", "ssim", "local_copy"}
     print(f"JPEG rocket: structure {r.extra['structure']:.4f}, ssim {r.scores['ssim']:.3f}, tiled_l2 "
           f"{r.scores['tiled_l2']:.3f}: fail")
 
