@@ -36,6 +36,8 @@ from ._util import as_images, check_scores, resize
 from .base import Metric
 
 FLAT_STD = 0.02  # per-pixel std of a patch below which it cannot match a textured work
+MIN_SIDE = 16  # a work smaller than 16 x 16 px (geometric mean of its sides) holds too little to be told apart
+MIN_MARK_SIDE = 10  # a declared mark: searched down to 10 x 10 px
 PROMINENCE = 0.2  # the gap a copy's peak keeps over the best placement elsewhere (calibrated: see LocalCopy)
 
 
@@ -94,7 +96,8 @@ def ncc_maps(images: Any, templates: Any, image_fft: Any = None) -> Any:
     pvar = (s2 - s1 * s1 / n).sum(dim=1, keepdim=True).clamp_min(0.0)  # (N, 1, ., .)
     pnorm = pvar.sqrt()
     flat = pnorm < FLAT_STD * math.sqrt(C * n)
-    tn = torch.where(tnorm > 1e-9, tnorm, torch.full_like(tnorm, float("nan"))).view(1, -1, 1, 1)
+    flat_t = tnorm < 1e-6 * math.sqrt(C * n)  # a single-colour template (resizing leaves ~1e-8 ripples)
+    tn = torch.where(flat_t, torch.full_like(tnorm, float("nan")), tnorm).view(1, -1, 1, 1)
     out = (num.double() / (pnorm.clamp_min(1e-12) * tn)).float()
     return torch.where(flat & torch.isfinite(tn), torch.zeros_like(out), out).clamp(-1.0, 1.0)
 
@@ -113,10 +116,11 @@ def _elsewhere(r: Any, i: Any, h: int, w: int) -> Any:
 
 
 def match(images: Any, works: Any, scales: Sequence[float] = DEFAULT_SCALES, max_side: int = 128, *,
-          prominence: float = PROMINENCE, flip: bool = True) -> tuple[Any, Any]:
+          prominence: float = PROMINENCE, flip: bool = True, min_side: int = MIN_SIDE) -> tuple[Any, Any]:
     """Best placement of each work in each image: (scores (N, M), boxes (N, M, 4)) with boxes as
     (x0, y0, x1, y1) in fractions of the image's width and height. Luma NCC, mirrored too, less the
-    prominence shortfall (``prominence=0``: plain NCC)."""
+    prominence shortfall (``prominence=0``: plain NCC). Sizes below ``min_side`` px are skipped (the
+    largest size is always searched)."""
     import torch
 
     H, W = images.shape[-2:]
@@ -131,8 +135,9 @@ def match(images: Any, works: Any, scales: Sequence[float] = DEFAULT_SCALES, max
     score = torch.full((N, M), -2.0, dtype=torch.float32)
     boxes = torch.zeros((N, M, 4), dtype=torch.float64)
     nan = torch.zeros((N, M), dtype=torch.bool)
-    for s in scales:
-        h, w = _template_size(tuple(works.shape[-2:]), (H, W), s)
+    sizes = [_template_size(tuple(works.shape[-2:]), (H, W), s) for s in scales]
+    keep = [hw for hw in sizes if math.sqrt(hw[0] * hw[1]) >= min_side] or [max(sizes)]
+    for h, w in dict.fromkeys(keep):
         t = luma(resize(works.float(), (h, w)))
         for tt in (t, t.flip(-1)) if flip else (t,):
             r = ncc_maps(y, tt, fx)  # (N, M, H-h+1, W-w+1)
@@ -140,9 +145,9 @@ def match(images: Any, works: Any, scales: Sequence[float] = DEFAULT_SCALES, max
             r = torch.nan_to_num(r, nan=-1.0)
             v, i = r.flatten(2).max(dim=2)
             better = v > best
-            if prominence > 0:
+            if prominence > 0:  # a positive peak loses the shortfall of its gap, never below 0
                 gap = v - _elsewhere(r, i, h, w)
-                sc = v - (prominence - gap).clamp_min(0.0)
+                sc = torch.maximum(v - (prominence - gap).clamp_min(0.0), v.clamp(max=0.0))
             else:
                 sc = v
             y0 = torch.div(i, r.shape[-1], rounding_mode="floor").double()
@@ -197,6 +202,7 @@ class LocalCopy(Metric):
         sc = ",".join(f"{s:g}" for s in self.scales)
         mk = ",".join(f"{s:g}" for s in self.mark_scales)
         return (f"local_copy-v2(ncc-luma-zero-mean,mirrored,prominence={self.prominence:g},flat<{FLAT_STD:g},"
+                f"min_side={MIN_SIDE},{MIN_MARK_SIDE},"
                 f"scales={sc},mark_scales={mk},max_side={self.max_side})")
 
     def features(self, images: Any) -> Any:
@@ -204,7 +210,7 @@ class LocalCopy(Metric):
 
     def _match(self, a: Any, b: Any, kind: str) -> tuple[Any, Any]:
         if kind == "mark":  # small, and a watermark may repeat: no prominence rule
-            return match(a, b, self.mark_scales, self.max_side, prominence=0.0)
+            return match(a, b, self.mark_scales, self.max_side, prominence=0.0, min_side=MIN_MARK_SIDE)
         return match(a, b, self.scales, self.max_side, prominence=self.prominence)
 
     def compare(self, a: Any, b: Any) -> Any:
