@@ -32,8 +32,8 @@ def test_options_page_is_generated_from_the_option_table() -> None:
 
     text = (DOCS / "options.md").read_text()
     assert text == _gen_options().render(), "docs/options.md is stale: run python docs/gen_options.py"
-    for o in OPTIONS:  # every option appears with its ini key
-        assert f"`memorization_{o.name}`" in text
+    for o in OPTIONS:  # every option appears with its ini key (or its flag, when it has no ini key)
+        assert (f"`memorization_{o.name}`" if o.ini else f"--memorization-{o.dashed}") in text
 
 
 def test_stale_options_page_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,7 +74,7 @@ def detector_finding(d: DetectorScore) -> Finding | None:
     """The rule of any detector score (the judge calls this for every path): its own rule where the
     detector has one, else the generic threshold rule. A NaN score or threshold is an ``error``."""
     if d.name == "noise_magnitude":
-        return noise_magnitude_finding(d.prompt, d.score, d.threshold, d.calibrated, d.trigger_words or ())
+        return noise_magnitude_finding(d.prompt, d.score, d.threshold, d.calibrated, d.trigger_words or (), gate=d.gate)
     if d.name == "seed_diversity":
         return seed_diversity_finding(d.prompt, d.score, d.threshold, d.n_images, d.gate)
     return threshold_finding(d.name, d.prompt, d.score, d.threshold, d.calibrated)

@@ -59,5 +59,7 @@ def _line(r: ImageResult, f: Finding) -> str:
 
 
 def deciding(findings: Iterable[Finding], verdict: str) -> Finding | None:
-    """The finding that set ``verdict`` (the first of that severity; None for a pass without findings)."""
-    return next((f for f in findings if f.severity == verdict), None)
+    """The finding that set ``verdict``: the first of that severity, a LoRA-gate finding before a plain
+    threshold crossing (it says what the LoRA changed); None for a pass without findings."""
+    same = [f for f in findings if f.severity == verdict]
+    return next((f for f in same if f.rule.startswith("lora_gate")), same[0] if same else None)

@@ -114,9 +114,10 @@ def crossed(r: dict[str, Any], metric: str) -> bool:
 
 
 def deciding(r: dict[str, Any]) -> dict[str, Any] | None:
-    """The finding that set the row's verdict (the first of that severity), as report.json holds it."""
-    return next((f for f in r.get("findings") or [] if isinstance(f, dict) and f.get("severity") == r.get("verdict")),
-                None)
+    """The finding that set the row's verdict, as report.json holds it: the first of that severity, a
+    LoRA-gate finding before a plain threshold crossing (``judging.verdict.deciding``'s order)."""
+    same = [f for f in r.get("findings") or [] if isinstance(f, dict) and f.get("severity") == r.get("verdict")]
+    return next((f for f in same if str(f.get("rule", "")).startswith("lora_gate")), same[0] if same else None)
 
 
 def verdict_label(r: dict[str, Any]) -> str:

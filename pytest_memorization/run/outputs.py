@@ -261,7 +261,7 @@ def incomplete_reasons(state: MemorizationSession, exitstatus: int, session: pyt
     reasons = list(dict.fromkeys(state.incomplete))
     stopped = session is not None and (session.shouldfail or session.shouldstop)
     if stopped and session is not None:
-        ran = {r["item"] for r in state.results}
+        ran = {r.item for r in state.results}
         left = [i.nodeid for i in session.items if i.get_closest_marker("memorization") and i.nodeid not in ran]
         if left or not session.items:  # an xdist controller collects nothing: what its workers skipped is unknown
             reasons.append(f"pytest stopped early ({stopped}): "
