@@ -69,7 +69,6 @@ class Work:
     sha256: str | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     waiver: Waiver | None = None
-    kind: str = "work"  # "mark": a logo, signature or watermark, small against the frame (local_copy)
 
 
 @dataclass(frozen=True)

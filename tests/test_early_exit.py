@@ -55,8 +55,7 @@ def test_far_images_stop_early_and_a_copy_runs_to_the_end(pytester: pytest.Pytes
             f'[model]\n{model}seeds = {seeds}\n[thresholds]\ntiled_l2 = 0.15\n'
             f'[[work]]\nid = "{work}"\nimage = "../works/{image}.png"\nprompts = ["{prompt}"]\n')
     counter = _unet_calls(monkeypatch)
-    common = ["--memorization", "--memorization-generation-cache=false", "-p", "no:cacheprovider",
-              "--memorization-metrics=tiled_l2,ssim"]  # early exit checks these two only (local_copy gates otherwise)
+    common = ["--memorization", "--memorization-generation-cache=false", "-p", "no:cacheprovider"]
     full = pytester.runpytest(*common, "--memorization-report=full")
     full.assert_outcomes(passed=1, failed=1)
     calls_full, counter["calls"] = counter["calls"], 0

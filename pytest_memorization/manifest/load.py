@@ -39,8 +39,7 @@ __all__ = ["ModelSpec", "Img2ImgSpec", "WorkSpec", "CanarySpec", "Manifest", "lo
 MODEL_KEYS = ("pretrained", "generator", "config", "lora", "loras", "lora_scale", "gate", "seeds", "steps",
               "guidance_scale", "height", "width", "negative_prompt", "vae_floor", "variant", "revision", "subfolder",
               "torch_dtype")
-WORK_KEYS = ("id", "image", "sha256", "prompts", "thresholds", "paraphrases", "img2img", "waive", "kind")
-WORK_KINDS = ("work", "mark")  # a mark: a logo, signature or text watermark, searched at small sizes (local_copy)
+WORK_KEYS = ("id", "image", "sha256", "prompts", "thresholds", "paraphrases", "img2img", "waive")
 CANARY_KEYS = ("id", "prompt", "paraphrases")
 HUB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 FILE_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
@@ -87,7 +86,6 @@ class WorkSpec:
     img2img: Img2ImgSpec | None = None
     waive: Waiver | None = None
     line: int = 0  # 0-based line of its [[work]] header in the manifest (manifest/lines.py)
-    kind: str = "work"
 
 
 @dataclass
@@ -236,12 +234,6 @@ def _work(c: Checker, w: Any, i: int, example: str) -> WorkSpec:
     image, sha = _image(c, w, key)
     prompts = c.strings(w["prompts"], f"{key}.prompts", '["portrait of an astronaut"]')
     spec = WorkSpec(id=wid, image=image, prompts=prompts, sha256=sha)
-    if "kind" in w:
-        if w["kind"] not in WORK_KINDS:
-            c.fail(f"{key}.kind", f"expected one of {', '.join(repr(k) for k in WORK_KINDS)}, got {w['kind']!r:.60}; "
-                                  'write kind = "mark" for a logo, signature or watermark (searched at 10-40% of the '
-                                  'side), or leave it out for a work')
-        spec.kind = w["kind"]
     if "thresholds" in w:
         spec.thresholds = c.thresholds(w["thresholds"], f"{key}.thresholds")
     if "paraphrases" in w:

@@ -46,10 +46,8 @@ def score_matrices(metrics: Mapping[str, Any], images: Any, works: Sequence[Work
         try:
             with torch.no_grad():
                 feats = metric.features(images)
-                if getattr(metric, "uses_work_kind", False):  # local_copy: each work whole, marks at small sizes
-                    s = metric.compare_kinds(feats, [w.image for w in works], [w.kind for w in works]).float().cpu()
-                else:
-                    s = metric.compare(feats, _reference_features(metric, works, refs, height, width, cache)).float().cpu()
+                ref_feats = _reference_features(metric, works, refs, height, width, cache)
+                s = metric.compare(feats, ref_feats).float().cpu()
         except MemorizationConfigError:
             raise
         except MetricFailedError as e:

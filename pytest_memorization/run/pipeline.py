@@ -91,7 +91,7 @@ def load_works(plan: Plan, manifest: Manifest) -> list[Work]:
 
         plan.works = [Work(id=w.id, image=load_image(w.image), path=w.image,
                            sha256=w.sha256 or sha256_file(w.image), thresholds=dict(w.thresholds),
-                           waiver=w.waive, kind=w.kind)
+                           waiver=w.waive)
                       for w in manifest.works]
     return plan.works
 
