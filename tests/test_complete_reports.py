@@ -93,7 +93,8 @@ def test_a_new_run_replaces_the_report_folder_whole(proj: pytest.Pytester) -> No
     root = proj.path
     proj.runpytest("--memorization", "--memorization-report", "rep").assert_outcomes(passed=1)
     (root / "rep" / "images" / "left-by-an-old-run.png").write_bytes(b"old")
-    (root / ".rep.partial").mkdir()  # left by a run that was killed
+    (root / ".rep.partial").mkdir()  # left by a run that was killed: it carries the plugin's marker
+    (root / ".rep.partial" / ".pytest-memorization-report").write_text("")
     (root / ".rep.partial" / "junk.png").write_bytes(b"junk")
     proj.runpytest("--memorization", "--memorization-report", "rep").assert_outcomes(passed=1)
     assert not (root / "rep" / "images" / "left-by-an-old-run.png").exists()

@@ -115,7 +115,7 @@ def test_report_json_junit_step_summary_and_terminal_summary(
         "*= memorization =*",
         "memorization: FAIL: 5 images (0 error, 1 fail, 0 warn, 4 pass); model *",
         "worst items:",
-        f"  FAIL  {FOX.replace('[', '[[]')} seed 0: work fox: *",
+        f"  FAIL  {FOX.replace('[', '[[]')} seed 0: tiled_l2 0.* <= 0.15 against 'fox' (prompt *",
         f"report: {proj.path / 'r' / 'index.html'}",
     ])
 
