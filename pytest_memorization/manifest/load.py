@@ -31,7 +31,7 @@ from .check import (
 )
 from .detectors import detectors_table
 from .lines import file_entry_lines
-from .loading_keys import loading_keys
+from .loading_keys import is_hub_id, loading_keys
 
 __all__ = ["ModelSpec", "Img2ImgSpec", "WorkSpec", "CanarySpec", "Manifest", "load_manifest", "project_root",
            "MAX_PARAPHRASES", "METRIC_RANGES", "ROOT_MARKERS", "metric_names"]
@@ -120,12 +120,7 @@ def _model(c: Checker, data: dict[str, Any], require_model: bool, offline_hub: b
     m = c.table(data.get("model"), "model", MODEL_KEYS, '[model] pretrained = "models/base"') if "model" in data else {}
     if "pretrained" in m:
         text = c.string(m["pretrained"], "model.pretrained", "a path or hub id")
-        local = None
-        try:  # "org/name" is a hub id unless it exists here, or its first folder does (a typo'd path)
-            local = (c.dir / text).exists() or (c.dir / text.split("/")[0]).is_dir()
-        except (OSError, ValueError):
-            pass
-        if local is False and HUB_RE.fullmatch(text) and not text.lower().endswith(FILE_SUFFIXES):
+        if is_hub_id(c.dir, text):
             spec.pretrained, spec.pretrained_kind = text, "hub"
             repo = hub_cache_dir() / ("models--" + text.replace("/", "--"))
             if offline_hub and c.check_images and not repo.is_dir():  # once, at collection: not per item

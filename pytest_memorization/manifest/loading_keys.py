@@ -24,15 +24,21 @@ FILE_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
 LORAS_EXAMPLE = 'loras = [{ path = "loras/style", scale = 0.8 }, { path = "loras/subject" }]'
 
 
+def is_hub_id(folder: Any, text: str) -> bool:
+    """``org/name`` is a hub id unless it exists under ``folder``, or its first folder does (a typo'd
+    path), or it names a weights file."""
+    try:
+        if (folder / text).exists() or (folder / text.split("/")[0]).is_dir():
+            return False
+    except (OSError, ValueError):
+        return False
+    return bool(HUB_RE.fullmatch(text)) and not text.lower().endswith(FILE_SUFFIXES)
+
+
 def lora_value(c: Checker, v: Any, key: str, offline_hub: bool) -> str:
     """A LoRA path (made absolute, checked to exist) or a hub id kept as written (checked to be cached)."""
     text = c.string(v, key, "a path or hub id")
-    local = None
-    try:  # "org/name" is a hub id unless it exists here, or its first folder does (a typo'd path)
-        local = (c.dir / text).exists() or (c.dir / text.split("/")[0]).is_dir()
-    except (OSError, ValueError):
-        pass
-    if local is False and HUB_RE.fullmatch(text) and not text.lower().endswith(FILE_SUFFIXES):
+    if is_hub_id(c.dir, text):
         repo = hub_repo_dir(text)
         if offline_hub and c.check_images and not (repo / "snapshots").is_dir():
             c.fail(key, f"{text!r} is neither a local path ({c.dir / text} does not exist) nor a hub id in the "
