@@ -26,8 +26,6 @@ class Plan:
     source: ModelSource
     gen: GenerationSettings
     seeds: list[int]
-    thresholds: dict[str, float]
-    warn: dict[str, float]
     metrics: dict[str, Any]
     rules: Rules  # the judge's rules: thresholds floored once, warn band, LoRA-gate tolerance
     lora_gate: bool
@@ -62,7 +60,7 @@ def plan_for(session: MemorizationSession, manifest: Manifest) -> Plan:
     rules = make_rules(metrics, manifest.thresholds, manifest.warn, s.warn_band, s.threshold,
                        lora_gate_tolerance=s.lora_gate_tolerance)
     return Plan(source=source, gen=gen, seeds=s.seeds_for(m.seeds),
-                thresholds=rules.thresholds(), warn=dict(manifest.warn), metrics=metrics,
+                metrics=metrics,
                 rules=rules, lora_gate=gate, vae_floor=vae_floor,
                 cache=bool(s.generation_cache) and not source.generator)
 
