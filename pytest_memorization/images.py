@@ -173,6 +173,21 @@ def to_tensor(img: Any) -> Any:
 
 
 
+def fit_inside(image: Any, height: int, width: int) -> Any:
+    """Resize a work (3, H, W) so that it fits inside ``height`` x ``width`` with its aspect ratio kept
+    (bicubic, antialiased, clamped to [0, 1]): nothing cropped, nothing padded. What ``local_copy``
+    searches for, so that a wide logo keeps its ends."""
+    import torch.nn.functional as F
+
+    x = image.float()[None]
+    h, w = x.shape[-2:]
+    k = min(height / h, width / w)
+    nh, nw = max(1, round(h * k)), max(1, round(w * k))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+    return x[0].clamp(0.0, 1.0)
+
+
 def fit_to(image: Any, height: int, width: int) -> Any:
     """Resize a work to the generation size for comparison: **cover, then center-crop**.
 

@@ -67,7 +67,7 @@ def test_save_then_compare_an_unchanged_model_passes(proj: pytest.Pytester) -> N
     base = json.loads((proj.path / "base.json").read_text())
     assert base["schema"] == 2
     assert sorted(_entries(proj)) == ["memorization.toml::astronaut[0]", "memorization.toml::coffee[0]", MOVED]
-    assert set(_entries(proj)[MOVED]["scores"]) == {"tiled_l2", "ssim"}
+    assert set(_entries(proj)[MOVED]["scores"]) == {"tiled_l2", "ssim", "local_copy"}
     # readable keys: manifest path (relative to ITS project root) | work | kind | content hash
     assert sorted(k.rsplit("|", 1)[0] for k in base["entries"]) == [
         "memorization.toml|astronaut|prompt", "memorization.toml|coffee|prompt", "moved/memorization.toml|target|prompt"]

@@ -70,7 +70,7 @@ def test_report_json_junit_step_summary_and_terminal_summary(
     cuda = torch.cuda.is_available()  # device and dtype auto
     assert run["guidance_scale"] == 7.5 and run["device"].startswith("cuda" if cuda else "cpu")
     assert run["dtype"] == ("float16" if cuda else "float32")
-    assert set(run["metrics"]) == {"tiled_l2", "ssim"} and run["versions"]["torch"]
+    assert set(run["metrics"]) == {"tiled_l2", "ssim", "local_copy"} and run["versions"]["torch"]
     assert run["started"] <= run["finished"]
     rows = _by_key(doc)
     assert sorted(rows) == sorted([(FOX, 0), *((f"memorization.toml::{w}[0]", s)
@@ -79,7 +79,7 @@ def test_report_json_junit_step_summary_and_terminal_summary(
     for r in doc["results"]:
         assert (proj.path / "r" / r["image"]).is_file()
         assert (proj.path / "r" / r["work_image"]).is_file()  # default mode: thumbnail
-        assert set(r["scores"]) == {"tiled_l2", "ssim"}
+        assert set(r["scores"]) == {"tiled_l2", "ssim", "local_copy"}
     assert (proj.path / "r" / "index.html").is_file()
 
     # verdicts match the test outcomes (junit): a failed test case <-> a failing row

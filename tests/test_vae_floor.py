@@ -92,7 +92,7 @@ prompts = ["an astronaut"]
     result.assert_outcomes(passed=1)
     row = json.loads((pytester.path / "rep" / "report.json").read_text())["results"][0]
     both = row["extra"]["vae_floor"]
-    assert set(both["work"]) == set(both["vae_round_trip"]) == {"tiled_l2", "ssim"}
+    assert set(both["work"]) == set(both["vae_round_trip"]) == {"tiled_l2", "ssim", "local_copy"}
     assert row["scores"]["tiled_l2"] == min(both["work"]["tiled_l2"], both["vae_round_trip"]["tiled_l2"])
     assert row["scores"]["ssim"] == max(both["work"]["ssim"], both["vae_round_trip"]["ssim"])
     assert "vs VAE round trip" in (pytester.path / "rep" / "index.html").read_text()

@@ -280,7 +280,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--threshold", action="append", metavar="METRIC=VALUE",
                    help="threshold (repeatable); the strictest of these and the manifest's wins")
     r.add_argument("--metrics", metavar="NAME[,NAME]", help="metrics to score (default: the manifest's, else "
-                   "tiled_l2, ssim and those with a threshold)")
+                   "tiled_l2, ssim, local_copy and those with a threshold)")
     r.add_argument("--warn-band", type=float, default=0.1, help="warn band fraction (default 0.1)")
     r.add_argument("--no-align", action="store_true", help="compare pixels as they are (no shift tolerance)")
     r.add_argument("--weights-dir", help="folder searched first for metric weights")

@@ -24,7 +24,7 @@ from .options import BY_NAME, OPTIONS, OptionError
 from .policy import lora_gate_problem, with_floors
 
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3)
-DEFAULT_METRICS: tuple[str, ...] = ("tiled_l2", "ssim")
+DEFAULT_METRICS: tuple[str, ...] = ("tiled_l2", "ssim", "local_copy")
 DEFAULT_GENERATION = GenerationSettings()  # 25 steps, guidance 7.5, 512 x 512
 
 

@@ -46,8 +46,15 @@ def score_matrices(metrics: Mapping[str, Any], images: Any, works: Sequence[Work
         try:
             with torch.no_grad():
                 feats = metric.features(images)
-                ref_feats = _reference_features(metric, works, refs, height, width, cache)
-                s = metric.compare(feats, ref_feats).float().cpu()
+                ref_feats = (None if getattr(metric, "by_kind", False)
+                             else _reference_features(metric, works, refs, height, width, cache))
+                if getattr(metric, "by_kind", False):  # local_copy: each work whole, a mark searched small
+                    from ..images import fit_inside
+
+                    whole = [fit_inside(w.image, height, width) for w in works]
+                    s = metric.compare(feats, whole, kinds=[w.kind for w in works]).float().cpu()
+                else:
+                    s = metric.compare(feats, ref_feats).float().cpu()
         except MemorizationConfigError:
             raise
         except MetricFailedError as e:
