@@ -11,7 +11,11 @@
    - the LoRA pre-merge gate PASSES the style LoRA (six work prompts, two model-card canaries);
    - the emblem model (demo/emblem.py), which pastes a protected emblem smaller and elsewhere into
      new scenes, FAILS on each of its 4 scenes (local_copy; the report draws where), while its
-     clean twin PASSES the same scenes.
+     clean twin PASSES the same scenes;
+   - the watermark model (demo/watermark.py), trained on scenes that carry a stock agency's mark in
+     a corner, FAILS on each of its 4 scenes (the mark, declared kind = "mark", found by local_copy),
+     while its clean twin PASSES the same scenes.
+All of it with the default metrics: no project names a `metrics` list.
 """
 
 from __future__ import annotations
@@ -30,23 +34,27 @@ REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(REPO / "fixtures")]  # demo/ and fixtures/build_models.py
 
 EXPECTED = {"memorizer": ("fail", 5), "clean_twin": ("pass", 5), "lora": ("fail", 3), "style_lora": ("pass", 8),
-            "emblem": ("fail", 4), "emblem_twin": ("pass", 4)}
+            "emblem": ("fail", 4), "emblem_twin": ("pass", 4), "watermark": ("fail", 4),
+            "watermark_twin": ("pass", 4)}
 
 
 def main() -> int:
     from build_models import copy_to_examples  # fixtures/build_models.py
 
     from demo.emblem import build_emblem
+    from demo.watermark import build_watermark
     from demo.models import build_all
 
     t0 = time.perf_counter()
     print("== building the demo models (cached after the first run; the first build takes a few CPU minutes)")
     paths = build_all(REPO / "fixtures" / "models", works_dir=REPO / "fixtures" / "works", progress=True)
     paths["emblem"] = build_emblem(REPO / "fixtures" / "models", paths["clean_twin"], progress=True)
+    paths["watermark"] = build_watermark(REPO / "fixtures" / "models", paths["clean_twin"], progress=True)
     copy_to_examples(paths, HERE / "models")
     print(f"   models ready in {time.perf_counter() - t0:.0f} s")
 
-    print("== pytest --memorization on examples/ (memorizer/, clean_twin/, lora/, style_lora/, emblem/, emblem_twin/)")
+    print("== pytest --memorization on examples/ (memorizer/, clean_twin/, lora/, style_lora/, emblem/, emblem_twin/,
+          "watermark/, watermark_twin/)")
     cmd = [sys.executable, "-m", "pytest", "--memorization", "--memorization-report", "report",
            "-p", "no:cacheprovider", "-q", "-rfE"]
     proc = subprocess.run(cmd, cwd=HERE)
@@ -73,8 +81,8 @@ def main() -> int:
     if not ok or proc.returncode not in (0, 1):
         print("the demo's outcomes are not the expected ones", file=sys.stderr)
         return 1
-    print("the gate caught the memorizer, the face LoRA and the emblem model, and passed the clean twin (twice) "
-          "and the style LoRA.")
+    print("the gate caught the memorizer, the face LoRA, the emblem model and the watermark model, and passed "
+          "the clean twin (three times) and the style LoRA.")
     return 0
 
 

@@ -16,7 +16,7 @@ VERDICTS: tuple[Verdict, ...] = ("error", "fail", "warn", "pass")  # most severe
 SEVERITY: dict[str, int] = {v: i for i, v in enumerate(VERDICTS)}
 
 # The rules whose finding means "this score crossed its line" (drawn as crossed in every report).
-CROSSING_RULES = frozenset({"threshold", "flat_guard", "waiver", "lora_gate.crossed", "img2img.copy",
+CROSSING_RULES = frozenset({"threshold", "flat_guard", "ssim.unconfirmed", "waiver", "lora_gate.crossed", "img2img.copy",
                             "noise_magnitude", "zero_step", "lora_delta", "seed_diversity", "subject"})
 
 MAX_GENERATION_SIDE = 4096  # pixels; 65536 x 65536 was a 1,000-line traceback, then out of memory
@@ -69,6 +69,7 @@ class Work:
     sha256: str | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     waiver: Waiver | None = None
+    kind: str = "work"  # "work", or "mark": a logo, signature or watermark, searched small (metrics.local_copy)
 
 
 @dataclass(frozen=True)

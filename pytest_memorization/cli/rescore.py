@@ -48,7 +48,7 @@ def load_works(sources: Sequence[str]) -> tuple[list[Any], dict[str, float], dic
         if not m.works:
             raise RescoreError(f"{sources[0]}: the manifest has no [[work]] entries to score against")
         works = [Work(id=w.id, image=load_image(w.image), path=w.image, sha256=w.sha256 or sha256_file(w.image),
-                      thresholds=dict(w.thresholds)) for w in m.works]
+                      thresholds=dict(w.thresholds), kind=w.kind) for w in m.works]
         return works, dict(m.thresholds), dict(m.warn), m.metrics
     from ._paths import image_paths
 

@@ -1,17 +1,28 @@
-"""No SSIM-only copy verdicts on flat images: a copy found by SSIM alone needs structure.
+"""SSIM does not call a copy on its own: an SSIM-only copy verdict needs a second metric, or structure.
 
 SSIM of a near-flat image is its mean-brightness agreement with the work (the contrast-structure term
 is ~1 where the local variance is below SSIM's constant C2), so a near-flat beige image from a
 harmless LoRA scored SSIM 0.573 against the ``rocket`` photo (mostly dark, flat sky) while its tiled L2
-was 0.29. The rule: when an image's structure (``metrics.ssim.structure``) is below
-``config.policy.SSIM_STRUCTURE_FLOOR`` and SSIM is the *only* metric whose copy finding fails for that
-image, each such SSIM finding becomes a ``flat_guard`` warning that says why. When another metric
-agrees (tiled L2 crosses too), the failure stands; a structured image's SSIM failure stands alone.
+was 0.29; and low-structure scenes (a moon, a cell culture) scored 0.50-0.54 against the same photo with
+a structure just above that floor. Two rules, for each image and work, on the findings that call a copy
+(``GUARDED_RULES``):
+
+* **agreement** (``ssim.unconfirmed``): where another copy metric was scored for the image (tiled L2 and
+  local copy by default) and none of them fails for that work, an SSIM failure becomes a warning. A
+  copy that only SSIM would see (a work at half its contrast, say) is seen by ``local_copy``, whose
+  correlation does not depend on contrast, so the pair loses no copy that SSIM alone caught on the
+  bench (docs/partial-copies.md).
+* **flat guard** (``flat_guard``): where the image's structure (``metrics.ssim.structure``) is below
+  ``config.policy.SSIM_STRUCTURE_FLOOR``, an SSIM failure that no other metric agrees with is a
+  warning too. This one also holds when SSIM is the only metric scored.
+
+A failure that another metric agrees with stands; so does SSIM alone on a structured image when SSIM
+is the only metric scored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..config.policy import SSIM_STRUCTURE_FLOOR
@@ -21,21 +32,28 @@ from ..records import Finding, ImageResult
 GUARDED_RULES = ("threshold", "lora_gate.crossed")
 
 
-def guard_findings(findings: Sequence[Finding], structure: float,
-                   floor: float = SSIM_STRUCTURE_FLOOR) -> list[Finding]:
-    """``findings`` of one image, with SSIM-only copy failures on a low-structure image downgraded."""
-    ssim_fails = [f for f in findings if f.severity == "fail" and f.metric == "ssim" and f.rule in GUARDED_RULES]
-    agrees = any(f.severity == "fail" and f.metric not in (None, "ssim") and f.rule in GUARDED_RULES
-                 for f in findings)
-    if not ssim_fails or agrees or not structure < floor:  # NaN structure: not low, the failure stands
-        return list(findings)
+def guard_findings(findings: Sequence[Finding], structure: float, floor: float = SSIM_STRUCTURE_FLOOR,
+                   scored: Iterable[str] = ()) -> list[Finding]:
+    """``findings`` of one image, with SSIM copy failures that no other metric confirms downgraded: on a
+    low-structure image always, and whenever another metric in ``scored`` could have confirmed them."""
+    others = {m for m in scored if m != "ssim"}
+    fails = [f for f in findings if f.severity == "fail" and f.rule in GUARDED_RULES]
+    confirmed = {f.work for f in fails if f.metric not in (None, "ssim")}
+    flat = structure < floor  # NaN structure: not low, the failure stands
     out = []
     for f in findings:
-        if f in ssim_fails:
-            f = Finding("flat_guard", "warn",
-                        f"{f.message} on SSIM alone, but the image is near-flat (structure {structure:.4f} < "
-                        f"{floor:g}): SSIM there compares mean brightness only, and no other metric agrees; "
-                        "not a copy verdict", metric=f.metric, value=f.value, threshold=f.threshold, work=f.work)
+        if f in fails and f.metric == "ssim" and f.work not in confirmed and (flat or others):
+            if flat:
+                f = Finding("flat_guard", "warn",
+                            f"{f.message} on SSIM alone, but the image is near-flat (structure {structure:.4f} < "
+                            f"{floor:g}): SSIM there compares mean brightness only, and no other metric agrees; "
+                            "not a copy verdict", metric=f.metric, value=f.value, threshold=f.threshold, work=f.work)
+            else:
+                f = Finding("ssim.unconfirmed", "warn",
+                            f"{f.message} on SSIM alone: {', '.join(sorted(others))} scored this image and none "
+                            "agrees, and SSIM alone does not call a copy (it rewards shared brightness and "
+                            "low structure); a warning to look at", metric=f.metric, value=f.value,
+                            threshold=f.threshold, work=f.work)
         out.append(f)
     return out
 
@@ -48,4 +66,4 @@ def apply_flat_guard(results: Sequence[ImageResult], images: Any) -> None:
     values = structure(images[: len(results)]).tolist()
     for r, s in zip(results, values):
         r.extra["structure"] = round(float(s), 5)
-        r.findings = guard_findings(r.findings, float(s))
+        r.findings = guard_findings(r.findings, float(s), scored=[m for m in r.thresholds if m in r.scores])

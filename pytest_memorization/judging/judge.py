@@ -12,7 +12,7 @@ rule. The order, once:
    command line's / policy's (``Rules.floors``), never relax them;
 3. **VAE floor** annotation (the closer of work and VAE round trip gated; the message says so);
 4. **LoRA gate** (paired with the base model's images of the same seeds), then **amplified** gate;
-5. **flat guard**: an SSIM-only copy (threshold or LoRA-gate crossing) on a near-flat image is a
+5. **SSIM agreement and flat guard**: an SSIM-only copy (threshold or LoRA-gate crossing) that no other scored metric confirms, or on a near-flat image, is a
    warning (``judging.flat_guard``);
 6. **img2img** safe strength (re-reads the copy findings the flat guard left);
 7. **detectors** (``judging.detectors.detector_finding``: a NaN score is an ``error``);

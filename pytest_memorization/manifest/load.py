@@ -39,7 +39,8 @@ __all__ = ["ModelSpec", "Img2ImgSpec", "WorkSpec", "CanarySpec", "Manifest", "lo
 MODEL_KEYS = ("pretrained", "generator", "config", "lora", "loras", "lora_scale", "gate", "seeds", "steps",
               "guidance_scale", "height", "width", "negative_prompt", "vae_floor", "variant", "revision", "subfolder",
               "torch_dtype")
-WORK_KEYS = ("id", "image", "sha256", "prompts", "thresholds", "paraphrases", "img2img", "waive")
+WORK_KEYS = ("id", "image", "sha256", "prompts", "kind", "thresholds", "paraphrases", "img2img", "waive")
+WORK_KINDS = ("work", "mark")
 CANARY_KEYS = ("id", "prompt", "paraphrases")
 HUB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 FILE_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
@@ -85,6 +86,7 @@ class WorkSpec:
     paraphrases: list[list[str]] = field(default_factory=list)  # per prompt: its paraphrases
     img2img: Img2ImgSpec | None = None
     waive: Waiver | None = None
+    kind: str = "work"  # or "mark" (a logo, signature or watermark: searched at small sizes)
     line: int = 0  # 0-based line of its [[work]] header in the manifest (manifest/lines.py)
 
 
@@ -229,6 +231,11 @@ def _work(c: Checker, w: Any, i: int, example: str) -> WorkSpec:
     image, sha = _image(c, w, key)
     prompts = c.strings(w["prompts"], f"{key}.prompts", '["portrait of an astronaut"]')
     spec = WorkSpec(id=wid, image=image, prompts=prompts, sha256=sha)
+    if "kind" in w:
+        if w["kind"] not in WORK_KINDS:
+            c.fail(f"{key}.kind", f"{w['kind']!r:.40} is not a kind of work; write kind = \"work\" (the default) or "
+                                  "kind = \"mark\" (a logo, signature or watermark, small against the frame)")
+        spec.kind = w["kind"]
     if "thresholds" in w:
         spec.thresholds = c.thresholds(w["thresholds"], f"{key}.thresholds")
     if "paraphrases" in w:

@@ -107,6 +107,7 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
     # manifest items: the plan's loaded works; Python tests: those given to assert_not_memorized
     works = item.works() if hasattr(item, "works") else list(item.stash.get(WORKS_KEY, {}).values())
     work_tensors = {w.id: w.image for w in works}
+    kind_of = {w.id: w.kind for w in works}
     # one thumbnail per work *image*: two manifests may give the same id to different works
     key_of = {w.id: _work_key(w) for w in works}
     written = session.works_written
@@ -131,7 +132,8 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
 
                 r.extra["tiles"] = {"grid": 4, "rms": tile_rms(r.pixels, work_tensors[r.work])}
                 if "local_copy" in r.scores:  # where the nearest work sits inside the image (a box)
-                    r.extra["local_copy"] = session.metric("local_copy").locate(r.pixels, work_tensors[r.work])
+                    r.extra["local_copy"] = session.metric("local_copy").locate(r.pixels, work_tensors[r.work],
+                                                                                kind=kind_of[r.work])
         base = r.extra.pop("base_pixels", None)
         if base is not None and "lora_gate" in r.extra:
             rel = generated_png_path(report_dir, r.item, r.seed, tag + "base")

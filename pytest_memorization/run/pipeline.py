@@ -89,7 +89,7 @@ def load_works(plan: Plan, manifest: Manifest) -> list[Work]:
 
         plan.works = [Work(id=w.id, image=load_image(w.image), path=w.image,
                            sha256=w.sha256 or sha256_file(w.image), thresholds=dict(w.thresholds),
-                           waiver=w.waive)
+                           waiver=w.waive, kind=w.kind)
                       for w in manifest.works]
     return plan.works
 
@@ -109,7 +109,7 @@ def _vae_works(session: MemorizationSession, plan: Plan, model: Any, works: list
         shas = [w.sha256 or "" for w in works]
         rts = vae_round_trips(model, fit_works(works, height, width), shas, session.cache_dir)
         plan.vae_works[key] = [
-            Work(id=w.id, image=rt, path=w.path, thresholds=w.thresholds, waiver=w.waiver,
+            Work(id=w.id, image=rt, path=w.path, thresholds=w.thresholds, waiver=w.waiver, kind=w.kind,
                  sha256=hashlib.sha256(f"vae-floor|{'|'.join(map(str, key))}|{sha}".encode()).hexdigest() if sha else None)
             for w, rt, sha in zip(works, rts, shas)]
     return plan.vae_works[key]

@@ -58,7 +58,7 @@ def test_a_real_copy_of_the_low_structure_rocket_still_fails() -> None:
     copy = to_tensor(Image.open(buf))
     r = evaluate(copy[None], {"rocket": ROCKET})[0]
     assert r.verdict == "fail", r.reasons
-    assert {f.metric for f in r.findings if f.severity == "fail"} == {"tiled_l2", "ssim"}
+    assert {"tiled_l2", "ssim"} <= {f.metric for f in r.findings if f.severity == "fail"}
     print(f"JPEG rocket: structure {r.extra['structure']:.4f}, ssim {r.scores['ssim']:.3f}, tiled_l2 "
           f"{r.scores['tiled_l2']:.3f}: fail")
 
