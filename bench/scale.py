@@ -49,6 +49,7 @@ def generate(prompts, seeds, settings):
 '''
 
 TIMER = '''
+import resource
 import time
 
 import pytest
@@ -89,6 +90,17 @@ def pytest_collection(session):
 
 def pytest_collection_finish(session):
     SPENT["collect"] = time.perf_counter() - SPENT["c0"]
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):  # every item ran; the report is not written yet
+    SPENT["rss_before_report_mb"] = _rss_mb()
+    SPENT["peak_before_report_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @pytest.hookimpl(trylast=True)

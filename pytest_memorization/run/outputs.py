@@ -94,6 +94,11 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
     for r in results:  # saved and serialised: the pixels are not needed again (1024 px: 12 MB an image)
         r.pixels = None
         r.extra.pop("base_pixels", None)
+    # The rows now travel as JSON on the report (the session keeps them from there): the item, which
+    # pytest keeps until the end of the run, lets go of its own copies.
+    item.stash[RESULTS_KEY] = []
+    if getattr(item, "outcome", None) is not None:
+        item.outcome = None  # type: ignore[attr-defined]
 
 
 def save_images(session: MemorizationSession, item: pytest.Item, results: list[Any]) -> None:
