@@ -49,6 +49,7 @@ def generate(prompts, seeds, settings):
 '''
 
 TIMER = '''
+import resource
 import time
 
 import pytest
@@ -89,6 +90,17 @@ def pytest_collection(session):
 
 def pytest_collection_finish(session):
     SPENT["collect"] = time.perf_counter() - SPENT["c0"]
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):  # every item ran; the report is not written yet
+    SPENT["rss_before_report_mb"] = _rss_mb()
+    SPENT["peak_before_report_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @pytest.hookimpl(trylast=True)
@@ -217,8 +229,7 @@ def merge_shards(d: Path, shards: int) -> tuple[float, int]:
 def baseline_bench(d: Path, entries: int, seeds: int) -> dict:
     from types import SimpleNamespace
 
-    from pytest_memorization.config.settings import for_tests
-    from pytest_memorization.judging.baselines import KEY, compare_item, load_baseline, save_baseline
+    from pytest_memorization.judging.baselines import KEY, compare_scores, directions_of, load_baseline, save_baseline
     from pytest_memorization.records import ImageResult, Outcome
 
     def rows_of(i: int) -> list[ImageResult]:
@@ -230,21 +241,20 @@ def baseline_bench(d: Path, entries: int, seeds: int) -> dict:
     outcomes = [Outcome(rows_of(i)) for i in range(entries)]
     path = d / "baseline.json"
     run = {"model": "stub", "metrics": {"tiled_l2": "1"}, "versions": {}}
-    state = SimpleNamespace(results=[r.to_json() for o in outcomes for r in o.results], metric_directions={},
-                            metrics={}, known_items=None, runs={"x": run}, run_info=lambda: run,
-                            settings=for_tests(compare=str(path)), baseline=None, baseline_checked=False,
-                            baseline_error=None)
+    state = SimpleNamespace(results=[r for o in outcomes for r in o.results], metric_directions={}, metrics={},
+                            known_items=None)
     t0 = time.perf_counter()
     save_baseline(path, state, run)
     save_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    load_baseline(path)
+    base = load_baseline(path)
     load_s = time.perf_counter() - t0
+    dirs = directions_of(state)
     t0 = time.perf_counter()
     for o in outcomes:
-        compare_item(state, o.results[0].item, o.results[0].extra[KEY], o)
+        compare_scores(base, o.results[0].item, o.results[0].extra[KEY], o, str(path), None, dirs)
     compare_s = time.perf_counter() - t0
-    assert not any(o.findings for o in outcomes)
+    assert not any(o.findings or any(r.findings for r in o.results) for o in outcomes)
     return {"save_s": save_s, "load_s": load_s, "compare_s": compare_s, "mb": path.stat().st_size / 2**20}
 
 
@@ -303,8 +313,8 @@ def main() -> None:
         print(f"{t['items']} items x {args.seeds} seeds = {t['images']} images vs {args.works} works: "
               f"collection {t['collect']:.2f} s, session {t['session']:.1f} s (generation {t['generate']:.1f} s, "
               f"scoring {t['score']:.1f} s), plugin {t['plugin_ms_per_image']:.2f} ms/image wall, "
-              f"{t['plugin_cpu_ms_per_image']:.2f} ms/image CPU; peak RSS "
-              f"{t['peak_rss_mb']:.0f} MB; report.json {t['report_json_mb']:.1f} MB, index.html "
+              f"{t['plugin_cpu_ms_per_image']:.2f} ms/image CPU; RSS after the last item "
+              f"{t['rss_before_report_mb']:.0f} MB, peak RSS {t['peak_rss_mb']:.0f} MB; report.json {t['report_json_mb']:.1f} MB, index.html "
               f"{t['index_html_mb']:.1f} MB", flush=True)
 
     small = audit(tmp / "small", args.small, args) if args.small else None
@@ -313,9 +323,15 @@ def main() -> None:
     big = audit(tmp / "big", args.items, args)
     show(big)
     if small:
-        grow = (big["peak_rss_mb"] - small["peak_rss_mb"]) * 2**20 / (big["items"] - small["items"])
-        print(f"memory: peak RSS grows {grow / 1024:.1f} KiB per item from {small['items']} to {big['items']} "
-              f"items; one item's rows are {big['rows_bytes_per_item'] / 1024:.1f} KiB of JSON")
+        def per_item(key: str) -> float:
+            return (big[key] - small[key]) * 2**20 / (big["items"] - small["items"]) / 1024
+
+        extra_items = big["items"] - small["items"]
+        print(f"memory from {small['items']} to {big['items']} items: RSS after the last item grows "
+              f"{per_item('rss_before_report_mb'):.1f} KiB per item, peak RSS (report writing included) "
+              f"{per_item('peak_rss_mb'):.1f} KiB per item; one item's rows are "
+              f"{big['rows_bytes_per_item'] / 1024:.1f} KiB of JSON; marginal plugin CPU per image "
+              f"{((big['session_cpu'] - big['generate_cpu'] - big['score_cpu']) - (small['session_cpu'] - small['generate_cpu'] - small['score_cpu'])) / (extra_items * args.seeds) * 1e3:.2f} ms")
     if args.report_images and args.report_images > big["images"]:
         (tmp / "wide").mkdir(exist_ok=True)
         t0 = time.perf_counter()

@@ -147,6 +147,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> Any:
     try:
         return (yield)
     finally:
+        if session is not None:
+            # Every hook has seen the report (under xdist the worker has sent it), and the session holds
+            # its rows: the report pytest keeps until the end (terminal stats) needs no second copy.
+            for name in ("memorization_results", "memorization_run"):
+                report.__dict__.pop(name, None)
         if session is not None and session.progress is not None:
             session.progress.refresh()  # after the terminal reporter wrote its outcome
 

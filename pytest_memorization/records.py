@@ -157,13 +157,18 @@ class ImageResult:
         return any(f.metric == metric and f.rule in CROSSING_RULES for f in self.findings)
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _plain(dataclasses.asdict(obj))
+    if type(obj) in _SCALARS:  # most values of a row: no dataclass test (a row has ~45 of them)
+        return obj
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _plain(dataclasses.asdict(obj))
     return obj
 
 

@@ -228,3 +228,31 @@ def test_step_summary_thumbnails_come_from_the_published_report(
         assert src.startswith("https://ci.example.org/run%207/report/")
         assert (proj.path / "r" / src.removeprefix("https://ci.example.org/run%207/report/")).is_file()
     assert "(https://ci.example.org/run%207/report/index.html)" in md
+
+
+def test_finished_items_keep_no_copy_of_their_rows_or_pixels(proj: pytest.Pytester) -> None:
+    """Memory per item stays at one copy of its rows, held by the session: once an item's images are
+    written and its rows serialised, the item, its outcome and the test reports pytest keeps until the
+    end of the run (terminal statistics) hold no rows and no pixels."""
+    from pytest_memorization.run.state import RESULTS_KEY, active
+
+    seen: dict[str, Any] = {}
+
+    class Check:
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_sessionfinish(self, session: pytest.Session) -> None:
+            state = active()
+            seen["rows"] = len(state.results)
+            seen["rows_with_pixels"] = sum(r.pixels is not None or "base_pixels" in r.extra for r in state.results)
+            seen["items_holding_rows"] = [i.nodeid for i in session.items if i.stash.get(RESULTS_KEY, [])]
+            seen["items_holding_outcomes"] = [i.nodeid for i in session.items if getattr(i, "outcome", None)]
+            stats = session.config.pluginmanager.get_plugin("terminalreporter").stats
+            reports = [r for rs in stats.values() for r in rs if isinstance(r, pytest.TestReport)]
+            seen["reports"] = len(reports)
+            seen["reports_holding_rows"] = [r.nodeid for r in reports
+                                            if hasattr(r, "memorization_results") or hasattr(r, "memorization_run")]
+
+    _run(proj, "--memorization-report", "rep", plugins=[Check()]).assert_outcomes(passed=2, failed=1)
+    assert seen["rows"] == 5 and seen["rows_with_pixels"] == 0 and seen["reports"] >= 3
+    assert seen["items_holding_rows"] == seen["items_holding_outcomes"] == seen["reports_holding_rows"] == []
+    assert len(_report(proj.path / "rep")["results"]) == 5

@@ -1,10 +1,18 @@
 """An approximate search over a catalogue index (``metrics.index``), for catalogues past ~1M works.
 
 faiss (``pip install 'pytest-memorization[ann]'``, the ``faiss-cpu`` wheel) proposes candidates with an
-inverted-file index (IVF: k-means cells, ``nprobe`` of them scanned per query) over 8-bit scalar-quantised
-vectors (a quarter of float32's memory); the candidates are then re-ranked exactly, in float32, against
-the stored unit vectors of the exact index. Scores are therefore exact cosine similarities; what can be
-approximate is only *which* entries reach the top k (an entry outside every scanned cell is missed).
+inverted-file index (IVF: k-means cells, ``nprobe`` of them scanned per query); the candidates are then
+re-ranked exactly, in float32, against the stored unit vectors of the exact index. Scores are therefore
+exact cosine similarities; what can be approximate is only *which* entries reach the top k (an entry
+outside every scanned cell, or ranked below the candidates by the compressed codes, is missed).
+
+Two kinds of cell contents:
+
+- ``ivf-pq-fs`` (the default): product-quantised codes of 4 bits per 4 dimensions (``dim / 8`` bytes a
+  vector, 64 at dim 512), scanned with SIMD lookup tables (faiss "fast scan"). Coarse distances, so more
+  cells can be scanned per millisecond; the exact re-ranking restores the order.
+- ``ivf-sq8``: 8-bit scalar-quantised vectors (``dim`` bytes a vector): finer distances, slower scan.
+
 ``bench/ann.py`` measures recall@10 against the exact search.
 
 Layout: ``ann-ivf.faiss`` and ``ann.json`` (kind, nlist, count, the exact index's chunk hashes) inside
@@ -24,6 +32,10 @@ ANN_FILE, ANN_JSON = "ann-ivf.faiss", "ann.json"
 INSTALL = "pip install 'pytest-memorization[ann]' (the faiss-cpu wheel)"
 TRAIN_POINTS_PER_CELL = 50
 ADD_ROWS = 65536
+KINDS = ("ivf-pq-fs", "ivf-sq8")
+# Cells scanned per query and candidates re-ranked, per kind: at 1M clustered entries of dim 512 and
+# ~1000 cells these give recall@10 >= 0.99 against the exact search (bench/ann.py, docs/scale.md).
+DEFAULTS = {"ivf-pq-fs": (256, 100), "ivf-sq8": (256, 100)}
 
 
 def require_faiss() -> Any:
@@ -46,17 +58,32 @@ def _stamp(exact: Any) -> list[Any]:
     return [exact.meta["count"], exact.meta["dim"], [c.get("sha256") for c in exact.meta["chunks"]]]
 
 
+def _factory(kind: str, dim: int, nlist: int) -> str:
+    if kind == "ivf-sq8":
+        return f"IVF{nlist},SQ8"
+    if kind == "ivf-pq-fs":
+        if dim % 4:
+            raise MemorizationConfigError(f"kind 'ivf-pq-fs' needs a dimension divisible by 4 (this index has "
+                                          f"{dim}); build with kind='ivf-sq8'")
+        return f"IVF{nlist},PQ{dim // 4}x4fs"
+    raise MemorizationConfigError(f"approximate index kind {kind!r}: use one of {', '.join(KINDS)}")
+
+
 class ApproximateIndex:
     """IVF candidates from faiss, re-ranked exactly against ``exact`` (an ``EmbeddingIndex``)."""
 
-    def __init__(self, exact: Any, ivf: Any, *, nprobe: int = 32, candidates: int = 100) -> None:
-        self.exact, self.ivf = exact, ivf
-        self.nprobe, self.candidates = int(nprobe), int(candidates)
+    def __init__(self, exact: Any, ivf: Any, *, nprobe: int | None = None, candidates: int | None = None,
+                 kind: str = "ivf-pq-fs") -> None:
+        self.exact, self.ivf, self.kind = exact, ivf, kind
+        d_nprobe, d_candidates = DEFAULTS.get(kind, DEFAULTS["ivf-pq-fs"])
+        self.nprobe = int(nprobe if nprobe is not None else d_nprobe)
+        self.candidates = int(candidates if candidates is not None else d_candidates)
 
     @classmethod
-    def build(cls, exact: Any, *, nlist: int | None = None, nprobe: int = 32, candidates: int = 100,
-              save: bool = True, threads: int | None = None) -> ApproximateIndex:
-        """Train k-means on a sample of ``exact``'s vectors, add them all (in blocks), save beside it."""
+    def build(cls, exact: Any, *, kind: str = "ivf-pq-fs", nlist: int | None = None, nprobe: int | None = None,
+              candidates: int | None = None, save: bool = True, threads: int | None = None) -> ApproximateIndex:
+        """Train the cells (k-means) and the codes on a sample of ``exact``'s vectors, add them all (in
+        blocks), save beside it."""
         import numpy as np
 
         faiss = require_faiss()
@@ -64,14 +91,12 @@ class ApproximateIndex:
             faiss.omp_set_num_threads(int(threads))
         n, dim = len(exact), exact.dim
         nlist = int(nlist or default_nlist(n))
-        quantizer = faiss.IndexFlatIP(dim)
-        ivf = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                            faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.index_factory(dim, _factory(kind, dim, nlist), faiss.METRIC_INNER_PRODUCT)
         rows = np.random.default_rng(0).choice(n, size=min(n, TRAIN_POINTS_PER_CELL * nlist), replace=False)
         ivf.train(np.ascontiguousarray(exact.vectors(np.sort(rows)).numpy()))
         for start in range(0, n, ADD_ROWS):
             ivf.add(np.ascontiguousarray(exact.vectors(np.arange(start, min(n, start + ADD_ROWS))).numpy()))
-        out = cls(exact, ivf, nprobe=nprobe, candidates=candidates)
+        out = cls(exact, ivf, nprobe=nprobe, candidates=candidates, kind=kind)
         if save:
             out.save()
         return out
@@ -81,12 +106,12 @@ class ApproximateIndex:
         d = Path(self.exact.dir)
         with atomic_path(d / ANN_FILE) as tmp:
             faiss.write_index(self.ivf, str(tmp))
-        atomic_write_text(d / ANN_JSON, json.dumps({"kind": "ivf-sq8", "nlist": int(self.ivf.nlist),
+        atomic_write_text(d / ANN_JSON, json.dumps({"kind": self.kind, "nlist": int(self.ivf.nlist),
                                                     "index": _stamp(self.exact)}))
         return d / ANN_FILE
 
     @classmethod
-    def load(cls, exact: Any, *, nprobe: int = 32, candidates: int = 100) -> ApproximateIndex:
+    def load(cls, exact: Any, *, nprobe: int | None = None, candidates: int | None = None) -> ApproximateIndex:
         """The saved approximate index beside ``exact``; refused when it was built for other content."""
         faiss = require_faiss()
         d = Path(exact.dir)
@@ -104,7 +129,10 @@ class ApproximateIndex:
             ivf = faiss.read_index(str(d / ANN_FILE))
         except RuntimeError as e:
             raise MemorizationConfigError(f"{d / ANN_FILE}: unreadable ({e}); {fix}") from None
-        return cls(exact, ivf, nprobe=nprobe, candidates=candidates)
+        kind = meta.get("kind")
+        if kind not in KINDS:
+            raise MemorizationConfigError(f"{d / ANN_JSON}: unknown kind {kind!r}; {fix}")
+        return cls(exact, ivf, nprobe=nprobe, candidates=candidates, kind=kind)
 
     def __len__(self) -> int:
         return len(self.exact)

@@ -318,8 +318,8 @@ def _extras(doc: dict[str, Any]) -> str:
     parts = []
     for k in sorted(set(doc) - known):
         v = doc[k]
-        if k == "item_durations" and isinstance(v, dict):  # machine data, for --memorization-shard-durations
-            continue
+        if k in ("item_durations", "image_sha256") and isinstance(v, dict):  # machine data: shard durations,
+            continue                                                        # what a merge checks images against
         if isinstance(v, list) and all(isinstance(x, str) for x in v):
             body = "<ul>" + "".join(f"<li><code>{e(x)}</code></li>" for x in v) + "</ul>" if v else "<p>none</p>"
         else:

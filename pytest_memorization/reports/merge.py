@@ -6,7 +6,6 @@ Pure standard library.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .schema import ReportError, image_refs, result_key, safe_relpath, set_at, sort_results, to_result_dict
-from .writer import load_report, write_report
+from .writer import IMAGE_HASHES, file_sha256, load_report, write_report
 
 # Run settings that change what the images are: shards that differ in one cannot be merged.
 # ``lora`` (its path) counts only when a run has no ``lora_hash``, like the model's path.
@@ -107,7 +106,7 @@ def merge_runs(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
 
 
 def _merge_extra(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    known = {"schema_version", "complete", "generated_by", "run", "summary", "results"}
+    known = {"schema_version", "complete", "generated_by", "run", "summary", "results", IMAGE_HASHES}
     out: dict[str, Any] = {}
     for doc in docs:
         for k, v in doc.items():
@@ -123,39 +122,91 @@ def _merge_extra(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
+def _recorded_hashes(doc: dict[str, Any], name: str) -> dict[str, str]:
+    rec = doc.get(IMAGE_HASHES, {})
+    if not isinstance(rec, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in rec.items()):
+        raise ReportError(f"{name}: key '{IMAGE_HASHES}' is not a map of image path to sha256; the file is damaged")
+    return rec
 
 
-def _copy_image(src_dir: Path, rel: str, out_dir: Path, shard: int, placed: dict[str, str],
-                missing: list[str]) -> str | None:
-    """Copy one referenced image into out_dir; a different file under the same name is relinked."""
-    clean = safe_relpath(rel)
-    src = (src_dir / clean) if clean else None
-    if clean is None or src is None or not src.is_file():
-        missing.append(f"{src_dir}: {rel}")
-        return None
-    digest = _sha(src)
-    for target in (clean, f"shard{shard}/{clean}"):
-        if placed.get(target) == digest:
-            return target
-        if target not in placed:
-            dst = out_dir / target
-            if not (dst.exists() and os.path.samefile(src, dst)):
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dst.with_name(f".{dst.name}.tmp")
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
-            placed[target] = digest
-            return target
-    raise ReportError(f"{src_dir}: {rel}: two different images claim {clean!r} in one shard")
+def _place(src: Path, dst: Path, made: set[Path]) -> None:
+    """``src`` at ``dst`` without reading it again: a hard link (PNGs are only ever replaced, never
+    rewritten in place, so sharing the file is safe), else a copy (another file system)."""
+    if dst.parent not in made:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        made.add(dst.parent)
+    try:
+        os.link(src, dst)
+        return
+    except FileExistsError:
+        if os.path.samefile(src, dst):
+            return
+    except OSError:
+        pass
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+class _Placer:
+    """Puts each shard's referenced images into the merged folder, each distinct file once.
+
+    Every file is read once, to check it against the sha256 its shard's report.json recorded (a file
+    changed after its run is an error that names it; a report without the record is hashed as found),
+    and then hard-linked (or copied) into place. Two shards holding different files under one name:
+    the second goes to ``shard<N>/``.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.placed: dict[str, str] = {}  # target -> sha256
+        self.missing: list[str] = []
+        self.made: set[Path] = set()
+
+    def shard(self, src_dir: Path, shard: int, recorded: dict[str, str], name: str) -> Any:
+        done: dict[str, str | None] = {}
+
+        def place(rel: str) -> str | None:
+            if rel not in done:
+                done[rel] = self._one(src_dir, rel, shard, recorded, name)
+            return done[rel]
+
+        return place
+
+    def _one(self, src_dir: Path, rel: str, shard: int, recorded: dict[str, str], name: str) -> str | None:
+        clean = safe_relpath(rel)
+        src = (src_dir / clean) if clean else None
+        try:
+            digest = file_sha256(src) if src is not None else None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            digest = None
+        if src is None or digest is None:
+            self.missing.append(f"{src_dir}: {rel}")
+            return None
+        want = recorded.get(rel)
+        if want is not None and want != digest:
+            raise ReportError(f"{src}: its sha256 is {digest[:16]}..., but {name} recorded {want[:16]}... for "
+                              f"{rel!r}: the image was changed or damaged after its run; rerun that shard")
+        for target in (clean, f"shard{shard}/{clean}"):
+            if self.placed.get(target) == digest:
+                return target
+            if target not in self.placed:
+                _place(src, self.out / target, self.made)
+                self.placed[target] = digest
+                return target
+        raise ReportError(f"{src_dir}: {rel}: two different images claim {clean!r} in one shard")
 
 
 def merge_reports(paths: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> Path:
     """Merge report dirs (or report.json files) into ``out_dir``; returns the new report.json path.
 
     Every result appears once (identical duplicates collapse, conflicting ones raise ReportError),
-    referenced PNGs are copied (relinked when two shards hold different files under one name), the
+    referenced PNGs are checked against the sha256 their shard recorded and hard-linked (copied across
+    file systems; relinked under ``shard<N>/`` when two shards hold different files under one name), the
     runs must share a model hash, and the result is complete only when every input was.
     Referenced images that are missing are listed under the top-level key ``missing_images``.
     """
@@ -165,21 +216,20 @@ def merge_reports(paths: list[str | os.PathLike[str]], out_dir: str | os.PathLik
     dirs = [Path(p) if Path(p).is_dir() else Path(p).parent for p in paths]
     docs = [load_report(p) for p in paths]
     run = merge_runs([d["run"] for d in docs], [str(p) for p in paths])
-    placed: dict[str, str] = {}
-    missing: list[str] = []
+    placer = _Placer(out)
     lists = []
-    for shard, (src_dir, doc) in enumerate(zip(dirs, docs)):
-        rows = []
-        for r in doc["results"]:
-            r = copy.deepcopy(r)
+    for shard, (src_dir, doc, name) in enumerate(zip(dirs, docs, paths)):
+        place = placer.shard(src_dir, shard, _recorded_hashes(doc, str(name)), str(name))
+        rows = doc["results"]  # fresh dicts from load_report, owned here: their image paths are rewritten
+        for r in rows:
             for loc, rel in image_refs(r):
-                set_at(r, loc, _copy_image(src_dir, rel, out, shard, placed, missing))
-            rows.append(r)
+                set_at(r, loc, place(rel))
         lists.append(rows)
     results = merge_results(lists)
     extra = _merge_extra(docs)
     extra.pop("missing_images", None)
-    if missing:
-        extra["missing_images"] = sorted(set(missing))
+    if placer.missing:
+        extra["missing_images"] = sorted(set(placer.missing))
     run["merged_from"] = [str(p) for p in paths]
-    return write_report(out, run, results, complete=all(d["complete"] for d in docs), extra=extra)
+    return write_report(out, run, results, complete=all(d["complete"] for d in docs), extra=extra,
+                        image_hashes=placer.placed)

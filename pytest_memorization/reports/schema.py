@@ -182,7 +182,8 @@ def image_refs(r: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
                     walk(v, (*loc, k))
         elif isinstance(obj, list):
             for i, v in enumerate(obj):
-                walk(v, (*loc, i))
+                if isinstance(v, (dict, list)):  # numbers and strings in a list are never image keys
+                    walk(v, (*loc, i))
 
     walk({k: v for k, v in r.items() if k in ("image", "work_image", "extra")}, ())
     return out
@@ -198,6 +199,9 @@ def safe_relpath(rel: str) -> str | None:
     """``rel`` as a clean relative POSIX path inside the report dir, or None when it leaves it."""
     if not rel or "\\" in rel or "\x00" in rel:
         return None
+    parts = rel.split("/")
+    if rel[0] != "/" and ":" not in parts[0] and not any(x in ("", ".", "..") for x in parts):
+        return rel  # already clean (every path this package writes): no PurePosixPath to build
     p = PurePosixPath(rel)
     if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
         return None
@@ -206,20 +210,32 @@ def safe_relpath(rel: str) -> str | None:
 
 def jsonable(obj: Any, where: str = "report") -> Any:
     """Plain JSON values: non-finite floats become null, tensors/arrays lists, paths strings."""
+    if isinstance(obj, (dict, list)):  # plain JSON already (rows read back from a report): the C codec
+        # (which writes a True or None dict key as "true" / "null", where str() gives "True" / "None")
+        import json
+
+        try:
+            return json.loads(json.dumps(obj, allow_nan=False, check_circular=False))
+        except (TypeError, ValueError, RecursionError):
+            pass  # a tensor, a path, a NaN, a non-string key: converted one value at a time below
+    return _jsonable(obj, where)
+
+
+def _jsonable(obj: Any, where: str) -> Any:
     if obj is None or isinstance(obj, (bool, str, int)):
         return obj
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): jsonable(v, f"{where}.{k}") for k, v in obj.items()}
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, (set, frozenset)):
-        return [jsonable(v, where) for v in sorted(obj, key=str)]
+        return [_jsonable(v, where) for v in sorted(obj, key=str)]
     if hasattr(obj, "__fspath__"):
         return str(obj)
     if hasattr(obj, "tolist"):  # torch tensors, numpy arrays and scalars
-        return jsonable(obj.tolist(), where)
+        return _jsonable(obj.tolist(), where)
     raise ReportError(
         f"{where}: a {type(obj).__name__} cannot be written to report.json; "
         "store plain numbers, strings, lists or dicts"

@@ -23,6 +23,9 @@ from .schema import (
 
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
+# Top-level key: {relative path: sha256} of every PNG the rows reference, read once when the report is
+# written; a merge checks each shard's PNGs against it, so a file changed after its run is refused.
+IMAGE_HASHES = "image_sha256"
 
 
 def _version() -> str:
@@ -79,6 +82,7 @@ def write_report(
     *,
     complete: bool = True,
     extra: dict[str, Any] | None = None,
+    image_hashes: dict[str, str] | None = None,
 ) -> Path:
     """Write ``report.json`` and ``index.html`` into ``report_dir``; returns the report.json path.
 
@@ -87,19 +91,51 @@ def write_report(
     top-level keys (e.g. ``stale_baseline_entries``). Work PNGs under ``works/`` that no result
     references (left by an earlier run, maybe in another ``--memorization-report-works`` mode)
     are deleted. index.html is written first and report.json last, each atomically.
+    report.json records the sha256 of every referenced PNG (``image_sha256``); ``image_hashes`` gives
+    those the caller already checked (a merge), which are then not read again.
     """
     from .html import render_html
     from .pngs import prune_work_images
 
     d = Path(report_dir)
+    extra = {k: v for k, v in (extra or {}).items() if k != IMAGE_HASHES}
     doc = build_report(run, results, complete=complete, extra=extra)
-    text = dump_report(doc)
     keep = {r.get("work_image") for r in doc["results"]}
     keep |= {v for r in doc["results"] for k, v in _walk_images(r.get("extra"))}
     prune_work_images(d, {k for k in keep if isinstance(k, str)})
+    refs = {r.get("image") for r in doc["results"]} | keep
+    doc[IMAGE_HASHES] = hash_images(d, sorted(k for k in refs if isinstance(k, str)), image_hashes or {})
+    text = dump_report(doc)
     atomic_write_text(d / INDEX_HTML, render_html(doc))
     atomic_write_text(d / REPORT_JSON, text)
     return d / REPORT_JSON
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") \
+            else hashlib.sha256(f.read()).hexdigest()
+
+
+def hash_images(report_dir: Path, rels: list[str], known: dict[str, str]) -> dict[str, str]:
+    """sha256 of each referenced file that exists under ``report_dir`` (those in ``known`` not read)."""
+    from .schema import safe_relpath
+
+    out: dict[str, str] = {}
+    for rel in rels:
+        if rel in known:
+            out[rel] = known[rel]
+            continue
+        clean = safe_relpath(rel)
+        if clean is None:
+            continue
+        try:
+            out[rel] = file_sha256(report_dir / clean)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            continue  # a missing image is reported where it matters (merge: missing_images)
+    return out
 
 
 def _walk_images(obj: Any) -> list[tuple[str, Any]]:
@@ -112,7 +148,8 @@ def _walk_images(obj: Any) -> list[tuple[str, Any]]:
                 out.extend(_walk_images(v))
     elif isinstance(obj, list):
         for v in obj:
-            out.extend(_walk_images(v))
+            if isinstance(v, (dict, list)):  # numbers and strings in a list are never image keys
+                out.extend(_walk_images(v))
     return out
 
 

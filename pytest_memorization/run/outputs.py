@@ -94,6 +94,34 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
     for r in results:  # saved and serialised: the pixels are not needed again (1024 px: 12 MB an image)
         r.pixels = None
         r.extra.pop("base_pixels", None)
+    # The rows now travel as JSON on the report (the session keeps them from there): the item, which
+    # pytest keeps until the end of the run, lets go of its own copies.
+    item.stash[RESULTS_KEY] = []
+    if getattr(item, "outcome", None) is not None:
+        item.outcome = None  # type: ignore[attr-defined]
+    give_back_freed_memory()
+
+
+_TRIM: list[Any] = []
+
+
+def give_back_freed_memory() -> None:
+    """Return the heap memory freed by this item (its pixels, the scoring buffers) to the system.
+
+    glibc keeps freed heap pages for reuse, and the long-lived rows allocated between an item's large
+    transient buffers keep it from shrinking the heap: without this, resident memory grew by ~170 KiB
+    per item (32 px images, 100 works) although the objects alive grew by ~16 KiB. ``malloc_trim`` gives
+    the free pages back (~0.1 ms); a no-op where the C library has no ``malloc_trim`` (macOS, musl)."""
+    if not _TRIM:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM.append(getattr(ctypes.CDLL(ctypes.util.find_library("c") or None), "malloc_trim", None))
+        except OSError:
+            _TRIM.append(None)
+    if _TRIM[0] is not None:
+        _TRIM[0](0)
 
 
 def save_images(session: MemorizationSession, item: pytest.Item, results: list[Any]) -> None:

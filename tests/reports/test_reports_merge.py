@@ -119,3 +119,42 @@ def test_multi_model_runs():
     assert merge_runs([one, {"models": one["models"][::-1]}], ["x", "y"])["models"] == one["models"]
     with pytest.raises(ReportError, match="cannot merge x .* with y"):
         merge_runs([one, {"models": one["models"][:1]}], ["x", "y"])
+
+
+def test_merge_checks_each_png_against_the_hash_its_shard_recorded(tmp_path, works):
+    """A shard's PNG changed after its run (a forged or damaged file) is refused, naming the file; an
+    identical file in two shards is placed once, hard-linked rather than read and copied again."""
+    import hashlib
+
+    a, b, res_a, res_b = _shards(tmp_path, works)
+    recorded = load_report(a)["image_sha256"]
+    rel = res_a[0]["image"]
+    assert recorded[rel] == hashlib.sha256((a / rel).read_bytes()).hexdigest()
+    assert res_a[0]["work_image"] in recorded  # work thumbnails are recorded too
+
+    out = tmp_path / "merged"
+    doc = load_report(merge_reports([a, b], out))
+    assert set(doc["image_sha256"]) == {p for r in doc["results"] for p in (r["image"], r["work_image"]) if p} \
+        | {r["extra"]["lora_gate"]["base_image"] for r in doc["results"] if "lora_gate" in r["extra"]}
+    assert not any(p.startswith("shard") for p in doc["image_sha256"])  # the shared image: same bytes, one file
+    assert (out / rel).stat().st_ino == (a / rel).stat().st_ino  # linked, not copied
+    assert "image sha256" not in (out / "index.html").read_text()  # machine data, not a finding
+
+    forged = bytearray((a / rel).read_bytes())
+    forged[-20] ^= 0xFF
+    (a / rel).unlink()  # replaced, as an attacker or a bad sync would: the merged folder's link keeps the old one
+    (a / rel).write_bytes(bytes(forged))
+    with pytest.raises(ReportError, match=rf"{a / rel}: its sha256 is .* but {a} recorded .* rerun that shard"):
+        merge_reports([a, b], tmp_path / "m2")
+
+    # a report of an older version records no hashes: its files are hashed as found and merged
+    old = json.loads((a / "report.json").read_text())
+    del old["image_sha256"]
+    (a / "report.json").write_text(json.dumps(old))
+    doc = load_report(merge_reports([a, b], tmp_path / "m3"))
+    assert doc["image_sha256"][rel] == hashlib.sha256(bytes(forged)).hexdigest()
+
+    old["image_sha256"] = ["not", "a", "map"]
+    (a / "report.json").write_text(json.dumps(old))
+    with pytest.raises(ReportError, match="'image_sha256' is not a map"):
+        merge_reports([a, b], tmp_path / "m4")

@@ -123,3 +123,22 @@ def test_load_report_errors(report_inputs, tmp_path):
     (tmp_path / "cut.json").write_text((d / "report.json").read_text()[:100])
     with pytest.raises(ReportError, match="not valid JSON"):
         load_report(tmp_path / "cut.json")
+
+
+def test_jsonable_fast_path_and_slow_path_agree():
+    """Rows that are plain JSON go through the C codec; any other value (NaN, a tensor, a path, a set)
+    takes the value-by-value conversion, with the same result and the same error for what cannot be
+    written."""
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    from pytest_memorization.reports.schema import ReportError, _jsonable, jsonable
+
+    plain = {"a": [1, 2.5, "x", None, True, {"b": [[0.25]]}], "c": (1, 2)}
+    assert jsonable(plain) == _jsonable(plain, "r") == {"a": [1, 2.5, "x", None, True, {"b": [[0.25]]}], "c": [1, 2]}
+    odd = {"nan": float("nan"), "t": torch.tensor([0.5, 1.0]), "p": Path("a/b.png"), "s": {"y", "x"}, 3: "k"}
+    assert jsonable(odd) == {"nan": None, "t": [0.5, 1.0], "p": "a/b.png", "s": ["x", "y"], "3": "k"}
+    with pytest.raises(ReportError, match=r"results\.0\.bad: a object cannot be written"):
+        jsonable({"0": {"bad": object()}}, "results")
