@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-N_CALIBRATION = 24
-N_HELD_OUT = 8
+N_CALIBRATION = 16
+N_HELD_OUT = 6
 MEASURED: dict[str, object] = {}
 
 

@@ -6,7 +6,7 @@ base model's images of the same prompts vary. No reference image is needed: for 
 the detector generates ``p`` in each of ``contexts`` with each seed, with the LoRA and with the
 adapter off (weight 0, the same pipeline), and measures how much the images of each model agree:
 
-    agreement = the mean, over all pairs of images (different seeds and/or contexts), of the
+    agreement = the mean, over all pairs of images of DIFFERENT seeds (any contexts), of the
                 Pearson correlation of their luminance on a ``grid`` x ``grid`` block average
     score     = agreement(LoRA) - agreement(base)
 
@@ -45,7 +45,7 @@ class SubjectConcentration:
     score: Any  # (P,) agreement(LoRA) - agreement(base)
     lora: Any  # (P,) mean pairwise correlation of the LoRA images
     base: Any  # (P,) the same for the base images
-    per_image: Any  # (P, K, S) each LoRA image's mean correlation with the prompt's other LoRA images
+    per_image: Any  # (P, K, S) each LoRA image's mean correlation with the prompt's LoRA images of other seeds
     contexts: list[str]
     images: Any = None  # (P, K, S, 3, H, W) the LoRA images, when asked for
 
@@ -66,17 +66,22 @@ def correlations(images: Any, grid: int = GRID) -> Any:
     return v @ v.T
 
 
-def agreement(images: Any, grid: int = GRID) -> tuple[float, Any]:
-    """(mean correlation over all pairs, each image's mean correlation with the others) of (N, 3, H, W)."""
+def agreement(images: Any, grid: int = GRID, seeds: Sequence[int] | None = None) -> tuple[float, Any]:
+    """(mean correlation over pairs, each image's mean correlation with its partners) of (N, 3, H, W).
+
+    With ``seeds`` (the seed of each image) only pairs of DIFFERENT seeds count: two images of one
+    seed start from the same noise and agree in any model (the demo's base model draws nearly the
+    same image for one seed whatever the context), so they say nothing about a subject."""
     import torch
 
     c = correlations(images, grid)
     n = len(c)
-    if n < 2:
-        raise MemorizationConfigError("subject_concentration needs at least two images per prompt")
-    off = c - torch.diag(torch.diag(c))
-    per = off.sum(dim=1) / (n - 1)
-    return float(off.sum() / (n * (n - 1))), per
+    ids = torch.arange(n) if seeds is None else torch.as_tensor(list(seeds))
+    pair = ids[:, None] != ids[None, :]
+    if n < 2 or not bool(pair.any()):
+        raise MemorizationConfigError("subject_concentration needs images of at least two seeds per prompt")
+    per = (c * pair).sum(dim=1) / pair.sum(dim=1).clamp_min(1)
+    return float((c * pair).sum() / pair.sum()), per
 
 
 @contextlib.contextmanager
@@ -116,8 +121,9 @@ def subject_concentration_scores(pipe: Any, prompts: Sequence[str], seeds: Seque
     contexts = list(contexts)
     if not contexts or any("{p}" not in c for c in contexts):
         raise MemorizationConfigError(f"subject_concentration: every context must contain '{{p}}', got {contexts!r}")
-    if len(contexts) * len(seeds) < 2:
-        raise MemorizationConfigError("subject_concentration needs at least two images per prompt (contexts x seeds)")
+    if len(set(seeds)) < 2:
+        raise MemorizationConfigError("subject_concentration needs at least two seeds: it compares images of "
+                                      "different seeds")
     if not 2 <= grid <= min(settings.height, settings.width):
         raise MemorizationConfigError(f"subject_concentration: grid must be between 2 and the image side, got {grid}")
     P, K, S = len(prompts), len(contexts), len(seeds)
@@ -127,9 +133,10 @@ def subject_concentration_scores(pipe: Any, prompts: Sequence[str], seeds: Seque
         base_imgs = _generate(pipe, texts, seeds, settings, batch_size)
     n = K * S
     score, lora_a, base_a, per = [], [], [], []
+    ids = [s for _ in contexts for s in seeds]  # each image's seed, context-major as generated
     for i in range(P):
-        la, lp = agreement(lora_imgs[i * n:(i + 1) * n], grid)
-        ba, _ = agreement(base_imgs[i * n:(i + 1) * n], grid)
+        la, lp = agreement(lora_imgs[i * n:(i + 1) * n], grid, ids)
+        ba, _ = agreement(base_imgs[i * n:(i + 1) * n], grid, ids)
         score.append(la - ba)
         lora_a.append(la)
         base_a.append(ba)
