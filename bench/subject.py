@@ -1,13 +1,13 @@
 """The subject LoRA and the style LoRA: ground truth per prompt, then every detector's AUC and TPR at 1% FPR.
 
-    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python bench/subject.py [--ordinary 40] [--seeds 4] [--skip-truth]
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python bench/subject.py [--ordinary 30] [--ordinary-from 40] [--seeds 2] [--skip-truth]
 
 Models (fixtures/models, built by ``python fixtures/build_models.py``): the clean twin, the subject
 LoRA (``demo.subject``: the LFW face under the trigger ``olis``, trained with prior-preservation
 replay) and the sepia style LoRA, both on the clean twin.
 
 1. **Ground truth** (is each label true?): every prompt group generated with the subject LoRA at
-   seeds 0..S-1 (``demo.models.GENERATION``), each image's tiled L2 and SSIM against the face; a
+   seeds 0..--truth-seeds - 1 (``demo.models.GENERATION``), each image's tiled L2 and SSIM against the face; a
    copy is tiled L2 <= 0.15 or SSIM >= 0.5 (the plugin's default thresholds). Printed per prompt.
 2. **Detectors**: positives are the trigger prompts (subject LoRA) and the style LoRA's own prompts
    (its card's widgets and training captions); negatives the ordinary prompts ``--ordinary-from`` ..
@@ -101,7 +101,8 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=ROOT / "fixtures" / "models")
     ap.add_argument("--ordinary", type=int, default=40)
     ap.add_argument("--ordinary-from", type=int, default=0)
-    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per prompt for the detectors")
+    ap.add_argument("--truth-seeds", type=int, default=4, help="seeds per prompt for the ground truth")
     ap.add_argument("--skip-truth", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated detector names (default: all)")
     args = ap.parse_args()
@@ -126,12 +127,13 @@ def main() -> None:
                   "ordinary": ordinary[:20]}
         print("\nGround truth: subject LoRA vs the face (copy: tiled L2 <= 0.15 or SSIM >= 0.5)")
         print("| group | prompt | copies | min tiled L2 | max SSIM |\n|---|---|---|---|---|")
-        t = truth(subject, groups, seeds, face)
+        tseeds = list(range(args.truth_seeds))
+        t = truth(subject, groups, tseeds, face)
         for g, rows in t.items():
             for p, c, l2, ss in rows:
-                print(f"| {g} | {p} | {c}/{len(seeds)} | {l2:.3f} | {ss:.3f} |")
+                print(f"| {g} | {p} | {c}/{len(tseeds)} | {l2:.3f} | {ss:.3f} |")
         for g, rows in t.items():
-            print(f"{g}: {sum(c for _, c, _, _ in rows)}/{len(rows) * len(seeds)} images copy the face")
+            print(f"{g}: {sum(c for _, c, _, _ in rows)}/{len(rows) * len(tseeds)} images copy the face")
     style = load(args.models, "style_lora")
     only = [s for s in args.only.split(",") if s]
     rows = []
