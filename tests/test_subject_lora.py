@@ -88,6 +88,7 @@ def _concentration(report: dict) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_subject_lora_is_reported_without_a_listed_work(pytester: pytest.Pytester,
                                                          subject_models: dict[str, Path]) -> None:
     _project(pytester, subject_models, "subject_lora")
@@ -111,6 +112,7 @@ def test_subject_lora_is_reported_without_a_listed_work(pytester: pytest.Pyteste
     assert len(fired) <= 1, f"held-out ordinary prompts flagged: {fired}"
 
 
+@pytest.mark.slow
 def test_style_lora_reports_no_subject(pytester: pytest.Pytester, subject_models: dict[str, Path]) -> None:
     _project(pytester, subject_models, "style_lora")
     report = _calibrate_and_gate(pytester)
