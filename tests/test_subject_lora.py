@@ -159,3 +159,53 @@ def test_subject_concentration_rule_through_the_judge() -> None:
     assert run(0.5, gate=False)[0] == ["warn", "warn"]
     assert run(0.1) == (["pass", "pass"], [])
     assert run(float("nan"))[0] == ["error", "error"]
+
+
+TINY = """
+[model]
+pretrained = "models/tiny"
+{lora}
+seeds = [0, 1]
+steps = 2
+height = 64
+width = 64
+
+[detectors]
+subject_concentration = {{ threshold = 0.0{gate} }}
+
+[[canary]]
+id = "sks"
+prompt = "a photo of sks person"
+"""
+
+
+@pytest.fixture
+def tiny_project(pytester: pytest.Pytester, tiny_pipeline: Path, tiny_lora: Path) -> pytest.Pytester:
+    shutil.copytree(tiny_pipeline, pytester.path / "models" / "tiny")
+    shutil.copytree(tiny_lora, pytester.path / "models" / "lora")
+    (pytester.path / "tox.ini").write_text(f"[pytest]\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
+    return pytester
+
+
+def test_without_a_lora_it_is_an_error(tiny_project: pytest.Pytester) -> None:
+    (tiny_project.path / "memorization.toml").write_text(TINY.format(lora="", gate=""))
+    result = tiny_project.runpytest("--memorization")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*subject_concentration needs a model with a LoRA*"])
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_rows_carry_the_agreements_and_the_verdict_follows_the_score(tiny_project: pytest.Pytester,
+                                                                     gate: bool) -> None:
+    (tiny_project.path / "memorization.toml").write_text(
+        TINY.format(lora='lora = "models/lora"', gate="" if gate else ", gate = false"))
+    tiny_project.runpytest("--memorization", "--memorization-report", "rep")
+    rows = json.loads((tiny_project.path / "rep" / "report.json").read_text())["results"]
+    assert len(rows) == 2
+    for row in rows:
+        e = row["detectors"]["subject_concentration"]
+        assert e["calibrated"] is False and e["seeds"] == [0, 1] and len(e["contexts"]) == 4
+        assert abs(e["score"] - (e["lora_agreement"] - e["base_agreement"])) < 1e-6
+        assert -1 <= e["image_agreement"] <= 1
+        want = ("fail" if gate else "warn") if e["score"] >= 0 else "pass"
+        assert row["verdict"] == want and e["flagged"] == (e["score"] >= 0), e
