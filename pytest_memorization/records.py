@@ -17,7 +17,8 @@ SEVERITY: dict[str, int] = {v: i for i, v in enumerate(VERDICTS)}
 
 # The rules whose finding means "this score crossed its line" (drawn as crossed in every report).
 CROSSING_RULES = frozenset({"threshold", "flat_guard", "ssim.unconfirmed", "waiver", "lora_gate.crossed", "img2img.copy",
-                            "noise_magnitude", "zero_step", "lora_delta", "seed_diversity", "subject"})
+                            "noise_magnitude", "zero_step", "lora_delta", "seed_diversity", "subject",
+                            "subject_concentration"})
 
 MAX_GENERATION_SIDE = 4096  # pixels; 65536 x 65536 was a 1,000-line traceback, then out of memory
 
@@ -116,6 +117,7 @@ class DetectorScore:
     gate: bool = True  # False: a crossing warns only (seed diversity without ``gate = true``)
     n_images: int = 0
     trigger_words: tuple[str, ...] | None = None  # None: not available for this family
+    agreement: tuple[float, float] | None = None  # subject concentration: (LoRA, base) mean pairwise agreement
 
 
 @dataclass

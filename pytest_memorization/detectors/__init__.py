@@ -5,6 +5,8 @@
 * ``zero_step``: after Asthana & Belagiannis (ICLR 2026): norm and alignment terms on the seeds'
   pure noise, no denoising step.
 * ``lora_delta``: a LoRA's change of the guidance vector against its base (adapter at weight 0).
+* ``subject_concentration``: a LoRA whose images of a prompt agree across seeds and contexts far more
+  than its base model's (one subject drawn whatever the seed and scene).
 * ``trigger_tokens``: the words of a prompt that drive that magnitude (gradient attribution).
 * ``seed_diversity``: near-identical generations across seeds (Carlini et al. 2023); weak with few
   seeds, so it gates only on request.

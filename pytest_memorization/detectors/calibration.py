@@ -145,12 +145,12 @@ def settings_record(pipe: Any, settings: GenerationSettings, detector: str = "no
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a ``detector``'s threshold depends on, as a calibration stores it and a run compares it:
     generation's schedule (scheduler class and config, step count), size and negative prompt; the
-    guidance scale for noise magnitude (its latents move with the guided prediction; the
-    pure-noise detectors make no step); and the detector's own ``extra`` settings (weights, kind)."""
+    guidance scale for noise magnitude and subject concentration (their latents move with the guided
+    prediction; the pure-noise detectors make no step); and the detector's own ``extra`` settings (weights, kind)."""
     out: dict[str, Any] = dict(scheduler=scheduler_identity(pipe), num_inference_steps=int(settings.steps),
                                height=int(settings.height), width=int(settings.width),
                                negative_prompt=settings.negative_prompt)
-    if detector == "noise_magnitude":
+    if detector in ("noise_magnitude", "subject_concentration"):  # they step with the guided prediction
         out["guidance_scale"] = float(settings.guidance_scale)
     return {**out, **(extra or {})}
 

@@ -77,6 +77,10 @@ def detector_finding(d: DetectorScore) -> Finding | None:
         return noise_magnitude_finding(d.prompt, d.score, d.threshold, d.calibrated, d.trigger_words or (), gate=d.gate)
     if d.name == "seed_diversity":
         return seed_diversity_finding(d.prompt, d.score, d.threshold, d.n_images, d.gate)
+    if d.name == "subject_concentration":
+        from .lora_gate import subject_concentration_finding
+
+        return subject_concentration_finding(d)
     return threshold_finding(d.name, d.prompt, d.score, d.threshold, d.calibrated)
 
 

@@ -15,7 +15,8 @@ rule. The order, once:
 5. **SSIM agreement and flat guard**: an SSIM-only copy (threshold or LoRA-gate crossing) that no other scored metric confirms, or on a near-flat image, is a
    warning (``judging.flat_guard``);
 6. **img2img** safe strength (re-reads the copy findings the flat guard left);
-7. **detectors** (``judging.detectors.detector_finding``: a NaN score is an ``error``);
+7. **detectors** (``judging.detectors.detector_finding``: a NaN score is an ``error``), including the LoRA
+   gate's reference-free rule ``judging.lora_gate.subject_concentration_finding`` (a LoRA that draws one subject);
 8. **early exit** notes (information only);
 9. **baseline** (``judging.baselines``), then **waivers** (``judging.waivers``);
 10. ``judging.verdict.decide``: the one function that sets a verdict.

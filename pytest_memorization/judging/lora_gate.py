@@ -13,6 +13,11 @@ nearest to, which would bias every change toward "moved toward"). Two findings f
 
 A move between images that are far from every work is recorded in the row's
 ``extra["lora_gate"]`` and shown in the report, never a failure: a style LoRA changes every image.
+
+Without a listed work, ``subject_concentration_finding`` is the LoRA's reference-free rule: the
+``subject_concentration`` detector's score (the LoRA's images of the prompt, across seeds and
+contexts, agree with each other far more than the base model's do: it draws one subject) against
+its calibrated threshold. The judge calls it through ``judging.detectors.detector_finding``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..metrics.base import crosses, worsening
-from ..records import Finding, Work
+from ..records import DetectorScore, Finding, Work
 from .thresholds import MetricRule
 
 APPROACH_BAND = 0.25  # the approaching band, as a fraction of each threshold (2.5x the warn band)
@@ -82,3 +87,25 @@ def lora_gate_findings(lora: Mapping[str, Any], base: Mapping[str, Any], works: 
 
 def _edge(t: float, direction: str, band: float) -> float:
     return t * (1 + band) if direction == "distance" else t * (1 - band)
+
+
+def subject_concentration_finding(d: DetectorScore) -> Finding | None:
+    """Fail (warn with ``gate = false``) when the LoRA's images of ``d.prompt`` agree with each other
+    more than the base model's by at least the threshold; an ``error`` when the score is not finite."""
+    import math
+
+    if not (math.isfinite(d.score) and math.isfinite(d.threshold)):
+        return Finding("subject_concentration", "error", f"subject_concentration: score {d.score} or threshold "
+                       f"{d.threshold} is not a finite number; the detector could not measure {d.prompt!r}",
+                       metric="subject_concentration")
+    if d.score < d.threshold:
+        return None
+    label = "calibrated" if d.calibrated else "uncalibrated, written in the manifest"
+    lora, base = d.agreement if d.agreement is not None else (math.nan, math.nan)
+    msg = (f"subject concentration {d.score:.4f} >= {d.threshold:.4f} ({label}): the LoRA's {d.n_images} images of "
+           f"{d.prompt!r} across seeds and contexts agree with each other (structure correlation {lora:.3f}) far more "
+           f"than the base model's ({base:.3f}): the LoRA draws one subject, with no listed work of it; see its images")
+    if not d.gate:
+        msg += " (not gating: gate = false in [detectors] subject_concentration)"
+    return Finding("subject_concentration", "fail" if d.gate else "warn", msg, metric="subject_concentration",
+                   value=d.score, threshold=d.threshold)

@@ -9,6 +9,8 @@ Every key is read by ``run.detect``; a key a detector cannot honour is refused h
   generations, so their seeds are the item's: ``seeds`` here is refused.
 - ``zero_step``: ``threshold``, ``timesteps``, ``norm_weight``, ``align_weight``.
 - ``lora_delta``: ``threshold``, ``kind``.
+- ``subject_concentration``: ``threshold``, ``seeds`` (the seeds it generates each context with;
+  default the item's), ``gate`` (default true; false reports a crossing as a warning).
 
 The generation settings (steps, guidance scale, size, negative prompt) come from ``[model]``.
 """
@@ -25,6 +27,7 @@ DETECTOR_KEYS: dict[str, tuple[str, ...]] = {
     "seed_diversity": ("threshold", "gate"),
     "zero_step": ("threshold", "timesteps", "norm_weight", "align_weight"),
     "lora_delta": ("threshold", "kind"),
+    "subject_concentration": ("threshold", "seeds", "gate"),
 }
 
 

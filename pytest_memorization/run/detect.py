@@ -12,6 +12,10 @@ images are generated with.
 - ``zero_step`` (after Asthana & Belagiannis, ICLR 2026) and ``lora_delta`` (the LoRA's change
   of the guidance vector): pure-noise scores with thresholds like noise_magnitude's (manifest,
   else their own calibration file). A flagged prompt's rows carry a per-pixel ``map``.
+- ``subject_concentration`` (a model with a LoRA): the prompt in several contexts with each seed,
+  with the LoRA and with it at weight 0; how much more the LoRA's images agree with each other than
+  the base's. Threshold as above (its own calibration file); its rule is the LoRA gate's
+  (``judging.lora_gate.subject_concentration_finding``). Each row records its image's agreement.
 """
 
 from __future__ import annotations
@@ -79,6 +83,10 @@ def _options(name: str, cfg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
         return int(cfg.get("timesteps", 1)), {"norm_weight": float(cfg.get("norm_weight", NORM_WEIGHT)),
                                               "align_weight": float(cfg.get("align_weight", ALIGN_WEIGHT))}
+    if name == "subject_concentration":
+        from ..detectors.subject_concentration import CONTEXTS, GRID
+
+        return 1, {"contexts": list(CONTEXTS), "grid": GRID}
     return 1, {"kind": str(cfg.get("kind", "guidance"))}
 
 
@@ -148,6 +156,51 @@ def _run_pure_noise(name: str, model: Any, cfg: dict[str, Any], session: Any, pl
     return d
 
 
+def _require_lora(name: str, model: Any) -> None:
+    if model.family.name != "sd":
+        raise MemorizationConfigError(
+            f"{name} is not applicable to {model.family.label} models yet: it needs the Stable Diffusion 1/2 "
+            f"pipeline. Remove it from [detectors] for this model")
+    if not model.info.lora:
+        raise MemorizationConfigError(
+            f"{name} needs a model with a LoRA: set lora in the manifest's [model] (or --memorization-lora), "
+            f"or remove {name} from [detectors]")
+
+
+def _subject_scorer(model: Any, keep_images: bool = False) -> Any:
+    """(pipe, prompts, seeds, settings, **kw) -> SubjectConcentration, the base being the adapter at weight 0."""
+    from ..detectors.subject_concentration import subject_concentration_scores
+
+    _require_lora("subject_concentration", model)
+
+    def score(*args: Any, **kw: Any) -> Any:
+        return subject_concentration_scores(*args, base=lambda: model.lora_scale(0.0), keep_images=keep_images, **kw)
+
+    return score
+
+
+def _run_subject(model: Any, cfg: dict[str, Any], session: Any, plan: Any, prompt: str,
+                 rows: list[tuple[int, dict[str, Any]]]) -> DetectorScore:
+    from ..judging.detectors import flagged
+
+    name = "subject_concentration"
+    scorer = _subject_scorer(model)
+    threshold, calibrated = noise_threshold(session, model, cfg, plan, name)
+    seeds, gate = _seeds(cfg, plan), bool(cfg.get("gate", True))
+    r = scorer(model.pipe, [prompt], seeds, detector_settings(plan, name))
+    d = DetectorScore(name, prompt, float(r.score[0]), threshold, calibrated, gate=gate,
+                      n_images=len(r.contexts) * len(seeds), agreement=(float(r.lora[0]), float(r.base[0])))
+    hit = flagged(d)
+    for row, i in _per_seed(rows, seeds):
+        entry: dict[str, Any] = {"score": d.score, "threshold": threshold, "calibrated": calibrated, "gate": gate,
+                                 "lora_agreement": d.agreement[0], "base_agreement": d.agreement[1],  # type: ignore[index]
+                                 "contexts": r.contexts, "seeds": seeds, "flagged": hit}
+        if i is not None:  # this image (the prompt itself, context 0) against the LoRA's other images
+            entry["image_agreement"] = float(r.per_image[0, 0, i])
+        row[name] = entry
+    return d
+
+
 def _run_noise_magnitude(session: Any, model: Any, c: dict[str, Any], plan: Any, prompt: str,
                          rows: list[tuple[int, dict[str, Any]]]) -> DetectorScore:
     from ..detectors.denoiser_noise import model_noise_magnitude
@@ -191,6 +244,8 @@ def run_detectors(session: Any, manifest: Any, model: Any, plan: Any, prompts: l
     for name in PURE_NOISE:
         if name in cfg:
             measured.append(_run_pure_noise(name, model, cfg[name], session, plan, prompts[0], rows))
+    if "subject_concentration" in cfg:
+        measured.append(_run_subject(model, cfg["subject_concentration"], session, plan, prompts[0], rows))
     if "seed_diversity" in cfg and images is not None and len(images) > 1:
         from ..detectors.seed_diversity import seed_diversity
 
@@ -237,6 +292,10 @@ def calibrate_item(session: Any, manifest: Any, plan: Any, nodeid: str) -> Any:
             full = _pure_noise_scorer(name, model, manifest.detectors[name], session)
             _calibrate(session, model, plan, prompts, name, manifest.detectors[name],
                        lambda *a, full=full, **kw: full(*a, **kw)[0], calibration_path(out, name))
+    if "subject_concentration" in manifest.detectors:
+        sub = _subject_scorer(model)
+        _calibrate(session, model, plan, prompts, "subject_concentration", manifest.detectors["subject_concentration"],
+                   lambda *a, **kw: sub(*a, **kw).score[:, None], calibration_path(out, "subject_concentration"))
     return Outcome([], [])
 
 
@@ -245,7 +304,7 @@ def _calibrate(session: Any, model: Any, plan: Any, prompts: list[str], name: st
     from ..detectors.calibration import calibrate, save_calibration
 
     steps, extra = _options(name, cfg)
-    seeds = _seeds(cfg, plan) if name == "noise_magnitude" else plan.seeds
+    seeds = _seeds(cfg, plan) if name in ("noise_magnitude", "subject_concentration") else plan.seeds
     cal = calibrate(model.pipe, prompts, seeds, detector_settings(plan, name), target_fpr=session.settings.target_fpr,
                     steps=steps, fingerprint=model.fingerprint, scorer=scorer, detector=name, extra_settings=extra)
     save_calibration(path, cal)
