@@ -4,7 +4,7 @@
         [--profile] [--micro]
 
 One tiny pipeline (``build_tiny_pipeline``), 4 protected works (skimage photographs, 64 px), 4 prompts
-x 4 seeds, metrics tiled_l2 + ssim (``get_metric``, alignment on, the defaults), LPIPS (alex, seeded
+x 4 seeds, metrics tiled_l2 + ssim + local_copy (``get_metric``, the defaults), LPIPS (alex, seeded
 random backbone written as a torchvision-style file, so the plugin loads it through its real path) and
 CLIP (a tiny open_clip model with seeded random weights, as a ``local-dir:`` folder). Two ways:
 
@@ -40,7 +40,7 @@ WORKS = ("astronaut", "coffee", "chelsea", "rocket")
 PROMPTS = {"astronaut": "portrait of an astronaut in a white suit", "coffee": "a cup of coffee on a saucer",
            "chelsea": "a tabby cat looking at the camera", "rocket": "a rocket on the launch pad"}
 SEEDS = [0, 1, 2, 3]
-METRICS = ("tiled_l2", "ssim", "lpips", "clip")
+METRICS = ("tiled_l2", "ssim", "local_copy", "lpips", "clip")
 CONFIGS = {"gen": {"steps": 25, "size": 64}, "score": {"steps": 2, "size": 64}}
 ALEX_SHAPES = {0: (64, 3, 11, 11), 3: (192, 64, 5, 5), 6: (384, 192, 3, 3), 8: (256, 384, 3, 3),
                10: (256, 256, 3, 3)}
@@ -133,7 +133,7 @@ def plain(config_path: str) -> None:
         return torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1).float() / 255
 
     refs = torch.stack([load(p) for p in cfg["works"].values()])
-    pixel = {n: get_metric(n) for n in ("tiled_l2", "ssim")}
+    pixel = {n: get_metric(n) for n in ("tiled_l2", "ssim", "local_copy")}
     torch.manual_seed(0)
     with contextlib.redirect_stdout(io.StringIO()):
         lp = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()

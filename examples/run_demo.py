@@ -53,7 +53,7 @@ def main() -> int:
     copy_to_examples(paths, HERE / "models")
     print(f"   models ready in {time.perf_counter() - t0:.0f} s")
 
-    print("== pytest --memorization on examples/ (memorizer/, clean_twin/, lora/, style_lora/, emblem/, emblem_twin/,
+    print("== pytest --memorization on examples/ (memorizer/, clean_twin/, lora/, style_lora/, emblem/, emblem_twin/, "
           "watermark/, watermark_twin/)")
     cmd = [sys.executable, "-m", "pytest", "--memorization", "--memorization-report", "report",
            "-p", "no:cacheprovider", "-q", "-rfE"]

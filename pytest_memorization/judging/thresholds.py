@@ -80,9 +80,17 @@ def _nearest_works(n: int, scores: Mapping[str, Any], works: Sequence[Work],
 def score_rows(item: str, prompts: Sequence[str], seeds: Sequence[int], scores: Mapping[str, Any],
           works: Sequence[Work], rules: Mapping[str, MetricRule]) -> list[ImageResult]:
     """One ``ImageResult`` per image, against its nearest work, with the threshold and warn-band
-    findings. ``scores[metric]`` is an (N, M) tensor against ``works``."""
+    findings; and a threshold finding for every *other* work a metric crosses too, so that a copy of
+    one work is never hidden by another work that a different metric ranks nearer (a local copy of the
+    retina beside an SSIM near-miss of the emblem). ``scores[metric]`` is an (N, M) tensor against
+    ``works``."""
+    import torch
+
     results = []
     nearest = _nearest_works(len(prompts), scores, works, rules)
+    limits = {n: torch.tensor([w.thresholds.get(n, r.threshold) if w.thresholds.get(n, r.threshold) is not None
+                               else float("nan") for w in works], dtype=torch.float64)
+              for n, r in rules.items()} if works else {}
     for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
         best_j, best_key = 0, None
         for j, work in enumerate(works if nearest is None else ()):
@@ -117,6 +125,17 @@ def score_rows(item: str, prompts: Sequence[str], seeds: Sequence[int], scores: 
             elif r.warn is not None and crosses(v, r.warn, r.direction):
                 findings.append(Finding("warn_band", "warn", f"{n} {v:.4f} within warn band ({op} {r.warn:.4g}; "
                                         f"threshold {t:g})", metric=n, value=v, threshold=t, work=wid))
+        for n, r in rules.items():  # the other works this image crosses a threshold against
+            if not works:
+                break
+            row = scores[n][i].double().cpu()
+            hit = (row <= limits[n]) if r.direction == "distance" else (row >= limits[n])
+            op = "<=" if r.direction == "distance" else ">="
+            for j in hit.nonzero().flatten().tolist():
+                if j != best_j:
+                    v, t = float(row[j]), float(limits[n][j])
+                    findings.append(Finding("threshold", "fail", f"{n} {v:.4f} {op} {t:g} against '{works[j].id}'",
+                                            metric=n, value=v, threshold=t, work=works[j].id))
         results.append(ImageResult(item=item, prompt=prompt, seed=int(seed), work=work.id if work else None,
                                    scores=values, thresholds=used, findings=findings))
     return results

@@ -48,7 +48,7 @@ KNOWN_BOUNDS: dict[str, tuple[float, float | None]] = {
 # tighten but never relax (``config.trust.default_floors``).
 KNOWN_DEFAULTS: dict[str, float | None] = {
     "tiled_l2": 0.15, "ssim": 0.5, "lpips": None, "clip": None, "sscd": 0.5, "phash": 10.0, "pdq": 31.0,
-    "local_copy": 0.27,
+    "local_copy": 0.385,
 }
 WEIGHT_FREE: tuple[str, ...] = ("tiled_l2", "ssim", "phash", "pdq", "local_copy")
 
