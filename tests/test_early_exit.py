@@ -51,8 +51,9 @@ def test_far_images_stop_early_and_a_copy_runs_to_the_end(pytester: pytest.Pytes
     model = f'pretrained = "../models/tiny"\nsteps = {STEPS}\nheight = 32\nwidth = 32\n'
     for folder, seeds, work, image, prompt in (("far", "[3, 4]", "astronaut", "astronaut", "a photo of an astronaut"),
                                                ("copies", "[0]", "fox", "fox", COPY_PROMPT)):
+        # early exit checks tiled L2 and SSIM only, so these items gate on those two (not local_copy)
         pytester.mkdir(folder).joinpath("memorization.toml").write_text(
-            f'[model]\n{model}seeds = {seeds}\n[thresholds]\ntiled_l2 = 0.15\n'
+            f'metrics = ["tiled_l2", "ssim"]\n[model]\n{model}seeds = {seeds}\n[thresholds]\ntiled_l2 = 0.15\n'
             f'[[work]]\nid = "{work}"\nimage = "../works/{image}.png"\nprompts = ["{prompt}"]\n')
     counter = _unet_calls(monkeypatch)
     common = ["--memorization", "--memorization-generation-cache=false", "-p", "no:cacheprovider"]

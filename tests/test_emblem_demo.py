@@ -41,11 +41,6 @@ def _inside(point, box) -> bool:
     return point is not None and box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "with the libraries this venv resolves today (peft 0.21.2, pillow 13, numpy 2.4.6), seed 2 of the fourth "
-    "scene crosses at local_copy 0.757 with its box 0.04 of the frame below the smeared emblem's red quarter; "
-    "it fails identically on the commit before this change and with byte-identical rebuilt models. "
-    "Open: find which upgrade moved it, then restore the strict check"))
 def test_the_emblem_model_fails_with_a_drawn_box_and_its_clean_twin_passes(
     pytester: pytest.Pytester, demo_models: dict[str, Path], emblem_model: Path
 ) -> None:

@@ -38,11 +38,12 @@ def test_an_error_row_says_what_errored(one: pytest.Pytester) -> None:
 def test_report_records_the_thresholds_in_force_including_defaults(one: pytest.Pytester) -> None:
     one.runpytest("--memorization", "-p", "no:cacheprovider", "--memorization-report=r").assert_outcomes(passed=1)
     run = json.loads((one.path / "r" / "report.json").read_text())["run"]
-    assert run["thresholds"] == {"tiled_l2": 0.15, "ssim": 0.5}  # the metric classes' defaults
+    assert run["thresholds"] == {"tiled_l2": 0.15, "ssim": 0.5, "local_copy": 0.385}  # the metric classes' defaults
     one.runpytest("--memorization", "-p", "no:cacheprovider", "--memorization-report=r",
                   "--memorization-threshold=ssim=0.9").assert_outcomes(passed=1)
     assert json.loads((one.path / "r" / "report.json").read_text())["run"]["thresholds"] == {"tiled_l2": 0.15,
-                                                                                             "ssim": 0.9}
+                                                                                             "ssim": 0.9,
+                                                                                             "local_copy": 0.385}
 
 
 def test_a_bad_metric_name_is_a_usage_error_before_torch(pytester: pytest.Pytester) -> None:

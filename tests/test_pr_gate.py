@@ -280,7 +280,7 @@ CASES: dict[str, Case] = {
     "report-is-rootdir": Case(report_is_root, "usage", "*is the root folder; replacing it with the report would*"),
     "report-holds-manifest": Case(report_holds_manifest, "usage", "*holds the manifest*"),
     "waiver-reason-injection": Case(waiver_reason_injection, "failed", "*expired on 2020-01-01*"),
-    "file-name-injection": Case(file_name_injection, "failed", "*single colour*"),
+    "file-name-injection": Case(file_name_injection, "errors", "*single colour*"),
     "markdown-url": Case(markdown_url, "usage", "*--memorization-report-url*expected an http(s) URL*"),
     "raising-generator": Case(raising_generator, "errors", "*generator badgen:generate raised RuntimeError: the hook "
                                                            "broke (at *badgen.py:2)*"),

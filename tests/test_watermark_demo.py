@@ -38,8 +38,11 @@ def test_the_watermark_model_fails_with_the_box_in_its_corner_and_its_clean_twin
     pytester.makeini(f"[pytest]\nmemorization_device = cpu\nmemorization_cache_dir = {pytester.path / '.cache'}\n")
     stored = load_image(pytester.path / "works" / "watermark.png")
     assert float((stored - to_tensor(watermark_image())).abs().max()) == 0, "examples/works/watermark.png is write_watermark()'s"
+    import tomllib
+
     for project in ("watermark", "watermark_twin"):
-        assert "metrics" not in (pytester.path / project / "memorization.toml").read_text(), "the default metrics"
+        manifest = tomllib.loads((pytester.path / project / "memorization.toml").read_text())
+        assert "metrics" not in manifest and manifest["work"][0]["kind"] == "mark", "the default metrics, a mark"
 
     result = pytester.runpytest("--memorization", "--memorization-report", "rep")
     result.assert_outcomes(failed=4, passed=4)

@@ -129,3 +129,16 @@ def test_a_mark_is_searched_small(works):
     assert float(as_work[0, 0]) < float(as_mark[0, 0]), (as_work, as_mark)
     found = m.locate(img, mark, kind="mark")
     assert iou(found["box"], box) > 0.5, (found, box)
+
+
+def test_kind_is_read_and_checked(tmp_path):
+    from pytest_memorization.errors import MemorizationConfigError
+    from pytest_memorization.manifest.load import load_manifest
+
+    (tmp_path / "mark.png").write_bytes((ROOT / "examples" / "works" / "watermark.png").read_bytes())
+    body = '[model]\npretrained = "m"\n\n[[work]]\nid = "m"\nimage = "mark.png"\nprompts = ["p"]\nkind = {}\n'
+    (tmp_path / "memorization.toml").write_text(body.format('"mark"'))
+    assert load_manifest(tmp_path / "memorization.toml", check_images=False).works[0].kind == "mark"
+    (tmp_path / "memorization.toml").write_text(body.format('"logo"'))
+    with pytest.raises(MemorizationConfigError, match=r"work\[0\]\.kind.*'logo'.*kind = \"mark\""):
+        load_manifest(tmp_path / "memorization.toml", check_images=False)
