@@ -327,7 +327,6 @@ def _margins(copies: list[dict[str, Any]], non: list[dict[str, Any]], scores: di
     for m, s in scores.items():
         t = KNOWN_DEFAULTS[m]
         sim = KNOWN_DIRECTIONS[m] == "similarity"
-        worse = min if sim else max  # the copy furthest from copying / the non-copy closest to it
         cs = [(float(s[i, ids.index(c["work"])]), c) for i, c in enumerate(copies) if c["scale"] >= 0.25]
         wv, wc = (min if sim else max)(cs, key=lambda x: x[0])
         ns = [(float(s[nc + i, j]), f"{ids[j]} vs {c['scene']}, {c['case']}") for i, c in enumerate(non) for j in range(len(ids))]
@@ -336,7 +335,6 @@ def _margins(copies: list[dict[str, Any]], non: list[dict[str, Any]], scores: di
         nv, nd = (max if sim else min)(ns, key=lambda x: x[0])
         m_copy = (wv - t) if sim else (t - wv)
         m_non = (t - nv) if sim else (nv - t)
-        del worse
         print(f"| {m} | {t} | {wv:.3f} ({wc['work']} in {wc['scene']}, {wc['variant']}, {wc['scale']:.0%}) | "
               f"{nv:.3f} ({nd}) | {m_copy:+.3f} / {m_non:+.3f} |")
 

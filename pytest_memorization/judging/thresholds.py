@@ -88,9 +88,11 @@ def score_rows(item: str, prompts: Sequence[str], seeds: Sequence[int], scores: 
 
     results = []
     nearest = _nearest_works(len(prompts), scores, works, rules)
-    limits = {n: torch.tensor([w.thresholds.get(n, r.threshold) if w.thresholds.get(n, r.threshold) is not None
-                               else float("nan") for w in works], dtype=torch.float64)
-              for n, r in rules.items()} if works else {}
+    def limit(w: Work, n: str, r: MetricRule) -> float:
+        t = w.thresholds.get(n, r.threshold)
+        return float("nan") if t is None else t  # NaN never crosses
+
+    limits = {n: torch.tensor([limit(w, n, r) for w in works], dtype=torch.float64) for n, r in rules.items()}
     for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
         best_j, best_key = 0, None
         for j, work in enumerate(works if nearest is None else ()):
