@@ -2,7 +2,7 @@
 one item with all of them together and one per LoRA alone (``fox[0-lora1]``), plus each LoRA's
 model-card prompts with that LoRA alone. Proven both ways: the protected work is what LoRA 1 alone
 draws, so ``fox[0-lora1]`` FAILS (the LoRA crosses the threshold, the base does not), while LoRA 2
-alone and both together PASS (their images are far from it). With ``--memorization-lora-card-result``
+alone and both together PASS (their images are far from it; at most SSIM alone warns). With ``--memorization-lora-card-result``
 each LoRA's card gets the gate's result as a section."""
 
 from __future__ import annotations
@@ -65,7 +65,11 @@ def test_each_lora_is_gated_alone_and_all_together(several: pytest.Pytester) -> 
     rows = {r["item"].rpartition("::")[2]: r for r in report["results"]}
     assert rows["fox[0-lora1]"]["verdict"] == "fail" and rows["fox[0-lora1]"]["scores"]["tiled_l2"] < 0.01
     for ok in ("fox[0]", "fox[0-lora2]"):  # margins: their distance to the work is far above the threshold
-        assert rows[ok]["verdict"] == "pass" and rows[ok]["scores"]["tiled_l2"] > 0.2, rows[ok]
+        assert rows[ok]["verdict"] in ("pass", "warn") and rows[ok]["scores"]["tiled_l2"] > 0.2, rows[ok]
+        assert rows[ok]["scores"]["local_copy"] < 0.1, rows[ok]
+        # 32 px images from one seed share their noise: SSIM may come near the work, and SSIM alone only warns
+        assert {f["metric"] for f in rows[ok]["findings"]} <= {"ssim"}, rows[ok]["findings"]
+        assert all(f["severity"] == "warn" for f in rows[ok]["findings"]), rows[ok]["findings"]
     assert rows["fox[0-lora2]"]["extra"]["lora_alone"]["index"] == 2
     assert {lo["path"] for lo in report["run"]["loras"]} == {str(several.path / "loras" / p) for p in "ab"}
     assert report["run"]["lora"] == f"{several.path / 'loras' / 'a'} + {several.path / 'loras' / 'b'}"
@@ -74,4 +78,4 @@ def test_each_lora_is_gated_alone_and_all_together(several: pytest.Pytester) -> 
     card_b = (several.path / "loras" / "b" / "README.md").read_text()
     assert "## Memorization gate" in card_a and "**FAIL**" in card_a and "`fox[0-lora1]`" in card_a, card_a
     assert card_b.startswith("---\ninstance_prompt: a photo of sks fox\n---\n# LoRA b\n"), "the card is kept"
-    assert "**PASS**" in card_b and "lora1" not in card_b.split("## Memorization gate")[1], card_b
+    assert "**FAIL**" not in card_b and ("**PASS**" in card_b or "**WARN**" in card_b) and "lora1" not in card_b.split("## Memorization gate")[1], card_b

@@ -172,7 +172,9 @@ def build_tiny_lora(
     path = Path(path)
     pipe = StableDiffusionPipeline.from_pretrained(pipeline_path, local_files_only=True)
     config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    pipe.unet.add_adapter(config)
+    with torch.random.fork_rng(devices=[]):  # peft draws lora_A from the global RNG: seed it, so the LoRA
+        torch.manual_seed(seed)               # is the same whatever ran before it (test order, xdist worker)
+        pipe.unet.add_adapter(config)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in pipe.unet.named_parameters():

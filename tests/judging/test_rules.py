@@ -80,6 +80,21 @@ def test_lora_gate_fails_a_consistent_approach_into_the_band_but_not_an_inconsis
     assert lora_gate_findings(mixed, base, WORKS, RULES) == ([[], [], []], [])
 
 
+def test_an_ssim_approach_fails_only_when_another_metric_agrees() -> None:
+    """An SSIM-only approach warns (as an SSIM-only crossing does); with tiled L2 approaching the same work
+    it fails; with SSIM the only metric in force it fails."""
+    base = _scores([[0.40, 0.5], [0.42, 0.5]], [[0.30, 0.1], [0.32, 0.1]])
+    ssim_only = _scores([[0.38, 0.5], [0.41, 0.5]], [[0.44, 0.1], [0.45, 0.1]])  # inside SSIM's band (>= 0.375)
+    both = _scores([[0.17, 0.5], [0.18, 0.5]], [[0.44, 0.1], [0.45, 0.1]])
+    _, alone = lora_gate_findings(ssim_only, base, WORKS, RULES)
+    assert [(f.rule, f.metric, f.severity) for f in alone] == [("lora_gate.approaching", "ssim", "warn")]
+    assert "on SSIM alone" in alone[0].message
+    _, agreed = lora_gate_findings(both, base, WORKS, RULES)
+    assert sorted((f.metric, f.severity) for f in agreed) == [("ssim", "fail"), ("tiled_l2", "fail")]
+    _, only_metric = lora_gate_findings(ssim_only, base, WORKS, {"ssim": RULES["ssim"]})
+    assert [(f.metric, f.severity) for f in only_metric] == [("ssim", "fail")]
+
+
 def test_lora_gate_does_not_fail_when_the_base_already_copies() -> None:
     base = _scores([[0.05, 0.5]], [[0.9, 0.1]])
     lora = _scores([[0.04, 0.5]], [[0.92, 0.1]])
