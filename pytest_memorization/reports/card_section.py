@@ -9,6 +9,7 @@ card (front matter included) is kept byte for byte. The card is checked with
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def replace_section(text: str, section: str) -> str:
     return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
-def write_card_results(run: dict[str, Any], results: list[Any], complete: bool,
+def write_card_results(run: dict[str, Any], results: Sequence[Any], complete: bool,
                        today: dt.date | None = None) -> list[str]:
     """Write the section into the card of each LoRA of ``run``; returns notes (what was written or not)."""
     from huggingface_hub import ModelCard

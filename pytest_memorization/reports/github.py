@@ -8,10 +8,11 @@ from __future__ import annotations
 import html
 import os
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .schema import VERDICTS, lora_label, model_label, overall, summarize, to_result_dict, worst_results
+from .schema import VERDICTS, lora_label, model_label, overall, summarize, worst_results
 from .terminal import clean, describe
 
 ICONS = {"error": ":boom:", "fail": ":x:", "warn": ":warning:", "pass": ":white_check_mark:"}
@@ -37,10 +38,12 @@ def thumb(report_url: str, rel: str | None, alt: str) -> str:
 
 
 def step_summary(
-    run: dict[str, Any], results: list[Any], report_dir: str | os.PathLike[str] | None,
+    run: dict[str, Any], results: Sequence[Any], report_dir: str | os.PathLike[str] | None,
     *, worst: int = 10, complete: bool = True, report_url: str | None = None,
 ) -> str:
-    rows = [to_result_dict(r, i) for i, r in enumerate(results)]
+    from .order import Rows
+
+    rows = Rows(results)  # read again per pass, never held all at once
     s = summarize(rows)
     word = overall(s, complete)
     lora = lora_label(run)
@@ -52,7 +55,7 @@ def step_summary(
     out += ["| verdict | images |", "|---|---:|"]
     out += [f"| {ICONS[v]} {v} | {s[v]} |" for v in VERDICTS]
     out += [f"| total | {s['total']} |", ""]
-    bad = worst_results([r for r in rows if r["verdict"] != "pass"], run, worst)
+    bad = worst_results((r for r in rows if r["verdict"] != "pass"), run, worst)
     if bad:
         pics = report_url is not None
         out += ["**Worst items**", "",
@@ -77,7 +80,7 @@ def step_summary(
 
 
 def append_step_summary(
-    path: str | os.PathLike[str], run: dict[str, Any], results: list[Any],
+    path: str | os.PathLike[str], run: dict[str, Any], results: Sequence[Any],
     report_dir: str | os.PathLike[str] | None, *, worst: int = 10, complete: bool = True,
     report_url: str | None = None,
 ) -> Path:

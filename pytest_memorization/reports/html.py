@@ -10,15 +10,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from html import escape
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote
 
 from .maps import detector_map_figures
 from .overlays import box_svg
 from .page import CSS, PAGE, SCRIPT
 from .schema import (
-    SEVERITY,
     VERDICTS,
     crossed,
     direction_of,
@@ -29,7 +29,6 @@ from .schema import (
     overall,
     safe_relpath,
     verdict_label,
-    worst_results,
 )
 from .terminal import strength_label
 
@@ -279,16 +278,6 @@ def _card(rows: list[dict[str, Any]], run: dict[str, Any], idx: int) -> str:
     )
 
 
-def group_by_item(results: list[dict[str, Any]], run: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
-    """Results grouped per item, items in the order of their most severe row; within an item the
-    worst seed first (most severe verdict, then closest to its threshold)."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        groups.setdefault(str(r.get("item")), []).append(r)
-    ordered = [worst_results(rows, run, len(rows)) for rows in groups.values()]
-    return sorted(ordered, key=lambda rows: SEVERITY.get(str(rows[0].get("verdict")), 0))
-
-
 def _run_table(run: dict[str, Any]) -> str:
     rows: list[tuple[str, str]] = [("model", model_label(run))]
     lora = lora_label(run)
@@ -331,27 +320,56 @@ def _extras(doc: dict[str, Any]) -> str:
 CHUNK = 250  # cards per JSON block past the first page: small blocks let the parser yield and paint
 
 
-def _cards_json(groups: list[list[dict[str, Any]]], run: dict[str, Any]) -> str:
-    """Every item's verdict and search text, and the cards past the first ``PAGE`` as HTML strings, as
-    JSON blocks of ``CHUNK`` cards, each safe inside a <script type="application/json"> element (no "</"
-    and no "<!--")."""
-    meta = [[str(g[0].get("verdict")), " ".join(str(x) for x in (g[0].get("item"), g[0].get("prompt"),
-                                                                   g[0].get("work")) if x is not None).lower()]
-            for g in groups]
-    html = [_card(g, run, i) for i, g in enumerate(groups) if i >= PAGE]
+def _safe_json(x: Any) -> str:
+    """JSON safe inside a <script type="application/json"> element (no "</" and no "<!--")."""
+    return json.dumps(x, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "\\u003c!--")
 
-    def safe(x: Any) -> str:
-        return json.dumps(x, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "\\u003c!--")
 
-    blocks = [f'<script type="application/json" id="cards">{safe({"meta": meta, "html": html[:CHUNK]})}</script>']
-    blocks += [f'<script type="application/json" class="more">{safe(html[i:i + CHUNK])}</script>'
-               for i in range(CHUNK, len(html), CHUNK)]
-    return "".join(blocks)
+def _meta(r: dict[str, Any]) -> list[str]:
+    """An item's verdict and search text, from its lead (worst) row."""
+    return [str(r.get("verdict")), " ".join(str(x) for x in (r.get("item"), r.get("prompt"), r.get("work"))
+                                            if x is not None).lower()]
+
+
+def _write_cards_json(out: TextIO, meta: list[list[str]], rest: Iterable[list[dict[str, Any]]],
+                      run: dict[str, Any]) -> None:
+    """Every item's verdict and search text (``meta``), and the cards past the first ``PAGE`` (``rest``:
+    each item's rows, in page order) as HTML strings, as JSON blocks of ``CHUNK`` cards. Each card is
+    rendered and written out a block at a time, so the rows are never all held at once."""
+    block: list[str] = []
+    first = True
+    for i, rows in enumerate(rest, start=PAGE):
+        block.append(_card(rows, run, i))
+        if len(block) == CHUNK:
+            out.write(_block(first, meta, block))
+            first, block = False, []
+    if block or first:
+        out.write(_block(first, meta, block))
+
+
+def _block(first: bool, meta: list[Any], html: list[str]) -> str:
+    if first:
+        return f'<script type="application/json" id="cards">{_safe_json({"meta": meta, "html": html})}</script>'
+    return f'<script type="application/json" class="more">{_safe_json(html)}</script>'
 
 
 def render_html(doc: dict[str, Any]) -> str:
-    """The index.html text for a report document (as built by writer.build_report)."""
-    run, results = doc.get("run") or {}, doc.get("results") or []
+    """The index.html text for a report document held in memory (as built by writer.build_report)."""
+    import io
+
+    from .order import Rows, plan
+
+    rows = Rows(doc.get("results") or [])
+    buf = io.StringIO()
+    write_html(buf, doc, rows, plan(rows, doc.get("run") or {}).groups)
+    return buf.getvalue()
+
+
+def write_html(out: TextIO, doc: dict[str, Any], rows: Sequence[dict[str, Any]], groups: list[list[int]]) -> None:
+    """index.html into ``out``: ``doc`` gives the run, summary and other top-level keys (its ``results``
+    are not read); ``rows[i]`` for ``i`` in each of ``groups`` (items in page order, worst seed first,
+    as ``order.plan`` makes them) are read when their card is written."""
+    run = doc.get("run") or {}
     summary, complete = doc.get("summary") or {}, bool(doc.get("complete", True))
     word = overall(summary, complete)
     counts = ", ".join(f"{summary.get(v, 0)} {v}" for v in VERDICTS)
@@ -363,21 +381,23 @@ def render_html(doc: dict[str, Any]) -> str:
     filters = "".join(
         f'<label><input type="checkbox" class="vf" value="{v}" checked> '
         f'<span class="badge b-{v}">{v}</span> {summary.get(v, 0)}</label>' for v in VERDICTS)
-    groups = group_by_item(results, run)
-    rows = "".join(_card(g, run, i) for i, g in enumerate(groups[:PAGE])) or "<p>No images were scored.</p>"
-    cards = _cards_json(groups, run)
-    return (
+    first = [[rows[i] for i in g] for g in groups[:PAGE]]
+    out.write(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>Memorization report: {e(word)} ({e(counts)})</title><style>{CSS}</style></head>\n<body>"
         f'<h1>Memorization report <span class="badge b-{e(word.lower())}">{e(word)}</span></h1>{banner}'
         '<div class="banner broken" id="broken" hidden></div>'
-        f"{_run_table(run)}<p>{e(summary.get('total', len(results)))} images: {e(counts)}. "
+        f"{_run_table(run)}<p>{e(summary.get('total', len(rows)))} images: {e(counts)}. "
         f"<small>{e(doc.get('generated_by', ''))}, report schema {e(doc.get('schema_version'))}</small></p>"
         f'<div class="filters">Show: {filters} <input type="search" id="q" placeholder="search item, prompt or work" '
         f'aria-label="search item, prompt or work"> <span>(<span id="shown">{len(groups)}</span> of {len(groups)} '
         "items match; an item shows its worst verdict; failing items first, more load as you scroll)</span></div>"
-        f'<main id="results">{rows}</main><div id="end"></div>{_extras(doc)}'
-        f'{cards}<script>{SCRIPT}</script></body></html>\n'
+        f'<main id="results">{"".join(_card(g, run, i) for i, g in enumerate(first)) or "<p>No images were scored.</p>"}'
+        f'</main><div id="end"></div>{_extras(doc)}'
     )
+    meta = [_meta(g[0]) for g in first] + [_meta(rows[g[0]]) for g in groups[PAGE:]]
+    del first
+    _write_cards_json(out, meta, ([rows[i] for i in g] for g in groups[PAGE:]), run)
+    out.write(f"<script>{SCRIPT}</script></body></html>\n")

@@ -163,7 +163,9 @@ def worst_results(results: Iterable[dict[str, Any]], run: dict[str, Any] | None,
         c = closeness(w["score"], w["threshold"], w["direction"]) if w else float("-inf")
         return (SEVERITY[r["verdict"]], -c, str(r["item"]), int(r["seed"]))
 
-    return sorted(results, key=key)[: max(n, 0)]
+    import heapq
+
+    return heapq.nsmallest(max(n, 0), results, key=key)  # = sorted(...)[:n], holding n rows at a time
 
 
 def image_refs(r: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:

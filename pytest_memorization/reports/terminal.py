@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,6 @@ from .schema import (
     model_label,
     overall,
     summarize,
-    to_result_dict,
     verdict_label,
     worst_results,
 )
@@ -68,14 +68,16 @@ def strength_label(r: dict[str, Any]) -> str:
 
 def summary_lines(
     run: dict[str, Any],
-    results: list[Any],
+    results: Sequence[Any],
     report_dir: str | os.PathLike[str] | None,
     *,
     worst: int = 5,
     complete: bool = True,
 ) -> list[str]:
     """Counts per verdict, the ``worst`` most severe items and where the report is."""
-    rows = [to_result_dict(r, i) for i, r in enumerate(results)]
+    from .order import Rows
+
+    rows = Rows(results)  # read again per pass (the session's rows are on disk), never held all at once
     s = summarize(rows)
     word = overall(s, complete)
     counts = ", ".join(f"{s[v]} {v}" for v in VERDICTS)
@@ -84,10 +86,11 @@ def summary_lines(
              + (f"; LoRA {clean(lora, 80)}" if lora else "")]
     if not complete:
         lines.append("memorization: INCOMPLETE: the run was interrupted; unscored items are not passes")
-    bad = [r for r in rows if r["verdict"] != "pass"]
-    shown = worst_results(bad or rows, run, worst if bad else min(worst, 1))
+    n_bad = s["total"] - s["pass"]
+    shown = worst_results((r for r in rows if r["verdict"] != "pass") if n_bad else rows, run,
+                          worst if n_bad else min(worst, 1))
     if shown:
-        lines.append("worst items:" if bad else "closest to a threshold (all passed):")
+        lines.append("worst items:" if n_bad else "closest to a threshold (all passed):")
     for r in shown:
         d = describe(r, run)
         if r["verdict"] == "error" and r["seed"] < 0:  # nothing was generated: say what errored, not "-"
@@ -99,8 +102,8 @@ def summary_lines(
             continue
         lines.append(f"  {d['verdict']:5} {d['item']} seed {d['seed']}: {d['finding']} (prompt '{d['prompt']}')")
 
-    if len(bad) > len(shown):
-        lines.append(f"  ... and {len(bad) - len(shown)} more")
+    if n_bad > len(shown):
+        lines.append(f"  ... and {n_bad - len(shown)} more")
     if report_dir is not None:
         lines.append(f"report: {Path(report_dir).resolve() / 'index.html'}")
     return lines

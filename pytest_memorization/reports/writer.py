@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from .._io import atomic_write_text
+from .._io import atomic_path
 from .schema import (
     RESERVED_TOP_KEYS,
     SCHEMA_VERSION,
@@ -37,48 +38,74 @@ def _version() -> str:
         return "unknown"
 
 
+def _head(run: dict[str, Any], summary: dict[str, Any], complete: bool,
+          extra: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """report.json's keys before ``results`` and after it (``extra``, checked), as plain JSON."""
+    clash = sorted(set(extra or {}) & set(RESERVED_TOP_KEYS))
+    if clash:
+        raise ReportError(f"write_report(extra=...): key(s) {', '.join(clash)} are reserved by report.json")
+    head: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "complete": bool(complete),
+        "generated_by": f"pytest-memorization {_version()}",
+        "run": jsonable(dict(run or {}), "run"),
+        "summary": summary,
+    }
+    return head, {k: jsonable(v, k) for k, v in sorted((extra or {}).items())}
+
+
 def build_report(
     run: dict[str, Any], results: list[Any], *, complete: bool = True, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The report.json document (a dict), validated and sorted."""
     rows = sort_results(to_result_dict(r, i) for i, r in enumerate(results))
-    clash = sorted(set(extra or {}) & set(RESERVED_TOP_KEYS))
-    if clash:
-        raise ReportError(f"write_report(extra=...): key(s) {', '.join(clash)} are reserved by report.json")
-    doc: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "complete": bool(complete),
-        "generated_by": f"pytest-memorization {_version()}",
-        "run": jsonable(dict(run or {}), "run"),
-        "summary": summarize(rows),
-        "results": jsonable(rows, "results"),
-    }
-    for k, v in sorted((extra or {}).items()):
-        doc[k] = jsonable(v, k)
-    return doc
+    head, tail = _head(run, summarize(rows), complete, extra)
+    return {**head, "results": jsonable(rows, "results"), **tail}
+
+
+def _one(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+
+
+def _key(k: str, v: Any) -> str:
+    return f"  {_one(k)}: {json.dumps(v, indent=2, ensure_ascii=False, allow_nan=False)}".replace("\n", "\n  ")
+
+
+def _write_doc(out: TextIO, doc: dict[str, Any], results: Iterable[Any]) -> None:
+    """report.json's text into ``out``: the keys of ``doc`` indented, with ``results`` (rows, plain
+    JSON, in order) at its place, each on one line of compact JSON (the C encoder: ``indent`` would
+    take the pure-Python one, ~10x slower at 40,000 rows). Rows are written as they come."""
+    out.write("{\n")
+    first = True
+    for k, v in doc.items():
+        if not first:
+            out.write(",\n")
+        first = False
+        if k != "results":
+            out.write(_key(k, v))
+            continue
+        out.write(f"  {_one(k)}: [")
+        n = 0
+        for r in results:
+            out.write(("\n    " if n == 0 else ",\n    ") + _one(r))
+            n += 1
+        out.write("\n  ]" if n else "]")
+    out.write("\n}\n")
 
 
 def dump_report(doc: dict[str, Any]) -> str:
-    """report.json's text: the top-level keys indented, each result row on one line of compact JSON
-    (the C encoder: ``indent`` would take the pure-Python one, ~10x slower at 40,000 rows)."""
-    def one(v: Any) -> str:
-        return json.dumps(v, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+    """report.json's text for a document held in memory."""
+    import io
 
-    parts = []
-    for k, v in doc.items():
-        if k == "results" and isinstance(v, list):
-            body = ",\n".join(f"    {one(r)}" for r in v)
-            parts.append(f'  {one(k)}: [\n{body}\n  ]' if v else f"  {one(k)}: []")
-        else:
-            parts.append(f"  {one(k)}: {json.dumps(v, indent=2, ensure_ascii=False, allow_nan=False)}"
-                         .replace("\n", "\n  "))
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+    buf = io.StringIO()
+    _write_doc(buf, doc, doc.get("results") or [])
+    return buf.getvalue()
 
 
 def write_report(
     report_dir: str | os.PathLike[str],
     run: dict[str, Any],
-    results: list[Any],
+    results: Sequence[Any],
     *,
     complete: bool = True,
     extra: dict[str, Any] | None = None,
@@ -86,28 +113,36 @@ def write_report(
 ) -> Path:
     """Write ``report.json`` and ``index.html`` into ``report_dir``; returns the report.json path.
 
-    ``results``: ImageResult objects or their ``to_json()`` dicts; the PNGs they name must
-    already be in ``report_dir``. ``complete=False`` marks an interrupted run. ``extra`` adds
-    top-level keys (e.g. ``stale_baseline_entries``). Work PNGs under ``works/`` that no result
-    references (left by an earlier run, maybe in another ``--memorization-report-works`` mode)
-    are deleted. index.html is written first and report.json last, each atomically.
-    report.json records the sha256 of every referenced PNG (``image_sha256``); ``image_hashes`` gives
-    those the caller already checked (a merge), which are then not read again.
+    ``results``: ImageResult objects or their ``to_json()`` dicts, or the session's ``RowLog``; the
+    PNGs they name must already be in ``report_dir``. Rows are written as they are read, in the
+    report's order (``order.plan``), so a ``RowLog`` is never held in memory whole. ``complete=False``
+    marks an interrupted run. ``extra`` adds top-level keys (e.g. ``stale_baseline_entries``). Work
+    PNGs under ``works/`` that no result references (left by an earlier run, maybe in another
+    ``--memorization-report-works`` mode) are deleted. index.html is written first and report.json
+    last, each atomically. report.json records the sha256 of every referenced PNG (``image_sha256``);
+    ``image_hashes`` gives those the caller already checked (a merge), which are then not read again.
     """
-    from .html import render_html
+    from .html import write_html
+    from .order import Rows, plan
     from .pngs import prune_work_images
 
     d = Path(report_dir)
     extra = {k: v for k, v in (extra or {}).items() if k != IMAGE_HASHES}
-    doc = build_report(run, results, complete=complete, extra=extra)
-    keep = {r.get("work_image") for r in doc["results"]}
-    keep |= {v for r in doc["results"] for k, v in _walk_images(r.get("extra"))}
-    prune_work_images(d, {k for k in keep if isinstance(k, str)})
-    refs = {r.get("image") for r in doc["results"]} | keep
-    doc[IMAGE_HASHES] = hash_images(d, sorted(k for k in refs if isinstance(k, str)), image_hashes or {})
-    text = dump_report(doc)
-    atomic_write_text(d / INDEX_HTML, render_html(doc))
-    atomic_write_text(d / REPORT_JSON, text)
+    rows = Rows(results)
+    p = plan(rows, run)
+    worst = next((v for v in p.counts if p.counts[v]), "pass")
+    head, tail = _head(run, {**p.counts, "total": len(rows), "worst": worst}, complete, extra)
+    prune_work_images(d, p.work_images)
+    tail[IMAGE_HASHES] = hash_images(d, sorted(p.images | p.work_images), image_hashes or {})
+    doc = {**head, "results": None, **tail}
+    with atomic_path(d / INDEX_HTML) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        write_html(f, doc, rows, p.groups)
+        f.flush()
+        os.fsync(f.fileno())
+    with atomic_path(d / REPORT_JSON) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        _write_doc(f, doc, (jsonable(rows[i], f"results[{i}]") for i in p.order))
+        f.flush()
+        os.fsync(f.fileno())
     return d / REPORT_JSON
 
 
@@ -135,21 +170,6 @@ def hash_images(report_dir: Path, rels: list[str], known: dict[str, str]) -> dic
             out[rel] = file_sha256(report_dir / clean)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             continue  # a missing image is reported where it matters (merge: missing_images)
-    return out
-
-
-def _walk_images(obj: Any) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if isinstance(k, str) and (k == "image" or k.endswith("_image")) and isinstance(v, str):
-                out.append((k, v))
-            else:
-                out.extend(_walk_images(v))
-    elif isinstance(obj, list):
-        for v in obj:
-            if isinstance(v, (dict, list)):  # numbers and strings in a list are never image keys
-                out.extend(_walk_images(v))
     return out
 
 

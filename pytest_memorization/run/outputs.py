@@ -201,8 +201,6 @@ def finish_session(state: MemorizationSession, session: pytest.Session, exitstat
     stopped = early_exits(state.results)
     if stopped is not None:
         run["early_exit"] = stopped
-    for r in state.results:
-        r.extra.pop("base_pixels", None)
     errored = sorted({r.item for r in state.results if r.verdict == "error"})
     state.complete = complete  # the terminal summary (printed after this) says INCOMPLETE and why
     state.notes.extend(f"INCOMPLETE: {why}" for why in reasons)

@@ -14,7 +14,7 @@ from typing import Any
 from ..config.settings import DEFAULT_METRICS, Settings
 from ..errors import MemorizationConfigError
 from ..model.loading import ModelSource
-from ..records import ImageResult
+from ..reports.rowlog import RowLog
 
 
 class MemorizationSession:
@@ -23,7 +23,8 @@ class MemorizationSession:
         self.verbosity = verbosity
         self.models: dict[ModelSource, Any] = {}
         self.metrics: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
-        self.results: list[ImageResult] = []  # typed rows, from every item (and every xdist worker)
+        # typed rows, from every item (and every xdist worker), spooled to disk: memory stays flat
+        self.results: RowLog = RowLog()
         self.runs: dict[str, dict[str, Any]] = {}  # model content hash -> run info
         self.notes: list[str] = []
         self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -198,8 +199,9 @@ class MemorizationSession:
                 run.setdefault(k, v)
 
     def add_results(self, results: list[dict[str, Any]]) -> None:
-        """Rows as a test report carries them (JSON, so they cross xdist's wire), typed again losslessly."""
-        self.results.extend(ImageResult.from_json(r) for r in results)
+        """Rows as a test report carries them (JSON, so they cross xdist's wire), spooled as they came;
+        reading ``self.results`` types them again losslessly (``ImageResult.from_json``)."""
+        self.results.extend(results)
 
     def run_info(self) -> dict[str, Any]:
         import importlib.metadata as md
