@@ -121,10 +121,10 @@ def test_a_full_disk_is_our_error_and_keeps_the_old_report(proj: pytest.Pytester
     proj.runpytest("--memorization", "--memorization-report", "rep").assert_outcomes(passed=1)
     old = (root / "rep" / "report.json").read_bytes()
 
-    def full(path: object, text: str) -> None:
+    def full(path: object) -> None:  # the writer streams each file into a temporary path: the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(writer, "atomic_write_text", full)
+    monkeypatch.setattr(writer, "atomic_path", full)
     result = proj.runpytest("--memorization", "--memorization-report", "rep", "--memorization-save", "base.json")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*ERROR: could not write the report */rep: *No space left on device*free space*",

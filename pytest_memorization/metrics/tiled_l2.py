@@ -39,14 +39,19 @@ def tile_rms(image: Any, work: Any, grid: int = 4) -> list[list[float]]:
     """The RMS difference of each of the ``grid`` x ``grid`` tiles of ``image`` (3, H, W) against
     ``work`` resized to its size, unaligned: where the two agree (the report's heat map). The
     tiled L2 of the pair (unaligned) is the largest of these."""
+    return tile_rms_batch(image[None], work, grid)[0]
+
+
+def tile_rms_batch(images: Any, work: Any, grid: int = 4) -> list[list[list[float]]]:
+    """``tile_rms`` of each of ``images`` (N, 3, H, W) against one work, resized once for all."""
     import torch
 
     from ._util import resize
 
-    x = image.float()[None]
+    x = images.float()
     y = resize(work.float()[None], (x.shape[-2], x.shape[-1]))
     with torch.no_grad():
-        sq = tile_sums((x - y) ** 2, grid)[0]
+        sq = tile_sums((x - y) ** 2, grid)
         counts = torch.tensor(tile_counts(x.shape[-2], x.shape[-1], x.shape[1], grid), dtype=sq.dtype)
-        rms = (sq / counts).sqrt()
-    return [[round(float(v), 4) for v in rms[i * grid:(i + 1) * grid]] for i in range(grid)]
+        rms = (sq / counts).sqrt().tolist()
+    return [[[round(v, 4) for v in one[i * grid:(i + 1) * grid]] for i in range(grid)] for one in rms]

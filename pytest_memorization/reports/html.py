@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from urllib.parse import quote
 
 from .maps import detector_map_figures
+from .order import search_meta
 from .overlays import box_svg
 from .page import CSS, PAGE, SCRIPT
 from .schema import (
@@ -325,12 +326,6 @@ def _safe_json(x: Any) -> str:
     return json.dumps(x, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "\\u003c!--")
 
 
-def _meta(r: dict[str, Any]) -> list[str]:
-    """An item's verdict and search text, from its lead (worst) row."""
-    return [str(r.get("verdict")), " ".join(str(x) for x in (r.get("item"), r.get("prompt"), r.get("work"))
-                                            if x is not None).lower()]
-
-
 def _write_cards_json(out: TextIO, meta: list[list[str]], rest: Iterable[list[dict[str, Any]]],
                       run: dict[str, Any]) -> None:
     """Every item's verdict and search text (``meta``), and the cards past the first ``PAGE`` (``rest``:
@@ -397,7 +392,7 @@ def write_html(out: TextIO, doc: dict[str, Any], rows: Sequence[dict[str, Any]],
         f'<main id="results">{"".join(_card(g, run, i) for i, g in enumerate(first)) or "<p>No images were scored.</p>"}'
         f'</main><div id="end"></div>{_extras(doc)}'
     )
-    meta = [_meta(g[0]) for g in first] + [_meta(rows[g[0]]) for g in groups[PAGE:]]
+    meta = [search_meta(g[0]) for g in first] + [search_meta(rows[g[0]]) for g in groups[PAGE:]]
     del first
     _write_cards_json(out, meta, ([rows[i] for i in g] for g in groups[PAGE:]), run)
     out.write(f"<script>{SCRIPT}</script></body></html>\n")

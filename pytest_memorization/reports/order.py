@@ -84,5 +84,8 @@ def plan(rows: Iterable[dict[str, Any]], run: dict[str, Any] | None) -> Plan:
     return Plan(order, groups, counts, works, images)
 
 
-def rows_in(rows: Sequence[dict[str, Any]], indices: Sequence[int]) -> list[dict[str, Any]]:
-    return [rows[i] for i in indices]
+def search_meta(lead: dict[str, Any]) -> list[str]:
+    """An item's verdict and search text (item id, prompt, work), from its lead (worst) row: what the
+    page's filter and search box select on."""
+    return [str(lead.get("verdict")), " ".join(str(x) for x in (lead.get("item"), lead.get("prompt"), lead.get("work"))
+                                               if x is not None).lower()]

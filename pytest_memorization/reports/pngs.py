@@ -70,12 +70,18 @@ def _atomic_save(pil_image: Any, path: Path) -> None:
         pil_image.save(tmp, format="PNG")
 
 
-def save_image(image: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a (3, H, W) tensor in [0, 1] as an 8-bit RGB PNG, atomically. NaN is written black."""
+def save_image(image: Any, path: str | os.PathLike[str], *, atomic: bool = True) -> Path:
+    """Write a (3, H, W) tensor in [0, 1] as an 8-bit RGB PNG, atomically. NaN is written black.
+    ``atomic=False`` writes in place: for a folder that is itself replaced whole when it is complete
+    (a run's staging folder), where the temporary file and rename cost ~0.5 ms of CPU per image."""
     from PIL import Image
 
     p = Path(path)
-    _atomic_save(Image.fromarray(_to_hwc_uint8(image, str(p)), mode="RGB"), p)
+    pil = Image.fromarray(_to_hwc_uint8(image, str(p)), mode="RGB")
+    if atomic:
+        _atomic_save(pil, p)
+    else:
+        pil.save(p, format="PNG")
     return p
 
 

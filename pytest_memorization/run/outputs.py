@@ -124,6 +124,24 @@ def give_back_freed_memory() -> None:
         _TRIM[0](0)
 
 
+def _heat_maps(results: list[Any], work_tensors: dict[str, Any]) -> dict[int, Any]:
+    """The 4 x 4 tile RMS of each row's image against its nearest work (the report's heat map), one
+    batch per work and image size: {id(row): grid}."""
+    import torch
+
+    from ..metrics.tiled_l2 import tile_rms_batch
+
+    batches: dict[tuple[str, tuple[int, ...]], list[Any]] = {}
+    for r in results:
+        if r.pixels is not None and r.image is None and r.work in work_tensors:
+            batches.setdefault((r.work, tuple(r.pixels.shape)), []).append(r)
+    out: dict[int, Any] = {}
+    for (work, _), rows in batches.items():
+        grids = tile_rms_batch(torch.stack([r.pixels for r in rows]), work_tensors[work])
+        out.update((id(r), g) for r, g in zip(rows, grids))
+    return out
+
+
 def save_images(session: MemorizationSession, item: pytest.Item, results: list[Any]) -> None:
     """Write each generated image (and LoRA-gate base image) as a PNG, once; the works per the
     --memorization-report-works mode. No-op without --memorization-report."""
@@ -143,6 +161,7 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
     if todo:
         written.update(write_work_images(report_dir, todo, session.settings.report_works))
     omit = session.settings.report_works == "omit"
+    heat = _heat_maps(results, work_tensors)
     for r in results:
         if omit and ("img2img" in r.extra or r.verdict in ("fail", "warn")):
             # an img2img output or a (near-)copy shows the work itself: omit means no work pixels
@@ -154,18 +173,16 @@ def save_images(session: MemorizationSession, item: pytest.Item, results: list[A
         tag = f"s{r.extra['img2img']['strength']:g}" if "img2img" in r.extra else ""
         if r.pixels is not None and r.image is None:
             r.image = generated_png_path(report_dir, r.item, r.seed, tag)
-            save_image(r.pixels, report_dir / r.image)
-            if r.work in work_tensors:  # the heat map of where the image matches its nearest work
-                from ..metrics.tiled_l2 import tile_rms
-
-                r.extra["tiles"] = {"grid": 4, "rms": tile_rms(r.pixels, work_tensors[r.work])}
+            save_image(r.pixels, report_dir / r.image, atomic=False)  # the staging folder is moved whole
+            if id(r) in heat:  # the heat map of where the image matches its nearest work
+                r.extra["tiles"] = {"grid": 4, "rms": heat[id(r)]}
                 if "local_copy" in r.scores:  # where the nearest work sits inside the image (a box)
                     r.extra["local_copy"] = session.metric("local_copy").locate(r.pixels, work_tensors[r.work],
                                                                                 kind=kind_of[r.work])
         base = r.extra.pop("base_pixels", None)
         if base is not None and "lora_gate" in r.extra:
             rel = generated_png_path(report_dir, r.item, r.seed, tag + "base")
-            save_image(base, report_dir / rel)
+            save_image(base, report_dir / rel, atomic=False)
             r.extra["lora_gate"]["base_image"] = rel
         if r.work is not None:
             r.work_image = written.get(key_of.get(r.work, ""))
