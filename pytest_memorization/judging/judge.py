@@ -100,7 +100,11 @@ def make_rules(metrics: Mapping[str, Any], thresholds: Mapping[str, float], warn
 
 def floored(works: list[Work], floors: Mapping[str, float]) -> list[Work]:
     """``works`` with their own thresholds no laxer than ``floors`` (a work may tighten, never relax)."""
-    return [dataclasses.replace(w, thresholds=with_floors(w.thresholds, floors, add=False)) for w in works]
+    out = []
+    for w in works:  # most works set no threshold of their own: kept as they are (a catalogue holds many)
+        t = with_floors(w.thresholds, floors, add=False) if w.thresholds else w.thresholds
+        out.append(w if t == w.thresholds else dataclasses.replace(w, thresholds=t))
+    return out
 
 
 Baseline = Callable[[Outcome], None]  # adds baseline.* findings to an outcome (judging.baselines)
