@@ -17,7 +17,8 @@ a structure just above that floor. Two rules, for each image and work, on the fi
   warning too. This one also holds when SSIM is the only metric scored.
 
 A failure that another metric agrees with stands; so does SSIM alone on a structured image when SSIM
-is the only metric scored.
+is the only metric scored. The LoRA gate's SSIM approaches follow the agreement rule too
+(``guard_approaches``): a trend toward a work is a weaker signal than a crossing.
 """
 
 from __future__ import annotations
@@ -56,6 +57,20 @@ def guard_findings(findings: Sequence[Finding], structure: float, floor: float =
                             threshold=f.threshold, work=f.work)
         out.append(f)
     return out
+
+
+def guard_approaches(item: Sequence[Finding], rows: Sequence[ImageResult], scored: Iterable[str]) -> list[Finding]:
+    """The agreement rule for the LoRA gate's approaches (item findings: a trend over seeds, weaker than
+    a crossing): an SSIM approach that no other scored metric confirms for its work, by its own approach
+    or by a failure of a row, is a warning. With SSIM the only metric scored, it stands."""
+    if not any(m != "ssim" for m in scored):
+        return list(item)
+    found = [*item, *(f for r in rows for f in r.findings)]
+    confirmed = {f.work for f in found if f.severity == "fail" and f.metric not in (None, "ssim")}
+    return [Finding(f.rule, "warn", f"{f.message}; on SSIM alone: no other metric agrees, a warning to look at",
+                    metric=f.metric, value=f.value, threshold=f.threshold, work=f.work)
+            if f.rule.endswith(".approaching") and f.severity == "fail" and f.metric == "ssim"
+            and f.work not in confirmed else f for f in item]
 
 
 def apply_flat_guard(results: Sequence[ImageResult], images: Any) -> None:

@@ -128,7 +128,9 @@ def judge(m: Measured, rules: Rules, *, baseline: Baseline | None = None) -> Out
         item_findings.append(Finding("error", "error", _nothing_checked(m, works, gating)))
     _vae_floor(results, works, m.vae_floor)  # 3.
     if m.base_scores is not None:  # 4.
-        item_findings += _lora_gate(results, works, gating, m, rules)
+        from .flat_guard import guard_approaches
+
+        item_findings += guard_approaches(_lora_gate(results, works, gating, m, rules), results, gating)
         if m.lora_alone:
             item_findings = [_named(f, m.lora_alone) for f in item_findings]
             for r in results:

@@ -10,8 +10,8 @@ nearest to, which would bias every change toward "moved toward"). Two findings f
   work on *every* seed, by more than the tolerance on the median, AND the LoRA images end
   inside the approaching band (median within ``approach_band`` of the threshold: a distance
   <= t * (1 + band), a similarity >= t * (1 - band)). The LoRA is steering toward a copy.
-  An SSIM approach that no other metric in force confirms for that work is a warning, as an
-  unconfirmed SSIM crossing is.
+  An SSIM approach that no other metric confirms for that work is a warning, as an unconfirmed
+  SSIM crossing is (``judging.flat_guard.guard_approaches``, applied by the judge).
 
 A move between images that are far from every work is recorded in the row's
 ``extra["lora_gate"]`` and shown in the report, never a failure: a style LoRA changes every image.
@@ -84,21 +84,7 @@ def lora_gate_findings(lora: Mapping[str, Any], base: Mapping[str, Any], works: 
                        f"; threshold {t:g})")
                 item.append(Finding(f"{rule_prefix}.approaching", "fail", msg, metric=name, value=median_lora,
                                     threshold=t, work=work.id))
-    return out, _ssim_needs_agreement(item, out, rules)
-
-
-def _ssim_needs_agreement(item: list[Finding], rows: Sequence[Sequence[Finding]],
-                          rules: Mapping[str, MetricRule]) -> list[Finding]:
-    """An SSIM approach that no other metric in force confirms for the same work (by its own approach
-    or crossing) is a warning, as an SSIM crossing is (``judging.flat_guard``): a weaker signal than a
-    crossing cannot give the stronger verdict. With SSIM the only metric, it stands."""
-    if not any(m != "ssim" for m in rules):
-        return item
-    confirmed = {f.work for f in item if f.metric != "ssim"}
-    confirmed |= {f.work for row in rows for f in row if f.metric != "ssim"}
-    return [Finding(f.rule, "warn", f"{f.message}; on SSIM alone: no other metric agrees, a warning to look at",
-                    metric=f.metric, value=f.value, threshold=f.threshold, work=f.work)
-            if f.metric == "ssim" and f.work not in confirmed else f for f in item]
+    return out, item
 
 
 def _edge(t: float, direction: str, band: float) -> float:

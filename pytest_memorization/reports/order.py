@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import SEVERITY, closeness, image_refs, sort_key, to_result_dict, worst_metric
+from .schema import SEVERITY, image_refs, severity_key, sort_key, to_result_dict
 
 
 class Rows(Sequence[dict[str, Any]]):
@@ -40,13 +40,6 @@ class Rows(Sequence[dict[str, Any]]):
         return iter(self._list or [])
 
 
-def card_key(r: dict[str, Any], run: dict[str, Any] | None) -> tuple[int, float, str, int]:
-    """Within an item, the worst seed first: most severe verdict, then furthest past a threshold."""
-    w = worst_metric(r, run)
-    c = closeness(w["score"], w["threshold"], w["direction"]) if w else float("-inf")
-    return (SEVERITY[r["verdict"]], -c, str(r["item"]), int(r["seed"]))
-
-
 @dataclass
 class Plan:
     order: list[int]  # row indices in report.json's order
@@ -68,7 +61,7 @@ def plan(rows: Iterable[dict[str, Any]], run: dict[str, Any] | None) -> Plan:
         k = sort_key(r)
         item = sys.intern(k[1])  # seeds of one item share one string
         skeys.append((k[0], item, k[2], sys.intern(k[3]), k[4]))
-        ckeys.append(card_key(r, run))
+        ckeys.append(severity_key(r, run))
         items.append(item)
         counts[r["verdict"]] += 1
         for loc, rel in image_refs(r):

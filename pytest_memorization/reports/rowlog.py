@@ -32,15 +32,15 @@ class RowLog(Sequence[ImageResult]):
     # -- writing ---------------------------------------------------------------------------
     def extend(self, rows: Iterable[dict[str, Any] | ImageResult]) -> None:  # type: ignore[override]
         """Append rows, as ``ImageResult`` or their ``to_json()`` dicts (what a test report carries)."""
-        lines = []
+        lines, end = [], self._end
         for r in rows:
             d = r.to_json() if isinstance(r, ImageResult) else r
-            line = json.dumps(d, ensure_ascii=False, separators=(",", ":"), check_circular=False).encode() + b"\n"
-            self._offsets.append(self._end + sum(len(x) for x in lines))
-            lines.append(line)
+            lines.append(json.dumps(d, ensure_ascii=False, separators=(",", ":"), check_circular=False).encode() + b"\n")
+            self._offsets.append(end)
+            end += len(lines[-1])
         if lines:
             os.pwrite(self._file.fileno(), b"".join(lines), self._end)
-            self._end += sum(len(x) for x in lines)
+            self._end = end
 
     def append(self, row: dict[str, Any] | ImageResult) -> None:
         self.extend([row])

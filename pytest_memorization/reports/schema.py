@@ -80,6 +80,12 @@ def summarize(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
     counts = {v: 0 for v in VERDICTS}
     for r in results:
         counts[r["verdict"]] += 1
+    return summary_of(counts)
+
+
+def summary_of(counts: dict[str, int]) -> dict[str, Any]:
+    """report.json's ``summary`` from the rows per verdict."""
+    counts = {v: counts.get(v, 0) for v in VERDICTS}
     worst = next((v for v in VERDICTS if counts[v]), "pass")
     return {**counts, "total": sum(counts.values()), "worst": worst}
 
@@ -155,17 +161,18 @@ def worst_metric(r: dict[str, Any], run: dict[str, Any] | None = None) -> dict[s
     return best[1] if best else None
 
 
+def severity_key(r: dict[str, Any], run: dict[str, Any] | None) -> tuple[int, float, str, int]:
+    """Most severe verdict first; within a verdict, the row furthest past (or closest to) a threshold."""
+    w = worst_metric(r, run)
+    c = closeness(w["score"], w["threshold"], w["direction"]) if w else float("-inf")
+    return (SEVERITY[r["verdict"]], -c, str(r["item"]), int(r["seed"]))
+
+
 def worst_results(results: Iterable[dict[str, Any]], run: dict[str, Any] | None, n: int) -> list[dict[str, Any]]:
     """The ``n`` most severe results; within a verdict, the one furthest past a threshold first."""
-
-    def key(r: dict[str, Any]) -> tuple[int, float, str, int]:
-        w = worst_metric(r, run)
-        c = closeness(w["score"], w["threshold"], w["direction"]) if w else float("-inf")
-        return (SEVERITY[r["verdict"]], -c, str(r["item"]), int(r["seed"]))
-
     import heapq
 
-    return heapq.nsmallest(max(n, 0), results, key=key)  # = sorted(...)[:n], holding n rows at a time
+    return heapq.nsmallest(max(n, 0), results, key=lambda r: severity_key(r, run))  # sorted()[:n], n rows held
 
 
 def image_refs(r: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:

@@ -19,6 +19,7 @@ from .schema import (
     jsonable,
     sort_results,
     summarize,
+    summary_of,
     to_result_dict,
 )
 
@@ -130,8 +131,7 @@ def write_report(
     extra = {k: v for k, v in (extra or {}).items() if k != IMAGE_HASHES}
     rows = Rows(results)
     p = plan(rows, run)
-    worst = next((v for v in p.counts if p.counts[v]), "pass")
-    head, tail = _head(run, {**p.counts, "total": len(rows), "worst": worst}, complete, extra)
+    head, tail = _head(run, summary_of(p.counts), complete, extra)
     prune_work_images(d, p.work_images)
     tail[IMAGE_HASHES] = hash_images(d, sorted(p.images | p.work_images), image_hashes or {})
     doc = {**head, "results": None, **tail}

@@ -82,16 +82,20 @@ def test_lora_gate_fails_a_consistent_approach_into_the_band_but_not_an_inconsis
 
 def test_an_ssim_approach_fails_only_when_another_metric_agrees() -> None:
     """An SSIM-only approach warns (as an SSIM-only crossing does); with tiled L2 approaching the same work
-    it fails; with SSIM the only metric in force it fails."""
+    it fails; with SSIM the only metric scored it fails."""
+    from pytest_memorization.judging.flat_guard import guard_approaches
+
     base = _scores([[0.40, 0.5], [0.42, 0.5]], [[0.30, 0.1], [0.32, 0.1]])
     ssim_only = _scores([[0.38, 0.5], [0.41, 0.5]], [[0.44, 0.1], [0.45, 0.1]])  # inside SSIM's band (>= 0.375)
     both = _scores([[0.17, 0.5], [0.18, 0.5]], [[0.44, 0.1], [0.45, 0.1]])
-    _, alone = lora_gate_findings(ssim_only, base, WORKS, RULES)
+    raw = lora_gate_findings(ssim_only, base, WORKS, RULES)[1]
+    assert [(f.rule, f.metric, f.severity) for f in raw] == [("lora_gate.approaching", "ssim", "fail")]
+    alone = guard_approaches(raw, _rows(ssim_only), RULES)
     assert [(f.rule, f.metric, f.severity) for f in alone] == [("lora_gate.approaching", "ssim", "warn")]
     assert "on SSIM alone" in alone[0].message
-    _, agreed = lora_gate_findings(both, base, WORKS, RULES)
+    agreed = guard_approaches(lora_gate_findings(both, base, WORKS, RULES)[1], _rows(both), RULES)
     assert sorted((f.metric, f.severity) for f in agreed) == [("ssim", "fail"), ("tiled_l2", "fail")]
-    _, only_metric = lora_gate_findings(ssim_only, base, WORKS, {"ssim": RULES["ssim"]})
+    only_metric = guard_approaches(raw, _rows(ssim_only), ["ssim"])
     assert [(f.metric, f.severity) for f in only_metric] == [("ssim", "fail")]
 
 
