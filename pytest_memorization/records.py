@@ -20,6 +20,17 @@ CROSSING_RULES = frozenset({"threshold", "flat_guard", "ssim.unconfirmed", "waiv
                             "noise_magnitude", "zero_step", "lora_delta", "seed_diversity", "subject",
                             "subject_concentration"})
 
+# The keys of each reference-free detector's table: a manifest's ``[detectors]`` (``manifest.detectors``)
+# and, ``threshold`` excepted, a policy's (``config.trust``). These two need a model with a LoRA.
+DETECTOR_KEYS: dict[str, tuple[str, ...]] = {
+    "noise_magnitude": ("threshold", "steps", "seeds", "gate"),
+    "seed_diversity": ("threshold", "gate"),
+    "zero_step": ("threshold", "timesteps", "norm_weight", "align_weight"),
+    "lora_delta": ("threshold", "kind"),
+    "subject_concentration": ("threshold", "seeds", "gate"),
+}
+LORA_DETECTORS = ("lora_delta", "subject_concentration")
+
 MAX_GENERATION_SIDE = 4096  # pixels; 65536 x 65536 was a 1,000-line traceback, then out of memory
 
 

@@ -209,3 +209,56 @@ def test_rows_carry_the_agreements_and_the_verdict_follows_the_score(tiny_projec
         assert -1 <= e["image_agreement"] <= 1
         want = ("fail" if gate else "warn") if e["score"] >= 0 else "pass"
         assert row["verdict"] == want and e["flagged"] == (e["score"] >= 0), e
+
+
+POLICY_MANIFEST = """
+[model]
+pretrained = "models/tiny"
+{lora}
+seeds = [0, 1]
+steps = 2
+height = 64
+width = 64
+{detectors}
+[[work]]
+id = "face"
+image = "face.png"
+prompts = ["a photo of sks person"]
+"""
+
+
+def test_a_policy_runs_the_subject_detector_on_a_lora_the_manifest_does_not_check(tiny_project: pytest.Pytester) -> None:
+    """The pull request controls the manifest: under a policy whose [detectors] names
+    subject_concentration, a manifest with a LoRA runs it with the policy's seeds and a threshold
+    from a calibration the policy trusts, although the manifest does not list it (calibration) or
+    lists it with gate = false and fewer seeds (the gate run): still a fail, never a warning.
+    (Without a LoRA nothing is added: tests/test_trust.py.)"""
+    import hashlib
+
+    p = tiny_project.path
+    shutil.copy(ROOT / "fixtures" / "works" / "face.png", p / "face.png")
+    (p / "ordinary.txt").write_text("a red apple on a table\na city street at night\na bowl of soup\n")
+    lora = 'lora = "models/lora"'
+    (p / "memorization.toml").write_text(POLICY_MANIFEST.format(lora=lora, detectors=""))
+    (p / "calibrate.toml").write_text("[detectors]\nsubject_concentration = { seeds = [0, 2] }\n")
+    result = tiny_project.runpytest("--memorization", "--memorization-calibrate",
+                                    "--memorization-calibration-prompts=ordinary.txt",
+                                    "--memorization-policy=calibrate.toml")
+    result.assert_outcomes(passed=1)
+    cal = p / "memorization-calibration.subject_concentration.json"
+    sha = hashlib.sha256(cal.read_bytes()).hexdigest()
+    threshold = json.loads(cal.read_text())["threshold"]
+    (p / "policy.toml").write_text("[detectors]\nsubject_concentration = { seeds = [0, 2] }\n"
+                                   f'[trust]\ncalibrations = ["{sha}"]\n')
+    (p / "memorization.toml").write_text(POLICY_MANIFEST.format(
+        lora=lora, detectors="[detectors]\nsubject_concentration = { gate = false, seeds = [0, 1] }\n"))
+    tiny_project.runpytest("--memorization", "--memorization-policy", "policy.toml", "--memorization-report", "rep")
+    rows = json.loads((p / "rep" / "report.json").read_text())["results"]
+    assert len(rows) == 2
+    for row in rows:
+        e = row["detectors"]["subject_concentration"]
+        assert e["calibrated"] is True and e["gate"] is True and e["seeds"] == [0, 2], e
+        assert e["threshold"] == threshold and e["flagged"] == (e["score"] >= threshold)
+        rules = {f["rule"] for f in row["findings"]}
+        assert ("subject_concentration" in rules) == e["flagged"]
+        assert row["verdict"] != "warn" or not e["flagged"], "the policy's gate: a fail, not a warning"

@@ -85,3 +85,35 @@ def test_a_waiver_file_is_strict(tmp_path: Path) -> None:
     (tmp_path / "p.toml").write_text('[waivers]\nfile = "w.toml"\n')
     with pytest.raises(MemorizationConfigError, match=r"w.toml: key 'waiver\[0\].sha256'"):
         load_policy(tmp_path / "p.toml")
+
+
+def test_a_policys_detectors_run_on_every_manifest_they_apply_to(tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text('[detectors]\nsubject_concentration = { seeds = [0, 1, 2, 3] }\n'
+                                          'seed_diversity = {}\n')
+    policy = load_policy(tmp_path / "policy.toml")
+    assert policy.detectors == {"subject_concentration": {"seeds": [0, 1, 2, 3]}, "seed_diversity": {}}
+    settings = for_tests(policy=policy)
+    lora = _manifest(tmp_path, '[model]\npretrained = "base"\nlora = "lora"\n[detectors]\n'
+                     'subject_concentration = { seeds = [0, 1], gate = false }\nseed_diversity = { gate = true }\n'
+                     + WORK)
+    out = apply_policy(lora, settings)
+    # the policy's seeds win, the manifest cannot turn the gate off, but may turn one on
+    assert out.detectors == {"subject_concentration": {"seeds": [0, 1, 2, 3]}, "seed_diversity": {"gate": True}}
+    assert lora.detectors["subject_concentration"]["gate"] is False  # the loaded manifest is not changed
+    plain = _manifest(tmp_path, '[model]\npretrained = "base"\n' + WORK)
+    assert apply_policy(plain, settings).detectors == {"seed_diversity": {}}  # no LoRA: no subject detector
+
+
+@pytest.mark.parametrize(("text", "key", "pattern"), [
+    ("subject_concentration = { threshold = 0.2 }", "detectors.subject_concentration.threshold",
+     "calibration file listed in \\[trust\\] calibrations"),
+    ("subject = {}", "detectors.subject", "unknown detector; known detectors: noise_magnitude"),
+    ("subject_concentration = { seeds = [0, -1] }", "detectors.subject_concentration.seeds", "array of seeds"),
+    ("subject_concentration = { gate = 1 }", "detectors.subject_concentration.gate", "not true or false"),
+    ("seed_diversity = { seeds = [0, 1] }", "detectors.seed_diversity.seeds", "seed_diversity takes gate"),
+    ("subject_concentration = true", "detectors.subject_concentration", "expected a table"),
+])
+def test_a_policys_detectors_are_strict(tmp_path: Path, text: str, key: str, pattern: str) -> None:
+    (tmp_path / "policy.toml").write_text(f"[detectors]\n{text}\n")
+    with pytest.raises(MemorizationConfigError, match=f"policy.toml: key '{key}': .*{pattern}"):
+        load_policy(tmp_path / "policy.toml")

@@ -10,6 +10,8 @@ ini key, since the pull request controls the ini file), fixes:
 - ``[generation]``: ``min_seeds``, ``min_steps``, the ``lora_scale`` to gate at, ``lora_gate``;
 - ``[waivers]``: whether waivers count at all, their longest duration, and where they come from
   (a policy-side file; manifest waivers only with ``manifest = true``);
+- ``[detectors]``: reference-free detectors every manifest runs (those needing a LoRA: every manifest
+  with one), with the policy's settings; a manifest's ``gate = false`` for them does not count;
 - ``[trust]``: the generator hooks and calibration files (by sha256) that may be used;
 - ``[run] ini_keys``: the only ``memorization_*`` ini keys read (sharding never among them).
 
@@ -29,6 +31,7 @@ from typing import Any
 
 from ..errors import MemorizationConfigError, one_line, printable
 from ..metrics import KNOWN_DEFAULTS, METRIC_NAMES
+from ..records import DETECTOR_KEYS
 from .policy import MIN_STEPS, lora_gate_problem, threshold_problem, with_floors
 
 POLICY_ENV = "MEMORIZATION_POLICY"
@@ -41,7 +44,7 @@ NEVER_FROM_INI = ("shard", "report", "save", "compare", "update_baseline", "prun
 _SHA = re.compile(r"[0-9a-f]{64}")
 _HOOK = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _KEYS: dict[str, tuple[str, ...]] = {
-    "": ("metrics", "thresholds", "generation", "waivers", "trust", "run"),
+    "": ("metrics", "thresholds", "generation", "detectors", "waivers", "trust", "run"),
     "metrics": ("always",),
     "generation": ("min_seeds", "min_steps", "lora_scale", "lora_gate"),
     "waivers": ("allowed", "max_days", "file", "manifest"),
@@ -76,6 +79,7 @@ class Policy:
     waivers: tuple[TrustedWaiver, ...] = ()
     generators: Mapping[str, str] = field(default_factory=dict)  # hook -> sha256 of its module file
     calibrations: frozenset[str] = frozenset()
+    detectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> its settings
     ini_keys: tuple[str, ...] = SAFE_INI_KEYS
 
     def fail(self, key: str | None, message: str) -> MemorizationConfigError:
@@ -104,7 +108,7 @@ def load_policy(path: Path) -> Policy:
     data = _toml(path)
     p = Policy(path=path)
     _keys(p, data, "")
-    for table in ("metrics", "thresholds", "generation", "waivers", "trust", "run"):
+    for table in ("metrics", "thresholds", "generation", "detectors", "waivers", "trust", "run"):
         if table in data and not isinstance(data[table], dict):
             raise p.fail(table, f"expected a table, write [{table}]")
     out: dict[str, Any] = {}
@@ -135,6 +139,8 @@ def load_policy(path: Path) -> Policy:
         out["lora_scale"] = float(v)
     if "lora_gate" in g:
         out["lora_gate"] = _bool(p, g["lora_gate"], "generation.lora_gate")
+    if "detectors" in data:
+        out["detectors"] = {k: _detector(p, k, v) for k, v in data["detectors"].items()}
     w = data.get("waivers", {})
     _keys(p, w, "waivers")
     if "allowed" in w:
@@ -346,6 +352,34 @@ def _keys(p: Policy, table: dict[str, Any], where: str) -> None:
             raise p.fail(f"{where + '.' if where else ''}{k}", f"unknown key{hint}; "
                                                                f"{'[' + where + ']' if where else 'a policy'} takes "
                                                                f"{', '.join(known)}")
+
+
+def _detector(p: Policy, name: str, d: Any) -> dict[str, Any]:
+    """One ``[detectors]`` entry: the manifest's keys for it, less ``threshold`` (a trusted calibration sets it)."""
+    key = f"detectors.{name}"
+    if name not in DETECTOR_KEYS:
+        raise p.fail(key, f"unknown detector; known detectors: {', '.join(DETECTOR_KEYS)}")
+    if not isinstance(d, dict):
+        raise p.fail(key, f"expected a table, write {name} = {{}} or {name} = {{ gate = true }}")
+    known = [k for k in DETECTOR_KEYS[name] if k != "threshold"]
+    for k, v in d.items():
+        if k == "threshold":
+            raise p.fail(f"{key}.threshold", "a detector's threshold comes from a calibration file listed in "
+                                             "[trust] calibrations; remove threshold and calibrate")
+        if k not in known:
+            raise p.fail(f"{key}.{k}", f"unknown key; {name} takes {', '.join(known) or 'no keys'}")
+        if k == "gate":
+            _bool(p, v, f"{key}.gate")
+        elif k == "seeds" and (not isinstance(v, list) or len(v) < 1 or any(
+                isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in v)):
+            raise p.fail(f"{key}.seeds", f"{v!r:.60} is not an array of seeds (integers >= 0); write seeds = [0, 1, 2, 3]")
+        elif k in ("steps", "timesteps"):
+            _int(p, v, f"{key}.{k}", 1)
+        elif k == "kind" and v not in ("guidance", "conditional"):
+            raise p.fail(f"{key}.kind", f"{v!r:.60} is not 'guidance' or 'conditional'")
+        elif k.endswith("_weight") and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise p.fail(f"{key}.{k}", f"{v!r:.40} is not a number")
+    return dict(d)
 
 
 def _strings(p: Policy, v: Any, key: str, *, allow_empty: bool = False) -> list[str]:

@@ -20,15 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..records import DETECTOR_KEYS
 from .check import Checker
 
-DETECTOR_KEYS: dict[str, tuple[str, ...]] = {
-    "noise_magnitude": ("threshold", "steps", "seeds", "gate"),
-    "seed_diversity": ("threshold", "gate"),
-    "zero_step": ("threshold", "timesteps", "norm_weight", "align_weight"),
-    "lora_delta": ("threshold", "kind"),
-    "subject_concentration": ("threshold", "seeds", "gate"),
-}
+__all__ = ["DETECTOR_KEYS", "detectors_table"]
 
 
 def detectors_table(c: Checker, v: Any) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,9 @@ level and per work) can tighten it, never relax it. Under a policy (``config.tru
 - its ``[thresholds]`` are floors for the manifest's thresholds, and its metrics are added to what
   the manifest scores (a manifest cannot narrow the metrics);
 - seeds and steps below its minimum, and an untrusted generator hook, are errors naming the manifest;
+- its ``[detectors]`` run on every manifest (``lora_delta`` and ``subject_concentration``: on every
+  manifest whose model has a LoRA), with the policy's settings over the manifest's; a manifest can
+  turn such a detector's gate on, never off;
 - waivers: none when ``allowed = false``; else those of the policy's waiver file (matched by work id and
   image sha256), and the manifest's own only with ``manifest = true``; every waiver longer than
   ``max_days`` is an error. A manifest waiver that the policy does not accept is dropped with a warning,
@@ -23,7 +26,7 @@ from ..config.policy import with_floors
 from ..config.settings import DEFAULT_METRICS
 from ..config.trust import Policy, check_generator, default_floors, seeds_problem, steps_problem, today
 from ..errors import ManifestError, one_line
-from ..records import Waiver
+from ..records import LORA_DETECTORS, Waiver
 from .load import Manifest
 
 
@@ -57,6 +60,19 @@ def apply_policy(manifest: Manifest, settings: Any) -> Manifest:
         except Exception as e:
             raise ManifestError(manifest.path, str(e), key="model.generator") from None
     out.works = [_waiver(policy, manifest, w, i) for i, w in enumerate(out.works)]
+    out.detectors = required_detectors(policy, manifest, bool(m.lora or m.loras or getattr(settings, "lora", None)))
+    return out
+
+
+def required_detectors(policy: Policy, manifest: Manifest, has_lora: bool) -> dict[str, dict[str, Any]]:
+    """The manifest's detectors with the policy's added: the policy's settings win, and a manifest's
+    ``gate = false`` does not count for a detector the policy requires."""
+    out = {k: dict(v) for k, v in manifest.detectors.items()}
+    for name, opts in policy.detectors.items():
+        if name in LORA_DETECTORS and not has_lora:
+            continue
+        mine = {k: v for k, v in out.get(name, {}).items() if k != "gate" or v is True}  # stricter only
+        out[name] = {**mine, **opts}
     return out
 
 
