@@ -45,7 +45,8 @@ def load(models: Path, lora: str | None):
     pipe = StableDiffusionPipeline.from_pretrained(str(models / "clean_twin"), safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
     if lora:
-        pipe.load_lora_weights(str(models / lora), adapter_name="bench")
+        pipe.load_lora_weights(str(models / lora), weight_name="pytorch_lora_weights.safetensors",
+                               adapter_name="bench")
     return pipe
 
 
@@ -64,6 +65,29 @@ def truth(pipe, groups: dict[str, list[str]], seeds: list[int], face) -> dict[st
         copies = ((l2 <= 0.15) | (ss >= 0.5)).sum(dim=1)
         out[g] = [(p, int(c), float(a.min()), float(b.max())) for p, c, a, b in zip(prompts, copies, l2, ss)]
     return out
+
+
+def style_truth(style, base, prompts: dict[str, list[str]], seeds: list[int]) -> None:
+    """Do the style LoRA's labels hold? Its images against its own training images (the sepia crops,
+    ``demo.data.style_dataset``), the base's images of the same prompts against the same crops before
+    sepia: the nearest crop's tiled L2 per image. A LoRA that re-draws its training crops under their
+    captions copies them, whatever its "style"."""
+    from demo.data import style_dataset, tiled_l2, twin_dataset
+    from demo.models import BUILD_PARAMS, generate
+
+    p = BUILD_PARAMS["style_lora"]
+    crops, captions = style_dataset(p["n_images"], seed=p["data_seed"])
+    plain, _ = twin_dataset(p["n_images"], seed=p["data_seed"])
+    print("\nStyle LoRA vs its 64 training crops (nearest crop's tiled L2; a copy <= 0.15), base vs the crops before "
+          "sepia")
+    print("| group | prompt | LoRA copies | LoRA min | base copies | base min | training crops with this caption |")
+    print("|---|---|---|---|---|---|---|")
+    for g, prs in prompts.items():
+        la = tiled_l2(generate(style, prs, seeds), crops).amin(dim=1).view(len(prs), len(seeds))
+        ba = tiled_l2(generate(base, prs, seeds), plain).amin(dim=1).view(len(prs), len(seeds))
+        for pr, a, b in zip(prs, la, ba):
+            print(f"| {g} | {pr} | {int((a <= 0.15).sum())}/{len(seeds)} | {float(a.min()):.3f} | "
+                  f"{int((b <= 0.15).sum())}/{len(seeds)} | {float(b.min()):.3f} | {captions.count(pr)} |", flush=True)
 
 
 def detectors():
@@ -105,6 +129,7 @@ def main() -> None:
     ap.add_argument("--truth-seeds", type=int, default=4, help="seeds per prompt for the ground truth")
     ap.add_argument("--skip-truth", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated detector names (default: all)")
+    ap.add_argument("--style-truth", action="store_true", help="also check the style LoRA's labels (and stop)")
     args = ap.parse_args()
 
     import torch
@@ -121,6 +146,10 @@ def main() -> None:
     seeds = list(range(args.seeds))
     print(f"{len(ordinary)} ordinary prompts (from {args.ordinary_from}), {len(seeds)} seeds, 64 px, 20 DDIM steps, "
           f"guidance 1.5, torch threads {torch.get_num_threads()}", flush=True)
+    if args.style_truth:
+        style_truth(load(args.models, "style_lora"), load(args.models, None),
+                    {"style prompts": STYLE_POS, "ordinary": ordinary[:12]}, list(range(args.truth_seeds)))
+        return
     subject = load(args.models, "subject_lora")
     if not args.skip_truth:
         groups = {"trigger": TRIGGER_PROMPTS, "trigger in context": TRIGGER_CONTEXTS, "class": CLASS,
@@ -148,6 +177,7 @@ def main() -> None:
             thr = inverted_cdf_quantile(o, 0.99)
             tpr = sum(v > thr for v in p) / len(p)
             rows.append((label, det, rank_auc(p, o), tpr, min(p) - max(o), secs))
+            print(f"  {label} | {det} | positives: " + ", ".join(f"{q!r} {v:.3f}" for q, v in zip(pos, p)))
             print(f"  {label} | {det} | AUC {rows[-1][2]:.3f} | TPR {tpr:.2f} | margin {min(p) - max(o):+.4f} | "
                   f"positives {min(p):.4f}..{max(p):.4f} | ordinary {min(o):.4f}..{max(o):.4f} | {secs:.0f} s",
                   flush=True)
