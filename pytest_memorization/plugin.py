@@ -149,8 +149,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> Any:
     finally:
         if session is not None:
             # Every hook has seen the report (under xdist the worker has sent it), and the session holds
-            # its rows: the report pytest keeps until the end (terminal stats) needs no second copy.
-            for name in ("memorization_results", "memorization_run"):
+            # its rows and counts: the report pytest keeps until the end (terminal stats) needs no copy.
+            for name in ("memorization_results", "memorization_run", "memorization_progress"):
                 report.__dict__.pop(name, None)
         if session is not None and session.progress is not None:
             session.progress.refresh()  # after the terminal reporter wrote its outcome

@@ -12,6 +12,7 @@ are still collected and shown as skipped, and nothing heavy is imported.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,13 @@ class ManifestFile(pytest.File):
         return self._plan
 
 
+@functools.cache
+def _memorization_mark() -> pytest.MarkDecorator:
+    """One marker for every item: ``pytest.mark.memorization`` builds a new one at each use, and pytest
+    keeps every item until the run ends."""
+    return pytest.mark.memorization
+
+
 class MemorizationItem(pytest.Item):
     def __init__(self, *, prompt: str, work: str | None, **kwargs: Any) -> None:
         if "nodeid" not in kwargs and kwargs.get("parent") is not None:
@@ -152,7 +160,7 @@ class MemorizationItem(pytest.Item):
         super().__init__(**kwargs)
         self.prompt = prompt
         self.work = work
-        self.add_marker(pytest.mark.memorization)
+        self.add_marker(_memorization_mark())
         self.outcome: Any = None
 
     @property

@@ -16,8 +16,8 @@ import pytest
 
 from ..errors import MemorizationConfigError
 from ..judging.baselines import directions_of
-from ..judging.verdict import deciding
 from ..records import ImageResult
+from .properties import add_properties
 from .session import MemorizationSession
 from .state import RESULTS_KEY, WORKS_KEY
 
@@ -69,23 +69,7 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
             r.image = None
         report.memorization_incomplete = (  # type: ignore[attr-defined]
             f"could not write the images of {item.nodeid}: {e}; free space or choose another --memorization-report")
-    report_dir = session.settings.path("report")
-    if results:
-        item.user_properties.append(("memorization.prompt", results[0].prompt))
-    for r in results:
-        item.user_properties.append((f"memorization.seed{r.seed}.verdict", r.verdict))
-        found = deciding(r.findings, r.verdict)
-        if found is not None:  # the rule and message that decided it (baseline, waiver, LoRA gate, ...)
-            item.user_properties.append((f"memorization.seed{r.seed}.finding", f"{found.rule}: {found.message}"))
-        if r.work is not None:
-            item.user_properties.append((f"memorization.seed{r.seed}.work", r.work))
-        if r.image and report_dir is not None:
-            item.user_properties.append((f"memorization.seed{r.seed}.image", str(report_dir / r.image)))
-        for metric, value in r.scores.items():
-            item.user_properties.append((f"memorization.seed{r.seed}.{metric}", round(value, 6)))
-        for name, det in r.detectors.items():
-            if isinstance(det, dict) and "score" in det:
-                item.user_properties.append((f"memorization.seed{r.seed}.{name}", round(float(det["score"]), 6)))
+    add_properties(item, results, session.settings.path("report"))
     report.memorization_results = [r.to_json() for r in results]  # type: ignore[attr-defined]
     # The run info (model hash, device, dtype, metric versions) and metric directions live in this
     # process's session; under pytest-xdist the controller has neither, so they travel with the report.
@@ -95,8 +79,11 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
         r.pixels = None
         r.extra.pop("base_pixels", None)
     # The rows now travel as JSON on the report (the session keeps them from there): the item, which
-    # pytest keeps until the end of the run, lets go of its own copies.
-    item.stash[RESULTS_KEY] = []
+    # pytest keeps until the end of the run, lets go of its own copies (the keys too: an empty list
+    # and dict per item are still memory).
+    del item.stash[RESULTS_KEY]
+    if WORKS_KEY in item.stash:
+        del item.stash[WORKS_KEY]
     if getattr(item, "outcome", None) is not None:
         item.outcome = None  # type: ignore[attr-defined]
     give_back_freed_memory()

@@ -73,7 +73,8 @@ def attach(item: Any, results: list[ImageResult], works: list[Any] | None = None
     with its report)."""
     if item is not None:
         item.stash.setdefault(RESULTS_KEY, []).extend(results)
-        item.stash.setdefault(WORKS_KEY, {}).update({w.id: w for w in works or []})
+        if works:  # manifest items find their works through their plan
+            item.stash.setdefault(WORKS_KEY, {}).update({w.id: w for w in works})
 
 
 def record_collected(session: Any, pytest_session: pytest.Session) -> None:
