@@ -181,20 +181,23 @@ def image_refs(r: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
     Returns (location, path) pairs; ``location`` is the key path inside the result.
     """
     out: list[tuple[tuple[Any, ...], str]] = []
-
-    def walk(obj: Any, loc: tuple[Any, ...]) -> None:
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                if isinstance(v, str) and isinstance(k, str) and (k == "image" or k.endswith("_image")):
-                    out.append(((*loc, k), v))
-                elif isinstance(v, (dict, list)):
-                    walk(v, (*loc, k))
-        elif isinstance(obj, list):
-            for i, v in enumerate(obj):
-                if isinstance(v, (dict, list)):  # numbers and strings in a list are never image keys
-                    walk(v, (*loc, i))
-
-    walk({k: v for k, v in r.items() if k in ("image", "work_image", "extra")}, ())
+    # depth first in key order with a stack of iterators, not a recursive closure: a nested function
+    # that calls itself is a reference cycle, garbage per row that only the cyclic collector frees
+    top = {k: v for k, v in r.items() if k in ("image", "work_image", "extra")}
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(iter(top.items()), ())]
+    while stack:
+        items, loc = stack[-1]
+        for k, v in items:
+            if isinstance(v, str) and isinstance(k, str) and (k == "image" or k.endswith("_image")):
+                out.append(((*loc, k), v))
+            elif isinstance(v, dict):
+                stack.append((iter(v.items()), (*loc, k)))
+                break
+            elif isinstance(v, list):  # numbers and strings in a list are never image keys
+                stack.append((iter(enumerate(v)), (*loc, k)))
+                break
+        else:
+            stack.pop()
     return out
 
 
