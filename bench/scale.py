@@ -271,7 +271,13 @@ def merge_shards(d: Path, shards: int) -> tuple[float, int]:
 def baseline_bench(d: Path, entries: int, seeds: int) -> dict:
     from types import SimpleNamespace
 
-    from pytest_memorization.judging.baselines import KEY, compare_scores, directions_of, load_baseline, save_baseline
+    from pytest_memorization.judging.baselines import (
+        KEY,
+        compare_scores,
+        directions_of,
+        load_baseline,
+        save_baseline,
+    )
     from pytest_memorization.records import ImageResult, Outcome
 
     def rows_of(i: int) -> list[ImageResult]:
