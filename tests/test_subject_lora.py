@@ -161,7 +161,7 @@ def test_subject_concentration_rule_through_the_judge() -> None:
     assert run(float("nan"))[0] == ["error", "error"]
 
 
-TINY = """
+TINY_MODEL = """
 [model]
 pretrained = "models/tiny"
 {lora}
@@ -169,7 +169,8 @@ seeds = [0, 1]
 steps = 2
 height = 64
 width = 64
-
+"""
+TINY = TINY_MODEL + """
 [detectors]
 subject_concentration = {{ threshold = 0.0{gate} }}
 
@@ -211,15 +212,7 @@ def test_rows_carry_the_agreements_and_the_verdict_follows_the_score(tiny_projec
         assert row["verdict"] == want and e["flagged"] == (e["score"] >= 0), e
 
 
-POLICY_MANIFEST = """
-[model]
-pretrained = "models/tiny"
-{lora}
-seeds = [0, 1]
-steps = 2
-height = 64
-width = 64
-{detectors}
+POLICY_MANIFEST = TINY_MODEL + """{detectors}
 [[work]]
 id = "face"
 image = "face.png"

@@ -60,7 +60,7 @@ def apply_policy(manifest: Manifest, settings: Any) -> Manifest:
         except Exception as e:
             raise ManifestError(manifest.path, str(e), key="model.generator") from None
     out.works = [_waiver(policy, manifest, w, i) for i, w in enumerate(out.works)]
-    out.detectors = required_detectors(policy, manifest, bool(m.lora or m.loras or getattr(settings, "lora", None)))
+    out.detectors = required_detectors(policy, manifest, bool(m.lora or m.loras or settings.lora))
     return out
 
 

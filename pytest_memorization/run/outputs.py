@@ -81,9 +81,9 @@ def finish_item(session: MemorizationSession, item: pytest.Item, report: pytest.
     # The rows now travel as JSON on the report (the session keeps them from there): the item, which
     # pytest keeps until the end of the run, lets go of its own copies (the keys too: an empty list
     # and dict per item are still memory).
-    del item.stash[RESULTS_KEY]
-    if WORKS_KEY in item.stash:
-        del item.stash[WORKS_KEY]
+    for key in (RESULTS_KEY, WORKS_KEY):
+        if key in item.stash:  # an item that ended before any row was attached has neither
+            del item.stash[key]
     if getattr(item, "outcome", None) is not None:
         item.outcome = None  # type: ignore[attr-defined]
     give_back_freed_memory()
